@@ -1,0 +1,102 @@
+//! Metric analysis. The verdict logic here is pure; the I/O lives in
+//! [`provider`] behind the [`MetricsProvider`] trait.
+
+pub mod provider;
+
+use crate::api::{PlanMetric, Verdict};
+
+pub use provider::{MetricsProvider, ProviderError};
+
+/// What one query returned: a value, no data, or an error. Three different
+/// outcomes, never folded into one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryOutcome {
+    Value(f64),
+    /// Empty result or NaN: the backend answered but has nothing to say.
+    NoData(String),
+    /// The backend could not answer (unreachable, timeout, rejected query).
+    Error(String),
+}
+
+/// One metric's outcome in an analysis round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricOutcome {
+    pub name: String,
+    pub outcome: QueryOutcome,
+}
+
+/// Fill the template variables of a query.
+pub fn render_query(query: &str, service: &str, namespace: &str, rollout: &str) -> String {
+    query
+        .replace("{{service}}", service)
+        .replace("{{ service }}", service)
+        .replace("{{namespace}}", namespace)
+        .replace("{{ namespace }}", namespace)
+        .replace("{{rollout}}", rollout)
+        .replace("{{ rollout }}", rollout)
+}
+
+/// Judge a threshold metric's outcome. Bounds are inclusive. Infinity is a
+/// value (it fails a max bound); NaN is no data.
+pub fn judge(metric: &PlanMetric, outcome: &QueryOutcome) -> Verdict {
+    match outcome {
+        QueryOutcome::Value(v) if v.is_nan() => Verdict::NoData,
+        QueryOutcome::Value(v) => {
+            let too_high = metric.max.is_some_and(|max| *v > max);
+            let too_low = metric.min.is_some_and(|min| *v < min);
+            if too_high || too_low {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            }
+        }
+        QueryOutcome::NoData(_) => Verdict::NoData,
+        QueryOutcome::Error(_) => Verdict::Error,
+    }
+}
+
+/// Describe the bound of a metric, e.g. `<= 0.01` or `within [0.9, 1]`.
+pub fn describe_bound(metric: &PlanMetric) -> String {
+    match (metric.min, metric.max) {
+        (Some(lo), Some(hi)) => format!("within [{lo}, {hi}]"),
+        (None, Some(hi)) => format!("<= {hi}"),
+        (Some(lo), None) => format!(">= {lo}"),
+        (None, None) => "unbounded".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(min: Option<f64>, max: Option<f64>) -> PlanMetric {
+        PlanMetric {
+            name: "m".into(),
+            query: "q".into(),
+            min,
+            max,
+            failure_limit: 0,
+        }
+    }
+
+    #[test]
+    fn bounds_are_inclusive_and_nan_is_no_data() {
+        let m = metric(Some(0.5), Some(1.0));
+        assert_eq!(judge(&m, &QueryOutcome::Value(1.0)), Verdict::Pass);
+        assert_eq!(judge(&m, &QueryOutcome::Value(0.5)), Verdict::Pass);
+        assert_eq!(judge(&m, &QueryOutcome::Value(1.0001)), Verdict::Fail);
+        assert_eq!(judge(&m, &QueryOutcome::Value(0.4)), Verdict::Fail);
+        assert_eq!(judge(&m, &QueryOutcome::Value(f64::NAN)), Verdict::NoData);
+        assert_eq!(judge(&m, &QueryOutcome::Value(f64::INFINITY)), Verdict::Fail);
+        assert_eq!(judge(&m, &QueryOutcome::NoData("empty".into())), Verdict::NoData);
+        assert_eq!(judge(&m, &QueryOutcome::Error("down".into())), Verdict::Error);
+    }
+
+    #[test]
+    fn template_variables_are_filled() {
+        assert_eq!(
+            render_query(r#"x{service="{{service}}",ns="{{ namespace }}",r="{{rollout}}"}"#, "a", "b", "c"),
+            r#"x{service="a",ns="b",r="c"}"#
+        );
+    }
+}

@@ -1,0 +1,357 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A progressive rollout of one service from its stable (old) version to its
+/// canary (new) version.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rollwise.io",
+    version = "v1alpha1",
+    kind = "Rollout",
+    plural = "rollouts",
+    singular = "rollout",
+    shortname = "rw",
+    category = "rollwise",
+    namespaced,
+    status = "RolloutStatus",
+    doc = "A progressive rollout: moves traffic from the stable to the canary version step by step, checking metrics at every step.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Step", type_ = "string", json_path = ".status.step"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight", description = "canary weight the router carries (read back)"),
+    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict", description = "latest analysis verdict"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.stable.service != self.canary.service").message("spec.stable.service and spec.canary.service must differ").field_path(".canary.service"))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The old version: receives all traffic before the rollout starts.
+    pub stable: VersionRef,
+    /// The new version: receives traffic step by step.
+    pub canary: VersionRef,
+    /// The traffic router that fronts both versions (exactly one).
+    pub traffic_routing: TrafficRouting,
+    /// The steps. Default: setWeight 5, 33, 50, 100, each followed by a 5m pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()").message("setWeight steps must not decrease"))]
+    pub steps: Option<Vec<Step>>,
+    /// Metrics checked while the canary receives traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+    /// Pause the rollout by hand: no step advances while true (analysis keeps
+    /// running, so a failing canary is still rolled back).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// One version of the service.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRef {
+    /// The Service that selects this version's pods.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("must be a DNS-1035 label (a Service name)"))]
+    pub service: String,
+    /// The Deployment that runs this version (optional): when set, traffic is
+    /// only shifted to the canary once it is fully available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$') && size(self) <= 253").message("must be a DNS-1123 subdomain (a Deployment name)"))]
+    pub deployment: Option<String>,
+}
+
+/// Where traffic is shifted. Exactly one router must be set.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.gatewayAPI)].filter(x, x).size() == 1").message("exactly one traffic router must be set"))]
+pub struct TrafficRouting {
+    /// Gateway API: weights on the backendRefs of an HTTPRoute.
+    #[serde(rename = "gatewayAPI", default, skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiRouting>,
+}
+
+/// Gateway API routing: the rules of `httpRoute` that reference the stable
+/// Service get weight `100-w` for stable and `w` for canary.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// Name of an HTTPRoute in the Rollout's namespace.
+    #[x_kube(validation = Rule::new("size(self) > 0 && size(self) <= 253").message("must be an HTTPRoute name"))]
+    pub http_route: String,
+}
+
+/// One step: exactly one of `setWeight` or `pause`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)").message("a step sets exactly one of setWeight or pause"))]
+pub struct Step {
+    /// Send this percentage (0-100) of traffic to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("setWeight must be between 0 and 100"))]
+    pub set_weight: Option<i32>,
+    /// Wait: for `duration` when given, otherwise until a manual promote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+}
+
+/// A pause step. Without `duration` it waits for `rollwise.io/action: promote`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// How long to wait, as a Go duration (`30s`, `2m`, `1h30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("duration must look like 30s, 2m or 1h30m"))]
+    pub duration: Option<String>,
+}
+
+/// Metric analysis run every `interval` while the canary receives traffic.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// How often metrics are evaluated (Go duration). Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("interval must look like 30s, 2m or 1h30m"))]
+    pub interval: Option<String>,
+    /// The Prometheus server to query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    /// Threshold metrics: a value outside [min, max] is a failed evaluation.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n.name == m.name))").message("metric names must be unique"))]
+    pub metrics: Vec<MetricSpec>,
+    /// Consecutive query errors (backend down, query rejected) tolerated:
+    /// when this many evaluations in a row errored, the canary is rolled
+    /// back. Default 4. Errors alone never count as failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("consecutiveErrorLimit must be between 1 and 1000"))]
+    pub consecutive_error_limit: Option<i32>,
+}
+
+/// Where the Prometheus HTTP API is.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("address must be an http:// or https:// URL"))]
+    pub address: String,
+}
+
+/// A threshold metric: a PromQL query that yields one number.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.max) || has(self.min)").message("a metric needs max or min"))]
+#[x_kube(validation = Rule::new("!has(self.max) || !has(self.min) || self.min <= self.max").message("min must not exceed max"))]
+pub struct MetricSpec {
+    /// Name shown in status and events.
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$') && size(self) <= 63").message("metric name must be 1-63 letters, digits, '-', '_' or '.'"))]
+    pub name: String,
+    /// PromQL; `{{service}}`, `{{namespace}}` and `{{rollout}}` are replaced
+    /// (service = the canary Service).
+    #[x_kube(validation = Rule::new("size(self) > 0").message("query must not be empty"))]
+    pub query: String,
+    /// Highest healthy value (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Lowest healthy value (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Failed evaluations tolerated; one more rolls back. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 1000").message("failureLimit must be between 0 and 1000"))]
+    pub failure_limit: Option<i32>,
+}
+
+/// Where the rollout is.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum Phase {
+    /// Not started yet (first reconcile, or waiting for the canary to be available).
+    #[default]
+    Pending,
+    /// Moving through the steps.
+    Progressing,
+    /// Held by `spec.paused` or by a pause step without duration.
+    Paused,
+    /// All steps done, canary at 100%.
+    Succeeded,
+    /// The analysis found the canary unhealthy (or metrics were unavailable
+    /// too long): all traffic is back on stable.
+    RolledBack,
+    /// Aborted by hand: all traffic is back on stable.
+    Aborted,
+    /// The spec is invalid or a referenced object is missing (see the Ready condition).
+    Invalid,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Succeeded => "Succeeded",
+            Phase::RolledBack => "RolledBack",
+            Phase::Aborted => "Aborted",
+            Phase::Invalid => "Invalid",
+        }
+    }
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::RolledBack,
+        Phase::Aborted,
+        Phase::Invalid,
+    ];
+    /// Succeeded, RolledBack and Aborted wait for a new canary (or `retry`).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Aborted)
+    }
+}
+
+/// The verdict of one metric evaluation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Verdict {
+    /// Within bounds.
+    Pass,
+    /// Outside bounds.
+    Fail,
+    /// The query returned nothing (or NaN): not a failure, not a pass.
+    NoData,
+    /// The query could not be run (backend down, query rejected).
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "Pass",
+            Verdict::Fail => "Fail",
+            Verdict::NoData => "NoData",
+            Verdict::Error => "Error",
+        }
+    }
+}
+
+/// Observed state. Everything the engine needs to resume lives here.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    /// Index of the current step (0-based).
+    #[serde(default)]
+    pub current_step_index: i32,
+    /// Number of steps in the plan.
+    #[serde(default)]
+    pub step_count: i32,
+    /// "current/total" for `kubectl get` (1-based; "-" before the start).
+    #[serde(default)]
+    pub step: String,
+    /// The canary weight the router carries, as read back from it.
+    #[serde(default)]
+    pub canary_weight: i32,
+    /// The canary weight the operator wants now.
+    #[serde(default)]
+    pub desired_weight: i32,
+    /// When the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// `service[/deployment]` of the canary this state belongs to; a change
+    /// of `spec.canary` restarts the rollout.
+    #[serde(default)]
+    pub canary_ref: String,
+    /// The generation of the spec this status was computed from.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// A one-line summary for people.
+    #[serde(default)]
+    pub message: String,
+    /// The verdict of the latest analysis round ("-" before the first).
+    #[serde(default)]
+    pub verdict: String,
+    /// When the latest analysis round ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis_at: Option<Time>,
+    /// Passing analysis rounds since the current step began.
+    #[serde(default)]
+    pub passes_in_step: i32,
+    /// Analysis rounds in a row with at least one query error.
+    #[serde(default)]
+    pub consecutive_errors: i32,
+    /// The latest evaluation of each metric.
+    #[serde(default)]
+    pub analysis: Vec<MetricStatus>,
+    /// The latest decision with its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<DecisionRecord>,
+    /// The latest manual action carried out or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<ActionRecord>,
+    /// Ready, Progressing, Paused, Completed, RolledBack.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The latest evaluation of one metric.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStatus {
+    pub name: String,
+    /// The measured value (absent when there was no data or an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Pass, Fail, NoData or Error.
+    pub verdict: String,
+    /// Failed evaluations so far in this rollout.
+    #[serde(default)]
+    pub failures: i32,
+    /// The failures tolerated before rollback.
+    #[serde(default)]
+    pub failure_limit: i32,
+    /// What happened, in words (e.g. the backend error).
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+}
+
+/// A decision of the engine, as recorded in status.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord {
+    /// SetWeight, Advance, Hold, Pause, Promote, Rollback, Abort, Restart, Complete.
+    pub kind: String,
+    /// PascalCase reason (the rule that fired).
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
+}
+
+/// A manual action (from the `rollwise.io/action` annotation).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    pub action: String,
+    /// Done or Refused.
+    pub result: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
+}
+
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("x-kubernetes-list-type".into(), "map".into());
+        obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    }
+    schema
+}

@@ -1,0 +1,453 @@
+//! Pure validation: turns a `RolloutSpec` into a [`Plan`] the engine can run,
+//! or into field errors that name the offending field. This repeats the CEL
+//! rules (an API server without them, or an object stored before a CRD
+//! upgrade, must still get a clear condition) and checks what CEL cannot.
+
+use std::time::Duration;
+
+use super::{RolloutSpec, Step};
+
+/// Default analysis interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default number of consecutive query errors before a rollback.
+pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: u32 = 4;
+/// Default pause after each default weight step.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(300);
+/// Default weight schedule.
+pub const DEFAULT_WEIGHTS: [u8; 4] = [5, 33, 50, 100];
+
+/// A field that is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.steps[2].setWeight`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A validated step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanStep {
+    SetWeight(u8),
+    /// `None`: wait for a manual promote.
+    Pause(Option<Duration>),
+}
+
+/// A validated threshold metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanMetric {
+    pub name: String,
+    pub query: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub failure_limit: u32,
+}
+
+/// A validated rollout plan: what the pure engine runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<PlanStep>,
+    pub interval: Duration,
+    pub metrics: Vec<PlanMetric>,
+    pub consecutive_error_limit: u32,
+    pub prometheus: Option<String>,
+    pub paused: bool,
+    /// `service[/deployment]` of the canary.
+    pub canary_ref: String,
+}
+
+impl Plan {
+    /// The canary weight the plan asks for at step `index`: the latest
+    /// setWeight at or before it (0 before the first).
+    pub fn target_weight(&self, index: usize) -> u8 {
+        self.steps
+            .iter()
+            .take(index.saturating_add(1))
+            .filter_map(|s| match s {
+                PlanStep::SetWeight(w) => Some(*w),
+                PlanStep::Pause(_) => None,
+            })
+            .next_back()
+            .unwrap_or(0)
+    }
+
+    pub fn has_analysis(&self) -> bool {
+        !self.metrics.is_empty()
+    }
+}
+
+/// Parse a Go-style duration (`30s`, `2m`, `1h30m`, `1.5h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: kube::core::Duration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 2m or 1h30m ({e})"))?;
+    if d.is_negative() {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok(d.into())
+}
+
+/// `service[/deployment]`: the identity of a version.
+pub fn version_ref_key(r: &super::VersionRef) -> String {
+    match &r.deployment {
+        Some(d) => format!("{}/{}", r.service, d),
+        None => r.service.clone(),
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// Validate a spec and build its plan. Every error names its field.
+pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut err = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message,
+        })
+    };
+
+    for (side, r) in [("stable", &spec.stable), ("canary", &spec.canary)] {
+        if !is_dns_label(&r.service) {
+            err(
+                &format!("spec.{side}.service"),
+                format!("{:?} is not a valid Service name", r.service),
+            );
+        }
+        if let Some(d) = &r.deployment
+            && !is_dns_subdomain(d)
+        {
+            err(
+                &format!("spec.{side}.deployment"),
+                format!("{d:?} is not a valid Deployment name"),
+            );
+        }
+    }
+    if spec.stable.service == spec.canary.service {
+        err(
+            "spec.canary.service",
+            format!(
+                "stable and canary must be different Services (both are {:?})",
+                spec.canary.service
+            ),
+        );
+    }
+    if spec.stable.deployment.is_some() && spec.stable.deployment == spec.canary.deployment {
+        err(
+            "spec.canary.deployment",
+            "stable and canary must be different Deployments".to_string(),
+        );
+    }
+
+    match &spec.traffic_routing.gateway_api {
+        Some(g) if g.http_route.is_empty() => err(
+            "spec.trafficRouting.gatewayAPI.httpRoute",
+            "must name an HTTPRoute".into(),
+        ),
+        Some(_) => {}
+        None => err(
+            "spec.trafficRouting",
+            "exactly one traffic router must be set (gatewayAPI)".into(),
+        ),
+    }
+
+    let steps = match &spec.steps {
+        None => default_steps(),
+        Some(steps) if steps.is_empty() => {
+            err("spec.steps", "must not be empty (omit it for the default)".into());
+            Vec::new()
+        }
+        Some(steps) => {
+            let mut out = Vec::with_capacity(steps.len());
+            let mut last_weight: Option<i32> = None;
+            for (i, Step { set_weight, pause }) in steps.iter().enumerate() {
+                match (set_weight, pause) {
+                    (Some(w), None) => {
+                        if !(0..=100).contains(w) {
+                            err(
+                                &format!("spec.steps[{i}].setWeight"),
+                                format!("{w} is outside 0-100"),
+                            );
+                        } else if let Some(prev) = last_weight.filter(|p| w < p) {
+                            err(
+                                &format!("spec.steps[{i}].setWeight"),
+                                format!("{w} is lower than the previous setWeight {prev}"),
+                            );
+                        } else {
+                            out.push(PlanStep::SetWeight(*w as u8));
+                        }
+                        last_weight = Some(*w);
+                    }
+                    (None, Some(p)) => match p.duration.as_deref().map(parse_duration) {
+                        None => out.push(PlanStep::Pause(None)),
+                        Some(Ok(d)) => out.push(PlanStep::Pause(Some(d))),
+                        Some(Err(e)) => err(&format!("spec.steps[{i}].pause.duration"), e),
+                    },
+                    _ => err(
+                        &format!("spec.steps[{i}]"),
+                        "a step sets exactly one of setWeight or pause".into(),
+                    ),
+                }
+            }
+            out
+        }
+    };
+
+    let mut interval = DEFAULT_INTERVAL;
+    let mut metrics = Vec::new();
+    let mut consecutive_error_limit = DEFAULT_CONSECUTIVE_ERROR_LIMIT;
+    let mut prometheus = None;
+    if let Some(a) = &spec.analysis {
+        if let Some(i) = &a.interval {
+            match parse_duration(i) {
+                Ok(d) if d >= Duration::from_secs(1) => interval = d,
+                Ok(_) => err("spec.analysis.interval", format!("{i:?} is below 1s")),
+                Err(e) => err("spec.analysis.interval", e),
+            }
+        }
+        if let Some(n) = a.consecutive_error_limit {
+            if n < 1 {
+                err(
+                    "spec.analysis.consecutiveErrorLimit",
+                    format!("{n} must be at least 1"),
+                );
+            } else {
+                consecutive_error_limit = n as u32;
+            }
+        }
+        if let Some(p) = &a.prometheus {
+            if p.address.starts_with("http://") || p.address.starts_with("https://") {
+                prometheus = Some(p.address.clone());
+            } else {
+                err(
+                    "spec.analysis.prometheus.address",
+                    format!("{:?} must be an http:// or https:// URL", p.address),
+                );
+            }
+        }
+        if !a.metrics.is_empty() && a.prometheus.is_none() {
+            err(
+                "spec.analysis.prometheus",
+                "metrics need a Prometheus address".into(),
+            );
+        }
+        for (i, m) in a.metrics.iter().enumerate() {
+            let field = format!("spec.analysis.metrics[{i}]");
+            if m.name.is_empty() {
+                err(&format!("{field}.name"), "must not be empty".into());
+            }
+            if a.metrics[..i].iter().any(|o| o.name == m.name) {
+                err(&format!("{field}.name"), format!("{:?} is used twice", m.name));
+            }
+            if m.query.trim().is_empty() {
+                err(&format!("{field}.query"), "must not be empty".into());
+            }
+            if m.min.is_none() && m.max.is_none() {
+                err(&field, "needs max or min".into());
+            }
+            if let (Some(lo), Some(hi)) = (m.min, m.max)
+                && lo > hi
+            {
+                err(&format!("{field}.min"), format!("{lo} is above max {hi}"));
+            }
+            for (name, v) in [("min", m.min), ("max", m.max)] {
+                if v.is_some_and(|v| !v.is_finite()) {
+                    err(&format!("{field}.{name}"), "must be a finite number".into());
+                }
+            }
+            let failure_limit = match m.failure_limit {
+                Some(n) if n < 0 => {
+                    err(
+                        &format!("{field}.failureLimit"),
+                        format!("{n} must not be negative"),
+                    );
+                    0
+                }
+                Some(n) => n as u32,
+                None => 0,
+            };
+            metrics.push(PlanMetric {
+                name: m.name.clone(),
+                query: m.query.clone(),
+                min: m.min,
+                max: m.max,
+                failure_limit,
+            });
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Plan {
+        steps,
+        interval,
+        metrics,
+        consecutive_error_limit,
+        prometheus,
+        paused: spec.paused,
+        canary_ref: version_ref_key(&spec.canary),
+    })
+}
+
+/// 5, 33, 50, 100 with a pause after each.
+pub fn default_steps() -> Vec<PlanStep> {
+    DEFAULT_WEIGHTS
+        .iter()
+        .flat_map(|w| [PlanStep::SetWeight(*w), PlanStep::Pause(Some(DEFAULT_PAUSE))])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        AnalysisSpec, GatewayApiRouting, MetricSpec, PauseStep, PrometheusSpec, TrafficRouting,
+        VersionRef,
+    };
+
+    fn spec() -> RolloutSpec {
+        RolloutSpec {
+            stable: VersionRef {
+                service: "checkout-v1".into(),
+                deployment: Some("checkout-v1".into()),
+            },
+            canary: VersionRef {
+                service: "checkout-v2".into(),
+                deployment: Some("checkout-v2".into()),
+            },
+            traffic_routing: TrafficRouting {
+                gateway_api: Some(GatewayApiRouting {
+                    http_route: "checkout".into(),
+                }),
+            },
+            steps: None,
+            analysis: Some(AnalysisSpec {
+                interval: Some("30s".into()),
+                prometheus: Some(PrometheusSpec {
+                    address: "http://prometheus:9090".into(),
+                }),
+                metrics: vec![MetricSpec {
+                    name: "error-rate".into(),
+                    query: "q".into(),
+                    max: Some(0.01),
+                    min: None,
+                    failure_limit: Some(2),
+                }],
+                consecutive_error_limit: None,
+            }),
+            paused: false,
+        }
+    }
+
+    fn fields(spec: &RolloutSpec) -> Vec<String> {
+        validate(spec).unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn default_plan_is_5_33_50_100_with_pauses() {
+        let plan = validate(&spec()).unwrap();
+        let weights: Vec<u8> = (0..plan.steps.len()).map(|i| plan.target_weight(i)).collect();
+        assert_eq!(weights, vec![5, 5, 33, 33, 50, 50, 100, 100]);
+        assert_eq!(plan.interval, Duration::from_secs(30));
+        assert_eq!(plan.consecutive_error_limit, 4);
+        assert_eq!(plan.metrics[0].failure_limit, 2);
+        assert_eq!(plan.canary_ref, "checkout-v2/checkout-v2");
+    }
+
+    #[test]
+    fn decreasing_weight_is_rejected_naming_the_step() {
+        let mut s = spec();
+        s.steps = Some(vec![
+            Step { set_weight: Some(50), pause: None },
+            Step { set_weight: Some(20), pause: None },
+        ]);
+        assert_eq!(fields(&s), vec!["spec.steps[1].setWeight"]);
+    }
+
+    #[test]
+    fn bad_duration_and_out_of_range_weight_are_named() {
+        let mut s = spec();
+        s.steps = Some(vec![
+            Step { set_weight: Some(150), pause: None },
+            Step { set_weight: None, pause: Some(PauseStep { duration: Some("2 minutes".into()) }) },
+            Step { set_weight: Some(10), pause: Some(PauseStep::default()) },
+        ]);
+        assert_eq!(
+            fields(&s),
+            vec!["spec.steps[0].setWeight", "spec.steps[1].pause.duration", "spec.steps[2]"]
+        );
+    }
+
+    #[test]
+    fn same_service_for_both_versions_is_rejected() {
+        let mut s = spec();
+        s.canary.service = "checkout-v1".into();
+        assert_eq!(fields(&s), vec!["spec.canary.service"]);
+    }
+
+    #[test]
+    fn metric_without_bound_and_missing_router_are_rejected() {
+        let mut s = spec();
+        s.analysis.as_mut().unwrap().metrics[0].max = None;
+        s.traffic_routing.gateway_api = None;
+        assert_eq!(fields(&s), vec!["spec.trafficRouting", "spec.analysis.metrics[0]"]);
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn manual_pause_and_explicit_steps_build_the_plan() {
+        let mut s = spec();
+        s.steps = Some(vec![
+            Step { set_weight: Some(5), pause: None },
+            Step { set_weight: None, pause: Some(PauseStep { duration: Some("2m".into()) }) },
+            Step { set_weight: None, pause: Some(PauseStep::default()) },
+            Step { set_weight: Some(100), pause: None },
+        ]);
+        let plan = validate(&s).unwrap();
+        assert_eq!(
+            plan.steps,
+            vec![
+                PlanStep::SetWeight(5),
+                PlanStep::Pause(Some(Duration::from_secs(120))),
+                PlanStep::Pause(None),
+                PlanStep::SetWeight(100)
+            ]
+        );
+        assert_eq!(plan.target_weight(2), 5);
+    }
+}
