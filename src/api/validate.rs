@@ -83,6 +83,9 @@ impl Plan {
 
 /// Parse a Go-style duration (`30s`, `2m`, `1h30m`, `1.5h`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim().is_empty() {
+        return Err("an empty string is not a duration (use e.g. 30s)".into());
+    }
     let d: kube::core::Duration = s
         .parse()
         .map_err(|e| format!("{s:?} is not a duration like 30s, 2m or 1h30m ({e})"))?;

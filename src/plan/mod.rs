@@ -1,1 +1,720 @@
-//! (being written)
+//! The pure step engine: `decide(plan, status, observation, now) -> Decision`.
+//!
+//! No I/O and no clock: everything the engine knows comes in as arguments,
+//! everything it wants done goes out in the [`Decision`]. All state needed to
+//! resume is in the `RolloutStatus` it returns, so a restarted operator that
+//! reads the persisted status back decides exactly as an uninterrupted one.
+//!
+//! Rules, in order of precedence:
+//! 1. a new canary (`spec.canary` changed) restarts from step 0 with all
+//!    traffic on stable;
+//! 2. a manual action (`abort`, `retry`, `promote`, `promote-full`);
+//! 3. analysis: more than `failureLimit` failed evaluations of a metric, or
+//!    `consecutiveErrorLimit` rounds in a row with query errors, roll back at
+//!    once (weight 0), whatever step the rollout is on;
+//! 4. terminal phases hold their weight (Succeeded 100, RolledBack/Aborted 0);
+//! 5. `spec.paused` holds the current weight;
+//! 6. steps: a setWeight step is done when the router carries its weight; a
+//!    pause step is done when its duration has passed *and* the latest
+//!    analysis round passed (no data is never a pass); a pause without a
+//!    duration waits for `promote`. The weight is never raised to a canary
+//!    that is not available.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::analysis::{MetricOutcome, QueryOutcome, describe_bound, judge};
+use crate::api::{
+    DecisionRecord, MetricStatus, Phase, Plan, PlanStep, RolloutStatus, Verdict,
+};
+
+/// Requeue when nothing is pending soon: a periodic drift check.
+pub const IDLE_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue while waiting for the canary Deployment to become available.
+pub const READINESS_REQUEUE: Duration = Duration::from_secs(10);
+/// Requeue right after a transition (the next step is carried out at once).
+pub const TRANSITION_REQUEUE: Duration = Duration::from_millis(200);
+/// Requeue after a weight change, to read it back.
+pub const WEIGHT_REQUEUE: Duration = Duration::from_secs(2);
+
+/// Is the canary able to take traffic?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Why not, for people (e.g. "deployment checkout-v2: 1/3 replicas available").
+    NotReady(String),
+}
+
+/// A manual action from the `rollwise.io/action` annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualAction {
+    /// Skip the current step.
+    Promote,
+    /// Skip all remaining steps: 100% canary now.
+    PromoteFull,
+    /// All traffic back to stable, phase Aborted.
+    Abort,
+    /// After a rollback or abort: start again from step 0.
+    Retry,
+}
+
+impl ManualAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "promote" => Some(Self::Promote),
+            "promote-full" => Some(Self::PromoteFull),
+            "abort" => Some(Self::Abort),
+            "retry" => Some(Self::Retry),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Promote => "promote",
+            Self::PromoteFull => "promote-full",
+            Self::Abort => "abort",
+            Self::Retry => "retry",
+        }
+    }
+}
+
+/// One analysis round, run by the controller when [`analysis_due`] said so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisRound {
+    pub at: Timestamp,
+    /// One outcome per plan metric, by name.
+    pub outcomes: Vec<MetricOutcome>,
+}
+
+/// What the controller observed this reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// `metadata.generation` of the Rollout.
+    pub generation: i64,
+    pub canary: Readiness,
+    /// The canary weight the router carries; `None` when it cannot tell
+    /// (then the last weight written is assumed).
+    pub actual_weight: Option<u8>,
+    pub analysis: Option<AnalysisRound>,
+    pub action: Option<ManualAction>,
+}
+
+/// What kind of decision was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    /// A new canary (or a retry): back to step 0, all traffic on stable.
+    Restart,
+    /// Entered a setWeight step: the router must carry the new weight.
+    SetWeight,
+    /// Moved to the next step (no weight change).
+    Advance,
+    /// Nothing changes now; `reason` says what it waits for.
+    Hold,
+    /// Entered a pause that waits for a person.
+    Pause,
+    /// A manual promote was carried out.
+    Promote,
+    /// The analysis failed: all traffic to stable.
+    Rollback,
+    /// Aborted by hand: all traffic to stable.
+    Abort,
+    /// The last step is done: 100% canary.
+    Complete,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Restart => "Restart",
+            Self::SetWeight => "SetWeight",
+            Self::Advance => "Advance",
+            Self::Hold => "Hold",
+            Self::Pause => "Pause",
+            Self::Promote => "Promote",
+            Self::Rollback => "Rollback",
+            Self::Abort => "Abort",
+            Self::Complete => "Complete",
+        }
+    }
+    pub const ALL: [DecisionKind; 9] = [
+        Self::Restart,
+        Self::SetWeight,
+        Self::Advance,
+        Self::Hold,
+        Self::Pause,
+        Self::Promote,
+        Self::Rollback,
+        Self::Abort,
+        Self::Complete,
+    ];
+}
+
+/// Something worth an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub warning: bool,
+    /// PascalCase.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The outcome of a manual action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionOutcome {
+    pub action: ManualAction,
+    pub accepted: bool,
+    pub message: String,
+}
+
+/// What the engine decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    /// PascalCase: the rule that fired.
+    pub reason: &'static str,
+    pub message: String,
+    /// The canary weight the router must carry after this decision.
+    pub weight: u8,
+    /// The next status (conditions are added by `status::build`).
+    pub status: RolloutStatus,
+    pub requeue_after: Duration,
+    pub transitions: Vec<Transition>,
+    /// Set when a manual action was carried out or refused: the controller
+    /// then removes the annotation.
+    pub action: Option<ActionOutcome>,
+}
+
+/// Status times are whole seconds (that is how they are persisted).
+fn time(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+fn to_std(d: SignedDuration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::ZERO)
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+/// Human form of a duration: `1m20s`, `3h`, `2d4h`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 if s % 60 == 0 => format!("{}m", s / 60),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 if s % 3600 == 0 => format!("{}h", s / 3600),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// The canary weight the rollout should carry in its current state, before
+/// any gating (readiness, pause).
+pub fn planned_weight(plan: &Plan, status: &RolloutStatus) -> u8 {
+    match status.phase {
+        Phase::Succeeded => 100,
+        Phase::RolledBack | Phase::Aborted => 0,
+        _ => plan.target_weight(status.current_step_index.max(0) as usize),
+    }
+}
+
+/// When the next analysis round is due, if one is due at all: only while the
+/// canary takes traffic and the rollout is not finished. The first round of a
+/// step waits one interval so that the data reflects the step's weight.
+pub fn analysis_due_at(plan: &Plan, status: &RolloutStatus, actual_weight: u8) -> Option<Timestamp> {
+    if !plan.has_analysis() || status.phase.is_terminal() || actual_weight == 0 {
+        return None;
+    }
+    if status.canary_ref != plan.canary_ref {
+        return None;
+    }
+    let base = [
+        status.last_analysis_at.as_ref().map(|t| t.0),
+        status.step_started_at.as_ref().map(|t| t.0),
+    ]
+    .into_iter()
+    .flatten()
+    .max()?;
+    base.checked_add(signed(plan.interval)).ok()
+}
+
+/// Should the controller run an analysis round now?
+pub fn analysis_due(plan: &Plan, status: &RolloutStatus, actual_weight: u8, now: Timestamp) -> bool {
+    analysis_due_at(plan, status, actual_weight).is_some_and(|t| t <= now)
+}
+
+struct Builder<'a> {
+    plan: &'a Plan,
+    st: RolloutStatus,
+    now: Timestamp,
+    transitions: Vec<Transition>,
+    action: Option<ActionOutcome>,
+}
+
+impl Builder<'_> {
+    fn finish(
+        mut self,
+        kind: DecisionKind,
+        reason: &'static str,
+        message: String,
+        weight: u8,
+        requeue: Duration,
+    ) -> Decision {
+        let steps = self.plan.steps.len() as i32;
+        self.st.step_count = steps;
+        self.st.desired_weight = weight as i32;
+        self.st.step = match self.st.phase {
+            Phase::Succeeded => format!("{steps}/{steps}"),
+            _ => format!("{}/{}", (self.st.current_step_index + 1).min(steps), steps),
+        };
+        if self.st.verdict.is_empty() {
+            self.st.verdict = "-".into();
+        }
+        self.st.message = message.clone();
+        self.st.last_decision = Some(DecisionRecord {
+            kind: kind.as_str().into(),
+            reason: reason.into(),
+            message: message.clone(),
+            at: Some(time(self.now)),
+        });
+        let requeue = match analysis_due_at(self.plan, &self.st, weight) {
+            Some(due) if !matches!(kind, DecisionKind::Rollback | DecisionKind::Abort) => {
+                requeue.min(to_std(self.now.duration_until(due)).max(Duration::from_millis(100)))
+            }
+            _ => requeue,
+        };
+        Decision {
+            kind,
+            reason,
+            message,
+            weight,
+            status: self.st,
+            requeue_after: requeue,
+            transitions: self.transitions,
+            action: self.action,
+        }
+    }
+
+    fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.transitions.push(Transition {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    fn refuse(&mut self, action: ManualAction, why: String) {
+        self.event(
+            true,
+            "ActionRefused",
+            format!("{} refused: {why}", action.as_str()),
+        );
+        self.action = Some(ActionOutcome {
+            action,
+            accepted: false,
+            message: why,
+        });
+    }
+
+    fn accept(&mut self, action: ManualAction, what: String) {
+        self.action = Some(ActionOutcome {
+            action,
+            accepted: true,
+            message: what,
+        });
+    }
+
+    /// Back to step 0 with all traffic on stable and clean counters.
+    fn reset(&mut self) {
+        let st = &mut self.st;
+        st.phase = Phase::Pending;
+        st.current_step_index = 0;
+        st.step_started_at = Some(time(self.now));
+        st.canary_ref = self.plan.canary_ref.clone();
+        st.passes_in_step = 0;
+        st.consecutive_errors = 0;
+        st.last_analysis_at = None;
+        st.analysis.clear();
+        st.verdict = "-".into();
+    }
+
+    fn enter_step(&mut self, index: usize) {
+        self.st.current_step_index = index as i32;
+        self.st.step_started_at = Some(time(self.now));
+        self.st.passes_in_step = 0;
+    }
+
+    fn complete(mut self, reason: &'static str, message: String) -> Decision {
+        self.st.phase = Phase::Succeeded;
+        self.st.current_step_index = self.plan.steps.len() as i32;
+        self.event(false, "RolloutCompleted", message.clone());
+        self.finish(DecisionKind::Complete, reason, message, 100, IDLE_REQUEUE)
+    }
+
+    fn rollback(mut self, phase: Phase, kind: DecisionKind, reason: &'static str, message: String) -> Decision {
+        self.st.phase = phase;
+        self.event(true, reason, message.clone());
+        self.finish(kind, reason, message, 0, IDLE_REQUEUE)
+    }
+}
+
+/// Record an analysis round in the status. Returns the rollback message when
+/// the round (with the earlier ones) calls for a rollback.
+fn record_analysis(plan: &Plan, st: &mut RolloutStatus, round: &AnalysisRound) -> Option<(&'static str, String)> {
+    let mut statuses = Vec::with_capacity(plan.metrics.len());
+    let mut any_error = false;
+    let mut round_verdict = Verdict::Pass;
+    let mut rollback = None;
+    for metric in &plan.metrics {
+        let outcome = round
+            .outcomes
+            .iter()
+            .find(|o| o.name == metric.name)
+            .map(|o| o.outcome.clone())
+            .unwrap_or_else(|| QueryOutcome::Error("not evaluated".into()));
+        let verdict = judge(metric, &outcome);
+        let prev_failures = st
+            .analysis
+            .iter()
+            .find(|m| m.name == metric.name)
+            .map(|m| m.failures)
+            .unwrap_or(0);
+        let failures = prev_failures + i32::from(verdict == Verdict::Fail);
+        let (value, message) = match &outcome {
+            QueryOutcome::Value(v) if v.is_nan() => (None, "no data: the query returned NaN".to_string()),
+            QueryOutcome::Value(v) => (
+                Some(*v),
+                format!("{} = {v} ({} {})", metric.name, if verdict == Verdict::Pass { "within" } else { "outside" }, describe_bound(metric)),
+            ),
+            QueryOutcome::NoData(m) => (None, format!("no data: {m}")),
+            QueryOutcome::Error(m) => (None, format!("query error: {m}")),
+        };
+        if verdict == Verdict::Fail && failures > metric.failure_limit as i32 && rollback.is_none() {
+            rollback = Some((
+                "AnalysisFailed",
+                format!(
+                    "metric {} = {} is outside its bound ({}); {} failed evaluation(s), limit {}",
+                    metric.name,
+                    value.map(|v| v.to_string()).unwrap_or_default(),
+                    describe_bound(metric),
+                    failures,
+                    metric.failure_limit
+                ),
+            ));
+        }
+        any_error |= verdict == Verdict::Error;
+        round_verdict = worst(round_verdict, verdict);
+        statuses.push(MetricStatus {
+            name: metric.name.clone(),
+            value: value.filter(|v| v.is_finite()),
+            min: metric.min,
+            max: metric.max,
+            verdict: verdict.as_str().into(),
+            failures,
+            failure_limit: metric.failure_limit as i32,
+            message,
+            measured_at: Some(time(round.at)),
+        });
+    }
+    st.analysis = statuses;
+    st.last_analysis_at = Some(time(round.at));
+    st.verdict = round_verdict.as_str().into();
+    st.consecutive_errors = if any_error { st.consecutive_errors + 1 } else { 0 };
+    if round_verdict == Verdict::Pass {
+        st.passes_in_step += 1;
+    }
+    if rollback.is_none() && st.consecutive_errors >= plan.consecutive_error_limit as i32 {
+        let errors: Vec<String> = st
+            .analysis
+            .iter()
+            .filter(|m| m.verdict == Verdict::Error.as_str())
+            .map(|m| format!("{}: {}", m.name, m.message))
+            .collect();
+        rollback = Some((
+            "MetricsUnavailable",
+            format!(
+                "metrics could not be read {} times in a row (limit {}): {}",
+                st.consecutive_errors,
+                plan.consecutive_error_limit,
+                errors.join("; ")
+            ),
+        ));
+    }
+    rollback
+}
+
+/// Fail > Error > NoData > Pass.
+fn worst(a: Verdict, b: Verdict) -> Verdict {
+    fn rank(v: Verdict) -> u8 {
+        match v {
+            Verdict::Pass => 0,
+            Verdict::NoData => 1,
+            Verdict::Error => 2,
+            Verdict::Fail => 3,
+        }
+    }
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// Why the analysis gate is closed, or `None` when it is open.
+fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'static str, String)> {
+    if !plan.has_analysis() || weight == 0 {
+        return None;
+    }
+    let summary = || {
+        st.analysis
+            .iter()
+            .filter(|m| m.verdict != Verdict::Pass.as_str())
+            .map(|m| m.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match st.verdict.as_str() {
+        "Pass" if st.passes_in_step > 0 => None,
+        "NoData" => Some(("WaitingForData", format!("waiting for data: {}", summary()))),
+        "Error" => Some(("MetricsError", format!("holding: {}", summary()))),
+        "Fail" => Some(("WaitingForPass", format!("holding after a failed evaluation (within its limit): {}", summary()))),
+        _ => Some(("WaitingForAnalysis", format!("waiting for the first analysis at {weight}%"))),
+    }
+}
+
+/// The engine. Pure: same inputs, same decision.
+pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timestamp) -> Decision {
+    // Status timestamps are persisted with whole seconds: decide on the same
+    // precision, so a decision from read-back status equals the original.
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let mut st = prev.clone();
+    st.observed_generation = obs.generation;
+    let actual = obs
+        .actual_weight
+        .unwrap_or(prev.canary_weight.clamp(0, 100) as u8)
+        .min(100);
+    st.canary_weight = actual as i32;
+    let mut b = Builder {
+        plan,
+        st,
+        now,
+        transitions: Vec::new(),
+        action: None,
+    };
+    let ready = obs.canary == Readiness::Ready;
+
+    // 1. A new canary starts over, all traffic first on stable.
+    if b.st.canary_ref != plan.canary_ref {
+        let first = b.st.canary_ref.is_empty();
+        let msg = if first {
+            format!("rollout started: canary {} , all traffic on stable first", plan.canary_ref)
+        } else {
+            format!(
+                "new canary {} (was {}): starting over from step 1, all traffic on stable",
+                plan.canary_ref, b.st.canary_ref
+            )
+        };
+        b.reset();
+        b.event(false, if first { "RolloutStarted" } else { "NewCanary" }, msg.clone());
+        return b.finish(DecisionKind::Restart, if first { "Started" } else { "NewCanary" }, msg, 0, TRANSITION_REQUEUE);
+    }
+
+    // 2. Manual actions.
+    if let Some(action) = obs.action {
+        let phase = b.st.phase;
+        match action {
+            ManualAction::Abort if phase.is_terminal() => {
+                b.refuse(action, format!("nothing to abort: the rollout is {}", phase.as_str()))
+            }
+            ManualAction::Abort => {
+                let msg = format!("aborted by hand at step {}: all traffic back on stable", b.st.current_step_index + 1);
+                b.accept(action, msg.clone());
+                return b.rollback(Phase::Aborted, DecisionKind::Abort, "Aborted", msg);
+            }
+            ManualAction::Retry if matches!(phase, Phase::RolledBack | Phase::Aborted) => {
+                let msg = format!("retry: starting {} again from step 1", plan.canary_ref);
+                b.accept(action, msg.clone());
+                b.reset();
+                b.event(false, "Retry", msg.clone());
+                return b.finish(DecisionKind::Restart, "Retry", msg, 0, TRANSITION_REQUEUE);
+            }
+            ManualAction::Retry => b.refuse(action, format!("retry applies after a rollback or abort; the rollout is {}", phase.as_str())),
+            ManualAction::Promote | ManualAction::PromoteFull if phase.is_terminal() => {
+                b.refuse(action, format!("the rollout is {}", phase.as_str()))
+            }
+            ManualAction::Promote | ManualAction::PromoteFull if plan.paused => {
+                b.refuse(action, "spec.paused is true: set it to false first".into())
+            }
+            ManualAction::Promote | ManualAction::PromoteFull if !ready => {
+                let why = match &obs.canary {
+                    Readiness::NotReady(w) => w.clone(),
+                    Readiness::Ready => String::new(),
+                };
+                b.refuse(action, format!("the canary is not available: {why}"))
+            }
+            ManualAction::PromoteFull => {
+                let msg = "promoted fully by hand: 100% canary".to_string();
+                b.accept(action, msg.clone());
+                b.event(false, "Promoted", msg.clone());
+                return b.complete("PromotedByHand", msg);
+            }
+            ManualAction::Promote => {
+                let from = b.st.current_step_index.max(0) as usize;
+                let msg = format!("promoted by hand: skipped step {}", from + 1);
+                b.accept(action, msg.clone());
+                b.event(false, "Promoted", msg.clone());
+                if from + 1 >= plan.steps.len() {
+                    return b.complete("PromotedByHand", msg);
+                }
+                b.enter_step(from + 1);
+                b.st.phase = Phase::Progressing;
+                let weight = plan.target_weight(from + 1);
+                return b.finish(DecisionKind::Promote, "PromotedByHand", msg, weight, TRANSITION_REQUEUE);
+            }
+        }
+    }
+
+    // 3. Analysis.
+    if let Some(round) = &obs.analysis
+        && !b.st.phase.is_terminal()
+        && let Some((reason, msg)) = record_analysis(plan, &mut b.st, round)
+    {
+        let msg = format!("rolled back at step {} ({}%): {msg}", b.st.current_step_index + 1, actual);
+        return b.rollback(Phase::RolledBack, DecisionKind::Rollback, reason, msg);
+    }
+
+    // 4. Terminal phases hold their weight.
+    if b.st.phase.is_terminal() {
+        let weight = planned_weight(plan, &b.st);
+        let msg = b.st.last_decision.as_ref().filter(|d| d.kind != "Hold").map(|d| d.message.clone())
+            .unwrap_or_else(|| b.st.message.clone());
+        let reason = match b.st.phase {
+            Phase::Succeeded => "Completed",
+            Phase::Aborted => "Aborted",
+            _ => "RolledBack",
+        };
+        // Keep the record of the decision that ended the rollout.
+        let keep = b.st.last_decision.clone();
+        let mut d = b.finish(DecisionKind::Hold, reason, msg, weight, IDLE_REQUEUE);
+        if keep.is_some() {
+            d.status.last_decision = keep;
+        }
+        return d;
+    }
+
+    let steps = plan.steps.len();
+    let mut index = b.st.current_step_index.max(0) as usize;
+    if index >= steps {
+        return b.complete("AllStepsDone", "all steps done: 100% canary".into());
+    }
+
+    // 5. Paused by hand: hold the current weight (never above the plan).
+    if plan.paused {
+        let weight = actual.min(plan.target_weight(index));
+        if b.st.phase != Phase::Paused {
+            b.event(false, "Paused", format!("paused by spec.paused at step {} ({weight}%)", index + 1));
+        }
+        b.st.phase = Phase::Paused;
+        let msg = format!("paused by spec.paused at step {}/{steps} with {weight}% on the canary", index + 1);
+        return b.finish(DecisionKind::Hold, "PausedBySpec", msg, weight, IDLE_REQUEUE);
+    }
+
+    // 6. Steps. At most one step transition per call; the controller comes
+    // back at once after a transition.
+    let not_ready = match &obs.canary {
+        Readiness::NotReady(why) => Some(why.clone()),
+        Readiness::Ready => None,
+    };
+    match plan.steps[index] {
+        PlanStep::SetWeight(w) => {
+            if actual == w {
+                // Step done (the router carries the weight): next one.
+                index += 1;
+                if index >= steps {
+                    return b.complete("AllStepsDone", format!("all {steps} steps done: 100% canary"));
+                }
+                b.enter_step(index);
+                b.st.phase = Phase::Progressing;
+                return match plan.steps[index] {
+                    PlanStep::SetWeight(next) if next > actual && not_ready.is_some() => {
+                        let msg = format!("step {}/{steps}: waiting for the canary before {next}%: {}", index + 1, not_ready.unwrap_or_default());
+                        b.finish(DecisionKind::Hold, "WaitingForCanary", msg, actual, READINESS_REQUEUE)
+                    }
+                    PlanStep::SetWeight(next) => {
+                        let msg = format!("step {}/{steps}: canary weight {actual}% -> {next}%", index + 1);
+                        b.event(false, "WeightChanged", msg.clone());
+                        b.finish(DecisionKind::SetWeight, "StepAdvanced", msg, next, WEIGHT_REQUEUE)
+                    }
+                    PlanStep::Pause(None) => {
+                        let msg = format!("step {}/{steps}: paused at {actual}% until promoted (rollwise.io/action: promote)", index + 1);
+                        b.st.phase = Phase::Paused;
+                        b.event(false, "Paused", msg.clone());
+                        b.finish(DecisionKind::Pause, "ManualPause", msg, actual, IDLE_REQUEUE)
+                    }
+                    PlanStep::Pause(Some(d)) => {
+                        let msg = format!("step {}/{steps}: pausing {} at {actual}%", index + 1, human(d));
+                        b.event(false, "StepAdvanced", msg.clone());
+                        b.finish(DecisionKind::Advance, "StepAdvanced", msg, actual, d)
+                    }
+                };
+            }
+            if w > actual
+                && let Some(why) = not_ready
+            {
+                b.st.phase = if actual == 0 { Phase::Pending } else { Phase::Progressing };
+                let msg = format!("step {}/{steps}: waiting for the canary before {w}%: {why}", index + 1);
+                return b.finish(DecisionKind::Hold, "WaitingForCanary", msg, actual, READINESS_REQUEUE);
+            }
+            b.st.phase = Phase::Progressing;
+            let msg = format!("step {}/{steps}: canary weight {actual}% -> {w}%", index + 1);
+            if b.st.last_decision.as_ref().is_none_or(|d| d.kind != "SetWeight" || b.st.desired_weight != w as i32) {
+                b.event(false, "WeightChanged", msg.clone());
+            }
+            b.finish(DecisionKind::SetWeight, "SetWeight", msg, w, WEIGHT_REQUEUE)
+        }
+        PlanStep::Pause(duration) => {
+            let target = plan.target_weight(index);
+            // Re-assert the planned weight if someone moved it (drift), but
+            // never raise it to a canary that is not available.
+            let weight = if target > actual && not_ready.is_some() { actual } else { target };
+            let gate = analysis_gate(plan, &b.st, weight);
+            let started = b.st.step_started_at.as_ref().map(|t| t.0).unwrap_or(now);
+            match duration {
+                None => {
+                    b.st.phase = Phase::Paused;
+                    let evidence = gate.as_ref().map(|(_, m)| format!(" ({m})")).unwrap_or_default();
+                    let msg = format!("step {}/{steps}: paused at {weight}% until promoted (rollwise.io/action: promote){evidence}", index + 1);
+                    b.finish(DecisionKind::Hold, "ManualPause", msg, weight, IDLE_REQUEUE)
+                }
+                Some(d) => {
+                    b.st.phase = Phase::Progressing;
+                    let elapsed = to_std(started.duration_until(now));
+                    if elapsed < d {
+                        let left = d - elapsed;
+                        let msg = format!("step {}/{steps}: {weight}% on the canary, pause {} left{}", index + 1, human(left),
+                            b.st.analysis.iter().map(|m| format!("; {}", m.message)).collect::<String>());
+                        return b.finish(DecisionKind::Hold, "PauseInProgress", msg, weight, left);
+                    }
+                    if let Some((reason, why)) = gate {
+                        let msg = format!("step {}/{steps}: {weight}% on the canary, pause over; {why}", index + 1);
+                        return b.finish(DecisionKind::Hold, reason, msg, weight, plan.interval);
+                    }
+                    index += 1;
+                    if index >= steps {
+                        return b.complete("AllStepsDone", format!("all {steps} steps done and analysis passed: 100% canary"));
+                    }
+                    b.enter_step(index);
+                    let msg = format!("step {}/{steps} done after {}: moving to step {}", index, human(elapsed), index + 1);
+                    b.event(false, "StepAdvanced", msg.clone());
+                    let next_weight = plan.target_weight(index);
+                    let weight = if next_weight > actual && not_ready.is_some() { actual } else { next_weight };
+                    let kind = if weight != actual { DecisionKind::SetWeight } else { DecisionKind::Advance };
+                    b.finish(kind, "StepAdvanced", msg, weight, TRANSITION_REQUEUE)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,509 @@
+//! Table and property tests of the pure engine. A small simulated world
+//! carries out each decision (the router carries exactly the weight asked
+//! for) and moves a virtual clock, so whole rollouts run in microseconds.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::{PlanMetric, PlanStep};
+
+fn t0() -> Timestamp {
+    "2026-01-01T00:00:00Z".parse().unwrap()
+}
+
+fn plan(steps: Vec<PlanStep>) -> Plan {
+    Plan {
+        steps,
+        interval: Duration::from_secs(30),
+        metrics: vec![PlanMetric {
+            name: "error-rate".into(),
+            query: "q".into(),
+            min: None,
+            max: Some(0.01),
+            failure_limit: 1,
+        }],
+        consecutive_error_limit: 4,
+        prometheus: Some("http://p".into()),
+        paused: false,
+        canary_ref: "app-v2".into(),
+    }
+}
+
+fn default_plan() -> Plan {
+    plan(crate::api::validate::default_steps())
+}
+
+/// A simulated cluster: a router that carries what it is told, a canary
+/// whose readiness and metric outcomes the test chooses.
+struct World {
+    plan: Plan,
+    status: RolloutStatus,
+    weight: u8,
+    now: Timestamp,
+    ready: bool,
+    decisions: Vec<Decision>,
+}
+
+impl World {
+    fn new(plan: Plan) -> Self {
+        World {
+            plan,
+            status: RolloutStatus::default(),
+            weight: 0,
+            now: t0(),
+            ready: true,
+            decisions: Vec::new(),
+        }
+    }
+
+    /// One reconcile: run analysis when due with `metric`, decide, carry out.
+    fn step(&mut self, metric: &dyn Fn(u8) -> QueryOutcome, action: Option<ManualAction>) -> &Decision {
+        let analysis = analysis_due(&self.plan, &self.status, self.weight, self.now).then(|| AnalysisRound {
+            at: self.now,
+            outcomes: vec![MetricOutcome {
+                name: "error-rate".into(),
+                outcome: metric(self.weight),
+            }],
+        });
+        let obs = Observation {
+            generation: 1,
+            canary: if self.ready { Readiness::Ready } else { Readiness::NotReady("0/1 available".into()) },
+            actual_weight: Some(self.weight),
+            analysis,
+            action,
+        };
+        let d = decide(&self.plan, &self.status, &obs, self.now);
+        self.weight = d.weight;
+        self.status = d.status.clone();
+        self.status.canary_weight = d.weight as i32;
+        self.now = self.now.checked_add(SignedDuration::try_from(d.requeue_after.max(Duration::from_millis(100))).unwrap()).unwrap();
+        self.decisions.push(d);
+        self.decisions.last().unwrap()
+    }
+
+    /// Reconcile until a terminal phase or `max` reconciles.
+    fn run(&mut self, metric: &dyn Fn(u8) -> QueryOutcome, max: usize) {
+        for _ in 0..max {
+            self.step(metric, None);
+            if self.status.phase.is_terminal() {
+                return;
+            }
+        }
+    }
+
+    fn weights(&self) -> Vec<u8> {
+        let mut out: Vec<u8> = Vec::new();
+        for d in &self.decisions {
+            if out.last() != Some(&d.weight) {
+                out.push(d.weight);
+            }
+        }
+        out
+    }
+}
+
+fn healthy(_: u8) -> QueryOutcome {
+    QueryOutcome::Value(0.001)
+}
+fn failing(_: u8) -> QueryOutcome {
+    QueryOutcome::Value(0.2)
+}
+fn no_data(_: u8) -> QueryOutcome {
+    QueryOutcome::NoData("query returned no series".into())
+}
+fn down(_: u8) -> QueryOutcome {
+    QueryOutcome::Error("connection refused".into())
+}
+
+#[test]
+fn healthy_canary_is_promoted_through_every_default_step() {
+    let mut w = World::new(default_plan());
+    w.run(&healthy, 200);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+    assert_eq!(w.weights(), vec![0, 5, 33, 50, 100]);
+    assert_eq!(w.status.step, "8/8");
+    // Four 5-minute pauses, each needing a passing analysis.
+    let done_at = w.status.last_decision.as_ref().unwrap().at.as_ref().unwrap().0;
+    let took = done_at.duration_since(t0());
+    assert!(took >= SignedDuration::from_mins(20) && took < SignedDuration::from_mins(21), "took {took:?}");
+    let kinds: Vec<_> = w.decisions.iter().map(|d| d.kind).collect();
+    assert_eq!(kinds.first(), Some(&DecisionKind::Restart));
+    assert_eq!(kinds.last(), Some(&DecisionKind::Complete));
+}
+
+#[test]
+fn failing_canary_is_rolled_back_after_more_than_failure_limit_failures() {
+    let mut w = World::new(default_plan());
+    w.run(&failing, 100);
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    assert_eq!(w.weight, 0);
+    let last = w.decisions.last().unwrap();
+    assert_eq!(last.kind, DecisionKind::Rollback);
+    assert_eq!(last.reason, "AnalysisFailed");
+    assert!(last.message.contains("error-rate = 0.2"), "{}", last.message);
+    assert!(last.message.contains("<= 0.01"), "{}", last.message);
+    // failureLimit 1: exactly two failed evaluations.
+    assert_eq!(w.status.analysis[0].failures, 2);
+    assert_eq!(w.weights(), vec![0, 5, 0]);
+    assert!(last.transitions.iter().any(|t| t.warning && t.reason == "AnalysisFailed"));
+}
+
+#[test]
+fn no_data_holds_the_weight_and_says_so_then_proceeds_on_data() {
+    let mut w = World::new(default_plan());
+    for _ in 0..60 {
+        w.step(&no_data, None);
+    }
+    assert_eq!(w.weight, 5);
+    assert_eq!(w.status.phase, Phase::Progressing);
+    let last = w.decisions.last().unwrap();
+    assert_eq!((last.kind, last.reason), (DecisionKind::Hold, "WaitingForData"));
+    assert!(last.message.contains("waiting for data"), "{}", last.message);
+    assert_eq!(w.status.verdict, "NoData");
+    w.run(&healthy, 200);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+}
+
+#[test]
+fn backend_errors_hold_then_roll_back_at_the_consecutive_limit() {
+    let mut w = World::new(default_plan());
+    let mut rounds = 0;
+    for _ in 0..200 {
+        let had = w.status.consecutive_errors;
+        w.step(&down, None);
+        if w.status.consecutive_errors > had {
+            rounds += 1;
+        }
+        if w.status.phase.is_terminal() {
+            break;
+        }
+        if w.status.current_step_index > 0 {
+            assert_eq!(w.weight, 5, "holds at its weight while the backend is down");
+        }
+    }
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    assert_eq!(w.decisions.last().unwrap().reason, "MetricsUnavailable");
+    assert_eq!(rounds, 4, "the 4th consecutive error rolls back");
+    assert_eq!(w.status.consecutive_errors, 4);
+}
+
+#[test]
+fn one_good_round_resets_the_consecutive_error_count() {
+    let mut w = World::new(default_plan());
+    let calls = std::cell::Cell::new(0);
+    let flaky = |_w: u8| {
+        calls.set(calls.get() + 1);
+        if calls.get() % 3 == 0 { QueryOutcome::Value(0.0) } else { QueryOutcome::Error("timeout".into()) }
+    };
+    w.run(&flaky, 400);
+    assert_eq!(w.status.phase, Phase::Succeeded, "{}", w.status.message);
+}
+
+#[test]
+fn weight_is_not_raised_to_an_unavailable_canary() {
+    let mut w = World::new(default_plan());
+    w.ready = false;
+    for _ in 0..10 {
+        w.step(&healthy, None);
+    }
+    assert_eq!(w.weight, 0);
+    assert_eq!(w.status.phase, Phase::Pending);
+    assert!(w.status.message.contains("waiting for the canary"));
+    w.ready = true;
+    w.step(&healthy, None);
+    assert_eq!(w.weight, 5);
+}
+
+#[test]
+fn manual_pause_waits_for_promote() {
+    let p = plan(vec![PlanStep::SetWeight(10), PlanStep::Pause(None), PlanStep::SetWeight(100)]);
+    let mut w = World::new(p);
+    for _ in 0..50 {
+        w.step(&healthy, None);
+    }
+    assert_eq!((w.weight, w.status.phase), (10, Phase::Paused));
+    let d = w.step(&healthy, Some(ManualAction::Promote)).clone();
+    assert_eq!(d.kind, DecisionKind::Promote);
+    assert!(d.action.as_ref().unwrap().accepted);
+    w.run(&healthy, 10);
+    assert_eq!((w.weight, w.status.phase), (100, Phase::Succeeded));
+}
+
+#[test]
+fn promote_is_refused_while_paused_by_spec_and_weight_holds() {
+    let mut p = default_plan();
+    let mut w = World::new(p.clone());
+    for _ in 0..3 {
+        w.step(&healthy, None);
+    }
+    assert_eq!(w.weight, 5);
+    p.paused = true;
+    w.plan = p;
+    let d = w.step(&healthy, Some(ManualAction::Promote)).clone();
+    assert!(!d.action.unwrap().accepted);
+    for _ in 0..100 {
+        w.step(&healthy, None);
+    }
+    assert_eq!((w.weight, w.status.phase), (5, Phase::Paused));
+    assert_eq!(w.decisions.last().unwrap().reason, "PausedBySpec");
+}
+
+#[test]
+fn analysis_keeps_running_while_paused_and_still_rolls_back() {
+    let mut p = default_plan();
+    p.paused = true;
+    let mut w = World::new(default_plan());
+    for _ in 0..3 {
+        w.step(&healthy, None);
+    }
+    w.plan = p;
+    w.run(&failing, 100);
+    assert_eq!(w.status.phase, Phase::RolledBack);
+}
+
+#[test]
+fn abort_returns_all_traffic_to_stable_and_retry_starts_over() {
+    let mut w = World::new(default_plan());
+    for _ in 0..30 {
+        w.step(&healthy, None);
+    }
+    assert!(w.weight > 0);
+    let d = w.step(&healthy, Some(ManualAction::Abort)).clone();
+    assert_eq!((d.kind, d.weight, d.status.phase), (DecisionKind::Abort, 0, Phase::Aborted));
+    // A second abort is refused, nothing changes.
+    let d = w.step(&healthy, Some(ManualAction::Abort)).clone();
+    assert!(!d.action.unwrap().accepted);
+    assert_eq!(d.weight, 0);
+    let d = w.step(&healthy, Some(ManualAction::Retry)).clone();
+    assert_eq!((d.kind, d.weight, d.status.current_step_index), (DecisionKind::Restart, 0, 0));
+    assert!(d.status.analysis.is_empty());
+    w.run(&healthy, 200);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+}
+
+#[test]
+fn retry_is_refused_while_progressing() {
+    let mut w = World::new(default_plan());
+    w.step(&healthy, None);
+    w.step(&healthy, None);
+    let d = w.step(&healthy, Some(ManualAction::Retry)).clone();
+    let a = d.action.unwrap();
+    assert!(!a.accepted);
+    assert!(a.message.contains("after a rollback or abort"));
+}
+
+#[test]
+fn promote_full_goes_to_100_at_once() {
+    let mut w = World::new(default_plan());
+    w.step(&healthy, None);
+    w.step(&healthy, None);
+    let d = w.step(&healthy, Some(ManualAction::PromoteFull)).clone();
+    assert_eq!((d.kind, d.weight, d.status.phase), (DecisionKind::Complete, 100, Phase::Succeeded));
+}
+
+#[test]
+fn a_new_canary_starts_over_with_all_traffic_on_stable() {
+    let mut w = World::new(default_plan());
+    w.run(&healthy, 200);
+    assert_eq!(w.weight, 100);
+    w.plan.canary_ref = "app-v3".into();
+    let d = w.step(&healthy, None).clone();
+    assert_eq!((d.kind, d.reason, d.weight), (DecisionKind::Restart, "NewCanary", 0));
+    assert_eq!(d.status.current_step_index, 0);
+    w.run(&healthy, 200);
+    assert_eq!(w.weights(), vec![0, 5, 33, 50, 100, 0, 5, 33, 50, 100]);
+}
+
+#[test]
+fn drifted_route_weight_is_put_back_to_the_plan() {
+    let mut w = World::new(default_plan());
+    for _ in 0..3 {
+        w.step(&healthy, None);
+    }
+    assert_eq!(w.weight, 5);
+    w.weight = 60; // someone edited the route by hand
+    let d = w.step(&healthy, None);
+    assert_eq!(d.weight, 5);
+}
+
+#[test]
+fn a_failed_round_within_the_limit_blocks_the_step_until_a_pass() {
+    // The pause is as long as one interval, so the failed round is the
+    // latest one when the pause ends.
+    let mut w = World::new(plan(vec![
+        PlanStep::SetWeight(20),
+        PlanStep::Pause(Some(Duration::from_secs(30))),
+        PlanStep::SetWeight(100),
+    ]));
+    let calls = std::cell::Cell::new(0);
+    // First evaluation fails (limit 1 tolerates it), later ones pass.
+    let once_bad = |_w: u8| {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 { QueryOutcome::Value(0.5) } else { QueryOutcome::Value(0.0) }
+    };
+    w.run(&once_bad, 400);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+    assert_eq!(w.status.analysis[0].failures, 1);
+    assert!(w.decisions.iter().any(|d| d.reason == "WaitingForPass"));
+}
+
+#[test]
+fn terminal_rollout_keeps_its_deciding_record() {
+    let mut w = World::new(default_plan());
+    w.run(&failing, 100);
+    let record = w.status.last_decision.clone().unwrap();
+    for _ in 0..3 {
+        w.step(&failing, None);
+    }
+    assert_eq!(w.status.last_decision.as_ref().unwrap().reason, record.reason);
+    assert_eq!(w.weight, 0);
+}
+
+#[test]
+fn human_durations() {
+    assert_eq!(human(Duration::from_secs(45)), "45s");
+    assert_eq!(human(Duration::from_secs(120)), "2m");
+    assert_eq!(human(Duration::from_secs(80)), "1m20s");
+    assert_eq!(human(Duration::from_secs(5400)), "1h30m");
+    assert_eq!(human(Duration::from_secs(3 * 86400)), "3d0h");
+}
+
+// ---------------------------------------------------------------- properties
+
+fn arb_steps() -> impl Strategy<Value = Vec<PlanStep>> {
+    prop::collection::vec(
+        prop_oneof![
+            (0u8..=100).prop_map(PlanStep::SetWeight),
+            prop_oneof![Just(None), (1u64..600).prop_map(|s| Some(Duration::from_secs(s)))].prop_map(PlanStep::Pause),
+        ],
+        1..10,
+    )
+    .prop_map(|mut steps| {
+        // setWeight steps are non-decreasing (validation guarantees it).
+        let mut last = 0;
+        for s in &mut steps {
+            if let PlanStep::SetWeight(w) = s {
+                *w = (*w).max(last);
+                last = *w;
+            }
+        }
+        steps
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Tick(u8),
+    Action(u8),
+    Ready(bool),
+}
+
+fn arb_events() -> impl Strategy<Value = Vec<Ev>> {
+    prop::collection::vec(
+        prop_oneof![
+            8 => (0u8..4).prop_map(Ev::Tick),
+            1 => (0u8..4).prop_map(Ev::Action),
+            1 => any::<bool>().prop_map(Ev::Ready),
+        ],
+        1..120,
+    )
+}
+
+fn outcome(kind: u8) -> QueryOutcome {
+    match kind {
+        0 => QueryOutcome::Value(0.0),
+        1 => QueryOutcome::Value(0.5),
+        2 => QueryOutcome::NoData("none".into()),
+        _ => QueryOutcome::Error("down".into()),
+    }
+}
+
+fn action(kind: u8) -> ManualAction {
+    [ManualAction::Promote, ManualAction::PromoteFull, ManualAction::Abort, ManualAction::Retry][kind as usize % 4]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The weight asked for never exceeds the current step's target (except
+    /// at Succeeded, which is 100 by definition); a rollback or abort always
+    /// yields 0; a canary that is not available never gets more weight.
+    #[test]
+    fn weight_invariants_hold(steps in arb_steps(), events in arb_events()) {
+        let mut w = World::new(plan(steps));
+        for ev in events {
+            let before = w.weight;
+            let d = match ev {
+                Ev::Tick(k) => w.step(&move |_| outcome(k), None).clone(),
+                Ev::Action(k) => w.step(&healthy, Some(action(k))).clone(),
+                Ev::Ready(r) => { w.ready = r; continue; }
+            };
+            if matches!(d.kind, DecisionKind::Rollback | DecisionKind::Abort) {
+                prop_assert_eq!(d.weight, 0);
+            }
+            match d.status.phase {
+                Phase::Succeeded => prop_assert_eq!(d.weight, 100),
+                Phase::RolledBack | Phase::Aborted => prop_assert_eq!(d.weight, 0),
+                _ => {
+                    let target = w.plan.target_weight(d.status.current_step_index as usize);
+                    prop_assert!(d.weight <= target, "weight {} above target {} ({:?})", d.weight, target, d);
+                }
+            }
+            if !w.ready && d.status.phase != Phase::Succeeded {
+                prop_assert!(d.weight <= before, "raised {} -> {} while not ready", before, d.weight);
+            }
+        }
+    }
+
+    /// A decision taken from status persisted to JSON and read back (an
+    /// operator restart) equals the decision of the uninterrupted engine.
+    #[test]
+    fn restarted_decision_equals_uninterrupted_one(steps in arb_steps(), events in arb_events()) {
+        let mut w = World::new(plan(steps));
+        for ev in events {
+            let (metric, act) = match ev {
+                Ev::Tick(k) => (k, None),
+                Ev::Action(k) => (0, Some(action(k))),
+                Ev::Ready(r) => { w.ready = r; continue; }
+            };
+            let obs = Observation {
+                generation: 1,
+                canary: if w.ready { Readiness::Ready } else { Readiness::NotReady("no".into()) },
+                actual_weight: Some(w.weight),
+                analysis: analysis_due(&w.plan, &w.status, w.weight, w.now).then(|| AnalysisRound {
+                    at: w.now,
+                    outcomes: vec![MetricOutcome { name: "error-rate".into(), outcome: outcome(metric) }],
+                }),
+                action: act,
+            };
+            let persisted: RolloutStatus = serde_json::from_str(&serde_json::to_string(&w.status).unwrap()).unwrap();
+            let a = decide(&w.plan, &w.status, &obs, w.now);
+            let b = decide(&w.plan, &persisted, &obs, w.now);
+            prop_assert_eq!(&a, &b);
+            w.step(&move |_| outcome(metric), act);
+        }
+    }
+
+    /// Every healthy rollout with timed pauses finishes, visiting the
+    /// setWeight targets in order.
+    #[test]
+    fn healthy_rollouts_with_timed_pauses_complete(steps in arb_steps()) {
+        let steps: Vec<PlanStep> = steps.into_iter().map(|s| match s {
+            PlanStep::Pause(None) => PlanStep::Pause(Some(Duration::from_secs(60))),
+            s => s,
+        }).collect();
+        let targets: Vec<u8> = steps.iter().filter_map(|s| match s { PlanStep::SetWeight(w) => Some(*w), _ => None }).collect();
+        let mut w = World::new(plan(steps));
+        w.run(&healthy, 2000);
+        prop_assert_eq!(w.status.phase, Phase::Succeeded);
+        let seen = w.weights();
+        let mut expected = vec![0u8];
+        for t in targets.into_iter().chain([100]) {
+            if expected.last() != Some(&t) { expected.push(t); }
+        }
+        prop_assert_eq!(seen, expected);
+    }
+}
