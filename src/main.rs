@@ -1,1 +1,101 @@
-fn main() {}
+//! The `rollwise` binary: `run` (the operator), `crd` (prints the CRD YAML),
+//! `demo` (the whole operator against an in-memory cluster).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rollwise::controller::{RunConfig, run};
+use rollwise::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "rollwise", version, about = "Progressive delivery operator for Kubernetes")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "ROLLWISE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (RUST_LOG syntax); defaults to $RUST_LOG, then `info`.
+    #[arg(long, global = true, env = "ROLLWISE_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or
+    /// the in-cluster service account).
+    Run {
+        /// Only watch Rollouts in this namespace (default: all namespaces).
+        #[arg(long, short = 'n', env = "ROLLWISE_NAMESPACE")]
+        namespace: Option<String>,
+        /// Address of the /metrics, /healthz and /readyz endpoints.
+        #[arg(long, env = "ROLLWISE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: SocketAddr,
+        /// Rollouts reconciled at once.
+        #[arg(long, env = "ROLLWISE_CONCURRENCY", default_value_t = 16)]
+        concurrency: u16,
+    },
+    /// Print the Rollout CRD as YAML (what crds/rollout.yaml holds).
+    Crd,
+    /// Run the real reconcile code against an in-memory cluster with
+    /// simulated traffic: a healthy version is promoted, a faulty one rolled
+    /// back. Exits non-zero if either outcome is not the expected one.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Seed of the simulated traffic.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Print only the summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or_else(default_command);
+    match command {
+        Command::Crd => {
+            print!("{}", rollwise::api::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo { seed, quiet } => {
+            telemetry::init(cli.log_format, Some(cli.log.as_deref().unwrap_or("warn")));
+            rollwise::demo::main(seed, quiet).await
+        }
+        Command::Run { namespace, http_addr, concurrency } => {
+            telemetry::init(cli.log_format, cli.log.as_deref());
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("rollwise: no cluster to talk to ({e}). Set KUBECONFIG, or try `rollwise demo`.");
+                    return ExitCode::from(2);
+                }
+            };
+            let config = RunConfig { namespace, http_addr, concurrency, instance: std::env::var("POD_NAME").ok() };
+            match run(client, config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rollwise: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// With no subcommand: the operator when a cluster is configured, else the demo.
+fn default_command() -> Command {
+    let has_cluster = std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::home_dir().is_some_and(|h| h.join(".kube/config").exists());
+    #[cfg(feature = "demo")]
+    if !has_cluster {
+        return Command::Demo { seed: 7, quiet: false };
+    }
+    let _ = has_cluster;
+    Command::Run { namespace: None, http_addr: "0.0.0.0:8080".parse().expect("static"), concurrency: 16 }
+}

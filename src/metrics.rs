@@ -1,1 +1,105 @@
-//! (being written)
+//! The operator's own Prometheus metrics. Label sets are bounded: fixed
+//! categories, phases and decision kinds; per-rollout series carry only
+//! namespace and name (one series per Rollout, removed when it is deleted).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::api::Phase;
+use crate::plan::DecisionKind;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Reconciles by result (`ok`, `error`).
+    pub reconciles: IntCounterVec,
+    /// Reconcile errors by fixed category.
+    pub errors: IntCounterVec,
+    pub reconcile_duration: HistogramVec,
+    /// Rollouts per phase.
+    pub phase: IntGaugeVec,
+    /// Canary weight per Rollout (read back from the router).
+    pub canary_weight: IntGaugeVec,
+    /// Decisions by kind.
+    pub decisions: IntCounterVec,
+    /// Analysis verdicts by verdict (Pass, Fail, NoData, Error).
+    pub verdicts: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("rollwise".into()), None).expect("static prefix is valid");
+        let reconciles = IntCounterVec::new(Opts::new("reconciles_total", "Reconciles by result"), &["result"]).expect("static");
+        let errors = IntCounterVec::new(Opts::new("reconcile_errors_total", "Reconcile errors by category"), &["category"]).expect("static");
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new("reconcile_duration_seconds", "Time spent in one reconcile")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &[],
+        )
+        .expect("static");
+        let phase = IntGaugeVec::new(Opts::new("rollouts", "Rollouts by phase"), &["phase"]).expect("static");
+        let canary_weight = IntGaugeVec::new(Opts::new("canary_weight_percent", "Canary weight carried by the router"), &["namespace", "rollout"]).expect("static");
+        let decisions = IntCounterVec::new(Opts::new("decisions_total", "Engine decisions by kind"), &["kind"]).expect("static");
+        let verdicts = IntCounterVec::new(Opts::new("analysis_verdicts_total", "Metric evaluations by verdict"), &["verdict"]).expect("static");
+        for c in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(reconcile_duration.clone()),
+            Box::new(phase.clone()),
+            Box::new(canary_weight.clone()),
+            Box::new(decisions.clone()),
+            Box::new(verdicts.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        for p in Phase::ALL {
+            phase.with_label_values(&[p.as_str()]).set(0);
+        }
+        for k in DecisionKind::ALL {
+            decisions.with_label_values(&[k.as_str()]);
+        }
+        Metrics { registry, reconciles, errors, reconcile_duration, phase, canary_weight, decisions, verdicts }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Forget a deleted Rollout's series.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let _ = self.canary_weight.remove_label_values(&[namespace, name]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family_with_bounded_labels() {
+        let m = Metrics::new();
+        m.errors.with_label_values(&["route_not_found"]).inc();
+        m.canary_weight.with_label_values(&["shop", "checkout"]).set(33);
+        let text = m.render();
+        for family in ["rollwise_reconciles_total", "rollwise_reconcile_errors_total", "rollwise_rollouts", "rollwise_canary_weight_percent", "rollwise_decisions_total"] {
+            assert!(text.contains(family), "{family} missing");
+        }
+        assert!(text.contains(r#"rollwise_canary_weight_percent{namespace="shop",rollout="checkout"} 33"#));
+        assert!(text.contains(r#"rollwise_rollouts{phase="RolledBack"} 0"#));
+        m.forget("shop", "checkout");
+        assert!(!m.render().contains(r#"rollout="checkout""#));
+    }
+}

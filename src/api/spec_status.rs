@@ -52,11 +52,13 @@ pub struct RolloutSpec {
 pub struct VersionRef {
     /// The Service that selects this version's pods.
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("must be a DNS-1035 label (a Service name)"))]
+    #[schemars(length(max = 63))]
     pub service: String,
     /// The Deployment that runs this version (optional): when set, traffic is
     /// only shifted to the canary once it is fully available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$') && size(self) <= 253").message("must be a DNS-1123 subdomain (a Deployment name)"))]
+    #[schemars(length(max = 253))]
     pub deployment: Option<String>,
 }
 
@@ -77,6 +79,7 @@ pub struct TrafficRouting {
 pub struct GatewayApiRouting {
     /// Name of an HTTPRoute in the Rollout's namespace.
     #[x_kube(validation = Rule::new("size(self) > 0 && size(self) <= 253").message("must be an HTTPRoute name"))]
+    #[schemars(length(max = 253))]
     pub http_route: String,
 }
 
@@ -101,6 +104,7 @@ pub struct PauseStep {
     /// How long to wait, as a Go duration (`30s`, `2m`, `1h30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("duration must look like 30s, 2m or 1h30m"))]
+    #[schemars(length(max = 32))]
     pub duration: Option<String>,
 }
 
@@ -111,6 +115,7 @@ pub struct AnalysisSpec {
     /// How often metrics are evaluated (Go duration). Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("interval must look like 30s, 2m or 1h30m"))]
+    #[schemars(length(max = 32))]
     pub interval: Option<String>,
     /// The Prometheus server to query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +139,7 @@ pub struct AnalysisSpec {
 pub struct PrometheusSpec {
     /// Base URL, e.g. `http://prometheus.monitoring:9090`.
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("address must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
     pub address: String,
 }
 
@@ -145,10 +151,12 @@ pub struct PrometheusSpec {
 pub struct MetricSpec {
     /// Name shown in status and events.
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$') && size(self) <= 63").message("metric name must be 1-63 letters, digits, '-', '_' or '.'"))]
+    #[schemars(length(max = 63))]
     pub name: String,
     /// PromQL; `{{service}}`, `{{namespace}}` and `{{rollout}}` are replaced
     /// (service = the canary Service).
     #[x_kube(validation = Rule::new("size(self) > 0").message("query must not be empty"))]
+    #[schemars(length(max = 8192))]
     pub query: String,
     /// Highest healthy value (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,136 @@
+//! Observation: read what the engine needs, on demand (no caches of
+//! Deployments or Services, to keep the footprint small).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+
+use super::{Result, with_timeout};
+use crate::analysis::{MetricOutcome, QueryOutcome, render_query};
+use crate::api::{Plan, RolloutSpec};
+use crate::plan::Readiness;
+
+/// A referenced object that does not exist: the field that names it and
+/// what is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingRef {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// The Services and Deployments the spec names.
+pub struct References {
+    pub missing: Vec<MissingRef>,
+    pub canary: Readiness,
+}
+
+/// Whether a Deployment is fully available: its controller has seen the
+/// latest spec, every replica is updated and available.
+pub fn deployment_readiness(name: &str, d: &Deployment) -> Readiness {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    let generation = d.metadata.generation.unwrap_or(0);
+    if st.observed_generation.unwrap_or(0) < generation {
+        return Readiness::NotReady(format!("deployment {name}: the new spec is not rolled out yet"));
+    }
+    let available = st.available_replicas.unwrap_or(0);
+    let updated = st.updated_replicas.unwrap_or(0);
+    if want == 0 {
+        return Readiness::NotReady(format!("deployment {name} is scaled to 0 replicas"));
+    }
+    if available < want || updated < want {
+        return Readiness::NotReady(format!(
+            "deployment {name}: {available}/{want} replicas available, {updated}/{want} updated"
+        ));
+    }
+    Readiness::Ready
+}
+
+pub async fn references(client: &kube::Client, ns: &str, spec: &RolloutSpec) -> Result<References> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut missing = Vec::new();
+    for (field, name) in [
+        ("spec.stable.service", &spec.stable.service),
+        ("spec.canary.service", &spec.canary.service),
+    ] {
+        if with_timeout("get service", services.get_opt(name)).await?.is_none() {
+            missing.push(MissingRef { field, message: format!("Service {ns}/{name} not found") });
+        }
+    }
+    if let Some(name) = &spec.stable.deployment
+        && with_timeout("get deployment", deployments.get_opt(name)).await?.is_none()
+    {
+        missing.push(MissingRef {
+            field: "spec.stable.deployment",
+            message: format!("Deployment {ns}/{name} not found"),
+        });
+    }
+    let canary = match &spec.canary.deployment {
+        None => Readiness::Ready,
+        Some(name) => match with_timeout("get deployment", deployments.get_opt(name)).await? {
+            Some(d) => deployment_readiness(name, &d),
+            None => {
+                missing.push(MissingRef {
+                    field: "spec.canary.deployment",
+                    message: format!("Deployment {ns}/{name} not found"),
+                });
+                Readiness::NotReady(format!("deployment {name} not found"))
+            }
+        },
+    };
+    Ok(References { missing, canary })
+}
+
+/// Run every metric of the plan against the canary Service, concurrently.
+pub async fn run_analysis(
+    plan: &Plan,
+    provider: &dyn crate::analysis::MetricsProvider,
+    service: &str,
+    namespace: &str,
+    rollout: &str,
+) -> Vec<MetricOutcome> {
+    let futures = plan.metrics.iter().map(|m| {
+        let q = render_query(&m.query, service, namespace, rollout);
+        async move {
+            MetricOutcome { name: m.name.clone(), outcome: provider.query(&q).await }
+        }
+    });
+    futures::future::join_all(futures).await
+}
+
+/// Outcome for every metric when the provider cannot even be built.
+pub fn all_errors(plan: &Plan, message: &str) -> Vec<MetricOutcome> {
+    plan.metrics
+        .iter()
+        .map(|m| MetricOutcome { name: m.name.clone(), outcome: QueryOutcome::Error(message.to_string()) })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    fn dep(replicas: i32, available: i32, updated: i32, generation: i64, observed: i64) -> Deployment {
+        Deployment {
+            metadata: kube::api::ObjectMeta { generation: Some(generation), ..Default::default() },
+            spec: Some(DeploymentSpec { replicas: Some(replicas), ..Default::default() }),
+            status: Some(DeploymentStatus {
+                available_replicas: Some(available),
+                updated_replicas: Some(updated),
+                observed_generation: Some(observed),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn deployment_is_ready_only_when_fully_available_and_updated() {
+        assert_eq!(deployment_readiness("d", &dep(3, 3, 3, 2, 2)), Readiness::Ready);
+        assert!(matches!(deployment_readiness("d", &dep(3, 2, 3, 2, 2)), Readiness::NotReady(m) if m.contains("2/3 replicas available")));
+        assert!(matches!(deployment_readiness("d", &dep(3, 3, 1, 2, 2)), Readiness::NotReady(_)));
+        assert!(matches!(deployment_readiness("d", &dep(3, 3, 3, 3, 2)), Readiness::NotReady(m) if m.contains("not rolled out")));
+        assert!(matches!(deployment_readiness("d", &dep(0, 0, 0, 1, 1)), Readiness::NotReady(m) if m.contains("scaled to 0")));
+    }
+}

@@ -1,0 +1,341 @@
+//! One reconcile of one Rollout: observe → decide → act → one status write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::observe::{self, MissingRef};
+use super::{Context, Error, Result, with_timeout};
+use crate::api::{
+    ACTION_ANNOTATION, ActionRecord, FINALIZER, Phase, Rollout, RolloutStatus, Verdict, validate,
+};
+use crate::plan::{self, AnalysisRound, DecisionKind, ManualAction, Observation};
+use crate::status::{self, Readiness as SpecReadiness};
+use crate::traffic::{Backends, TrafficError, router_for};
+
+/// Requeue for a configuration problem we do not watch (a missing Service,
+/// Deployment or route): look again now and then.
+const MISSING_REF_REQUEUE: Duration = Duration::from_secs(30);
+
+/// Reconcile one Rollout. Adds the finalizer first; on deletion returns all
+/// traffic to stable before letting the object go.
+pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let ns = rollout.namespace().ok_or(Error::MissingObjectKey)?;
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, rollout, |event| async {
+        match event {
+            FinalizerEvent::Apply(r) => apply(r, &ctx).await,
+            FinalizerEvent::Cleanup(r) => cleanup(r, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconcile_duration.with_label_values::<&str>(&[]).observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+        .inc();
+    result
+}
+
+/// Transient errors requeue within seconds, with jitter.
+pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
+    tracing::warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), category = error.metric_label(), error = %error, "reconcile failed");
+    let base = match error.metric_label() {
+        "conflict" => Duration::from_millis(500),
+        _ => Duration::from_secs(5),
+    };
+    Action::requeue(base + jitter(&rollout.name_any(), base / 2))
+}
+
+fn jitter(seed: &str, max: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let h = RandomState::new().hash_one(seed);
+    let max_ms = max.as_millis().max(1) as u64;
+    Duration::from_millis(h % max_ms)
+}
+
+fn backends(ns: &str, r: &Rollout) -> Backends {
+    Backends {
+        namespace: ns.to_string(),
+        stable_service: r.spec.stable.service.clone(),
+        canary_service: r.spec.canary.service.clone(),
+    }
+}
+
+async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
+    let ns = r.namespace().ok_or(Error::MissingObjectKey)?;
+    let reference = r.object_ref(&());
+    if let Some(router) = router_for(ctx.client.clone(), &r.spec.traffic_routing, backends(&ns, &r)) {
+        match router.restore_stable().await {
+            Ok(()) => {}
+            // Nothing left to restore: the route or its CRD is gone.
+            Err(TrafficError::RouteNotFound { .. } | TrafficError::CrdMissing { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        ctx.events
+            .publish(&reference, false, "TrafficRestored", "Finalize", "Rollout deleted: all traffic returned to the stable version")
+            .await;
+    }
+    ctx.metrics.forget(&ns, &r.name_any());
+    Ok(Action::await_change())
+}
+
+/// The previous status, or an empty one.
+fn previous(r: &Rollout) -> RolloutStatus {
+    r.status.clone().unwrap_or_default()
+}
+
+async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
+    let ns = r.namespace().ok_or(Error::MissingObjectKey)?;
+    let name = r.name_any();
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = ctx.clock.now();
+    let generation = r.metadata.generation.unwrap_or(0);
+    let reference = r.object_ref(&());
+    let prev = previous(&r);
+
+    // Validate: an invalid spec gets a condition naming the field, and no
+    // traffic change; we wait for the spec to change.
+    let plan = match validate(&r.spec) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            let message = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+            return invalid(ctx, &api, &r, prev, "InvalidSpec", &message, now, Action::await_change()).await;
+        }
+    };
+
+    let router = router_for(ctx.client.clone(), &r.spec.traffic_routing, backends(&ns, &r))
+        .ok_or_else(|| Error::Traffic(TrafficError::Malformed { kind: "Rollout", name: name.clone(), message: "no traffic router".into() }))?;
+
+    // References: Services, Deployments, the route.
+    let refs = observe::references(&ctx.client, &ns, &r.spec).await?;
+    let route_problem = match router.verify().await {
+        Ok(()) => None,
+        Err(e) if e.is_configuration() => Some(e),
+        Err(e) => return Err(e.into()),
+    };
+    if !refs.missing.is_empty() || route_problem.is_some() {
+        let mut parts: Vec<String> = refs.missing.iter().map(|MissingRef { field, message }| format!("{field}: {message}")).collect();
+        let mut reason = "ReferenceNotFound";
+        if let Some(e) = &route_problem {
+            parts.push(format!("spec.trafficRouting.{}: {e}", router.name()));
+            if matches!(e, TrafficError::CrdMissing { .. }) {
+                reason = "RouterCrdMissing";
+            } else if refs.missing.is_empty() {
+                reason = "RouteNotUsable";
+            }
+        }
+        // When in doubt, traffic goes to stable: a canary whose Service or
+        // Deployment is gone must not keep receiving requests.
+        let canary_gone = refs.missing.iter().any(|m| m.field.starts_with("spec.canary"));
+        if canary_gone && route_problem.is_none() {
+            let reading = router.current_weight().await?;
+            if reading.canary.is_none_or(|w| w > 0) {
+                router.set_weight(0).await?;
+                parts.push("all traffic moved to stable".into());
+            }
+        }
+        return invalid(ctx, &api, &r, prev, reason, &parts.join("; "), now, Action::requeue(MISSING_REF_REQUEUE)).await;
+    }
+
+    // What the route carries now.
+    let reading = router.current_weight().await?;
+    let actual = reading.canary.unwrap_or(prev.canary_weight.clamp(0, 100) as u8);
+
+    // A manual action, if any.
+    let raw_action = r.annotations().get(ACTION_ANNOTATION).cloned();
+    let action = raw_action.as_deref().and_then(ManualAction::parse);
+    if let Some(raw) = raw_action.as_deref()
+        && action.is_none()
+    {
+        return unknown_action(ctx, &api, &r, raw, now).await;
+    }
+
+    // Analysis, when due.
+    let mut analysis = None;
+    if prev.canary_ref == plan.canary_ref && plan::analysis_due(&plan, &prev, actual, now) {
+        let outcomes = match plan.prometheus.as_deref().map(|a| ctx.providers.provider(a)) {
+            Some(Ok(p)) => observe::run_analysis(&plan, p.as_ref(), &r.spec.canary.service, &ns, &name).await,
+            Some(Err(e)) => observe::all_errors(&plan, &e.to_string()),
+            None => observe::all_errors(&plan, "no metrics provider configured"),
+        };
+        analysis = Some(AnalysisRound { at: now, outcomes });
+    }
+
+    let obs = Observation { generation, canary: refs.canary, actual_weight: reading.canary, analysis, action };
+    let decision = plan::decide(&plan, &prev, &obs, now);
+    let mut next = decision.status.clone();
+    if let Some(a) = &decision.action {
+        next.last_action = Some(ActionRecord {
+            action: a.action.as_str().into(),
+            result: if a.accepted { "Done" } else { "Refused" }.into(),
+            message: a.message.clone(),
+            at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        });
+    }
+    status::build_conditions(&mut next, &SpecReadiness::Ready, decision.reason, &decision.message, generation, now);
+
+    // Act. Lowering the weight is recorded first (so a crash in between
+    // cannot raise it again); raising is done first and recorded after the
+    // read-back (so status never claims more than the route carries).
+    let rv = r.resource_version();
+    if decision.weight != actual {
+        if decision.weight < actual {
+            let mut first = next.clone();
+            first.canary_weight = actual as i32;
+            let written = status::write_status(&api, &name, rv.as_deref(), &first).await?;
+            let read_back = router.set_weight(decision.weight).await?;
+            next.canary_weight = read_back.canary.unwrap_or(decision.weight) as i32;
+            status::write_status(&api, &name, written.resource_version().as_deref(), &next).await?;
+        } else {
+            let read_back = router.set_weight(decision.weight).await?;
+            next.canary_weight = read_back.canary.unwrap_or(decision.weight) as i32;
+            status::write_status(&api, &name, rv.as_deref(), &next).await?;
+        }
+    } else {
+        next.canary_weight = actual as i32;
+        if next != prev {
+            status::write_status(&api, &name, rv.as_deref(), &next).await?;
+        }
+    }
+
+    // The one-shot action is done: remove the annotation (only if it still
+    // holds the value we acted on).
+    if let (Some(_), Some(raw)) = (&decision.action, raw_action.as_deref()) {
+        remove_action(&api, &name, raw).await?;
+    }
+
+    // Tell people, and the metrics.
+    ctx.events.transitions(&reference, &decision.transitions).await;
+    record_metrics(ctx, &ns, &name, &prev, &next, decision.kind, obs.analysis.as_ref());
+    tracing::info!(
+        rollout = %name, namespace = %ns, kind = decision.kind.as_str(), reason = decision.reason,
+        weight = next.canary_weight, step = %next.step, "{}", decision.message
+    );
+    Ok(Action::requeue(decision.requeue_after))
+}
+
+fn record_metrics(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    prev: &RolloutStatus,
+    next: &RolloutStatus,
+    kind: DecisionKind,
+    analysis: Option<&AnalysisRound>,
+) {
+    let m = &ctx.metrics;
+    m.canary_weight.with_label_values(&[ns, name]).set(next.canary_weight as i64);
+    m.decisions.with_label_values(&[kind.as_str()]).inc();
+    if prev.phase != next.phase || prev.canary_ref.is_empty() {
+        if !prev.canary_ref.is_empty() {
+            m.phase.with_label_values(&[prev.phase.as_str()]).dec();
+        }
+        m.phase.with_label_values(&[next.phase.as_str()]).inc();
+    }
+    if analysis.is_some() {
+        for s in &next.analysis {
+            let v = match s.verdict.as_str() {
+                "Pass" => Verdict::Pass,
+                "Fail" => Verdict::Fail,
+                "NoData" => Verdict::NoData,
+                _ => Verdict::Error,
+            };
+            m.verdicts.with_label_values(&[v.as_str()]).inc();
+        }
+    }
+}
+
+/// Record an unusable spec or missing reference: phase Invalid, Ready=False
+/// naming the field, a Warning event when the problem is new.
+#[allow(clippy::too_many_arguments)]
+async fn invalid(
+    ctx: &Context,
+    api: &Api<Rollout>,
+    r: &Rollout,
+    prev: RolloutStatus,
+    reason: &'static str,
+    message: &str,
+    now: Timestamp,
+    action: Action,
+) -> Result<Action> {
+    let generation = r.metadata.generation.unwrap_or(0);
+    let mut next = prev.clone();
+    let was = prev.conditions.iter().find(|c| c.type_ == status::READY).map(|c| (c.reason.clone(), c.message.clone()));
+    next.phase = Phase::Invalid;
+    next.observed_generation = generation;
+    next.message = format!("{reason}: {message}");
+    if next.verdict.is_empty() {
+        next.verdict = "-".into();
+    }
+    if next.step.is_empty() {
+        next.step = "-".into();
+    }
+    status::build_conditions(
+        &mut next,
+        &SpecReadiness::NotReady { reason, message: message.to_string() },
+        reason,
+        message,
+        generation,
+        now,
+    );
+    if next != prev {
+        status::write_status(api, &r.name_any(), r.resource_version().as_deref(), &next).await?;
+    }
+    if was != Some((reason.to_string(), message.to_string())) {
+        ctx.events.publish(&r.object_ref(&()), true, reason, "Validate", message).await;
+    }
+    if prev.phase != Phase::Invalid {
+        if !prev.canary_ref.is_empty() {
+            ctx.metrics.phase.with_label_values(&[prev.phase.as_str()]).dec();
+        }
+        ctx.metrics.phase.with_label_values(&[Phase::Invalid.as_str()]).inc();
+    }
+    tracing::warn!(rollout = %r.name_any(), namespace = ?r.namespace(), reason, "{message}");
+    Ok(action)
+}
+
+/// An annotation value we do not know: refuse it, say so, remove it.
+async fn unknown_action(ctx: &Context, api: &Api<Rollout>, r: &Rollout, raw: &str, now: Timestamp) -> Result<Action> {
+    let name = r.name_any();
+    let message = format!("unknown {ACTION_ANNOTATION} value {raw:?}: use promote, promote-full, abort or retry");
+    let mut next = previous(r);
+    next.last_action = Some(ActionRecord {
+        action: raw.chars().take(64).collect(),
+        result: "Refused".into(),
+        message: message.clone(),
+        at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+    });
+    status::write_status(api, &name, r.resource_version().as_deref(), &next).await?;
+    remove_action(api, &name, raw).await?;
+    ctx.events.publish(&r.object_ref(&()), true, "ActionRefused", "Action", &message).await;
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// Remove the action annotation with a JSON patch that first tests its
+/// value: a newer action set in the meantime is not lost.
+async fn remove_action(api: &Api<Rollout>, name: &str, value: &str) -> Result<()> {
+    let path = format!("/metadata/annotations/{}", ACTION_ANNOTATION.replace('~', "~0").replace('/', "~1"));
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": path, "value": value },
+        { "op": "remove", "path": path },
+    ]))
+    .expect("static JSON patch");
+    match with_timeout("remove action annotation", api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))).await {
+        Ok(_) => Ok(()),
+        // The annotation changed under us (422 from a failed test): the new
+        // value is handled on the next reconcile.
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
