@@ -55,6 +55,19 @@ pub fn judge(metric: &PlanMetric, outcome: &QueryOutcome) -> Verdict {
     }
 }
 
+/// A number for people: 4 significant digits, no float noise.
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    let digits = (4 - 1 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
 /// Describe the bound of a metric, e.g. `<= 0.01` or `within [0.9, 1]`.
 pub fn describe_bound(metric: &PlanMetric) -> String {
     match (metric.min, metric.max) {
@@ -90,6 +103,16 @@ mod tests {
         assert_eq!(judge(&m, &QueryOutcome::Value(f64::INFINITY)), Verdict::Fail);
         assert_eq!(judge(&m, &QueryOutcome::NoData("empty".into())), Verdict::NoData);
         assert_eq!(judge(&m, &QueryOutcome::Error("down".into())), Verdict::Error);
+    }
+
+    #[test]
+    fn numbers_are_shown_with_four_significant_digits() {
+        assert_eq!(fmt_num(0.06666666666666667), "0.06667");
+        assert_eq!(fmt_num(0.0017482517482517483), "0.001748");
+        assert_eq!(fmt_num(0.02), "0.02");
+        assert_eq!(fmt_num(1234.5678), "1235");
+        assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(fmt_num(f64::INFINITY), "inf");
     }
 
     #[test]

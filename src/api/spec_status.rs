@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A progressive rollout of one service from its stable (old) version to its
 /// canary (new) version.
-#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "rollwise.io",
     version = "v1alpha1",
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
     shortname = "rw",
     category = "rollwise",
     namespaced,
+    derive = "Default",
     status = "RolloutStatus",
     doc = "A progressive rollout: moves traffic from the stable to the canary version step by step, checking metrics at every step.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),

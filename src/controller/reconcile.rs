@@ -29,6 +29,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     let started = std::time::Instant::now();
     let ns = rollout.namespace().ok_or(Error::MissingObjectKey)?;
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let rollout = ensure_finalizer(&api, rollout).await?;
     let result = finalizer(&api, FINALIZER, rollout, |event| async {
         match event {
             FinalizerEvent::Apply(r) => apply(r, &ctx).await,
@@ -43,6 +44,20 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
         .inc();
     result
+}
+
+/// Add our finalizer (before anything else is done to traffic) with a merge
+/// patch guarded by the resourceVersion we read: the whole finalizers list is
+/// sent, so the precondition makes sure no one else's finalizer is lost.
+async fn ensure_finalizer(api: &Api<Rollout>, r: Arc<Rollout>) -> Result<Arc<Rollout>> {
+    if r.meta().deletion_timestamp.is_some() || r.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(r);
+    }
+    let mut finalizers = r.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": r.resource_version()}});
+    let patched = with_timeout("add finalizer", api.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&patch))).await?;
+    Ok(Arc::new(patched))
 }
 
 /// Transient errors requeue within seconds, with jitter.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::analysis::{MetricOutcome, QueryOutcome, describe_bound, judge};
+use crate::analysis::{MetricOutcome, QueryOutcome, describe_bound, fmt_num, judge};
 use crate::api::{
     DecisionRecord, MetricStatus, Phase, Plan, PlanStep, RolloutStatus, Verdict,
 };
@@ -388,7 +388,7 @@ fn record_analysis(plan: &Plan, st: &mut RolloutStatus, round: &AnalysisRound) -
             QueryOutcome::Value(v) if v.is_nan() => (None, "no data: the query returned NaN".to_string()),
             QueryOutcome::Value(v) => (
                 Some(*v),
-                format!("{} = {v} ({} {})", metric.name, if verdict == Verdict::Pass { "within" } else { "outside" }, describe_bound(metric)),
+                format!("{} = {} ({} {})", metric.name, fmt_num(*v), if verdict == Verdict::Pass { "within" } else { "outside" }, describe_bound(metric)),
             ),
             QueryOutcome::NoData(m) => (None, format!("no data: {m}")),
             QueryOutcome::Error(m) => (None, format!("query error: {m}")),
@@ -399,7 +399,7 @@ fn record_analysis(plan: &Plan, st: &mut RolloutStatus, round: &AnalysisRound) -
                 format!(
                     "metric {} = {} is outside its bound ({}); {} failed evaluation(s), limit {}",
                     metric.name,
-                    value.map(|v| v.to_string()).unwrap_or_default(),
+                    value.map(fmt_num).unwrap_or_default(),
                     describe_bound(metric),
                     failures,
                     metric.failure_limit

@@ -1,14 +1,588 @@
-//! Gateway API HTTPRoute router (being written).
-use super::*;
-pub struct GatewayApiRouter;
-impl GatewayApiRouter {
-    pub fn new(_c: kube::Client, _r: String, _b: Backends) -> Self { todo!() }
+//! Gateway API router: moves traffic by setting `weight` on the
+//! `backendRefs` of an `HTTPRoute` (`gateway.networking.k8s.io/v1`).
+//!
+//! # What is changed
+//!
+//! The route is `backends.namespace/<httpRoute>`. Only the rules that send
+//! traffic to the stable Service are touched: a rule "references the stable
+//! Service" when one of its `backendRefs` has `name == stable_service`, a
+//! `group` that is absent or `""`, a `kind` that is absent or `"Service"`, and
+//! a `namespace` that is absent or the route's own namespace (a ref to a
+//! same-named Service of another namespace is a different Service). The canary
+//! ref is recognised by the same test with `canary_service`.
+//!
+//! In each such rule, for canary weight `w`:
+//! - the stable ref gets `weight: 100 - w`;
+//! - the canary ref gets `weight: w`; when the rule has no canary ref and
+//!   `w > 0`, one is inserted right after the stable ref with only `name`,
+//!   the stable ref's `port` (when it has one) and `weight` (group and kind
+//!   left to their `Service` defaults; backendRef-level filters are *not*
+//!   copied);
+//! - when `w == 0` and the rule has no canary ref, the rule is left exactly as
+//!   it is: it already sends nothing to the canary.
+//!
+//! Everything else (matches, filters, other backendRefs, timeouts, hostnames,
+//! parentRefs, metadata, status, and fields that the `gateway-api` crate's
+//! typed structs do not know, e.g. newer or experimental fields) is never
+//! rewritten: the route is read as raw JSON ([`DynamicObject`]) and the
+//! modification is done on that JSON; the typed `HttpRoute` struct is never
+//! round-tripped (it would silently drop unknown fields). A rule with more
+//! than one stable (or more than one canary) ref is ambiguous and reported as
+//! [`TrafficError::Malformed`].
+//!
+//! Other backendRefs of a rule keep their weight, so in a rule that also sends
+//! traffic to a third backend the canary's share of the *whole* rule is
+//! `w / (100 + others)`; the weight this router reports is always the share
+//! between stable and canary only.
+//!
+//! # Write strategy: merge patch with optimistic concurrency, not SSA
+//!
+//! The write is a JSON merge patch (`application/merge-patch+json`) with the
+//! field manager [`crate::api::FIELD_MANAGER`], containing
+//! `metadata.resourceVersion` (the version that was read) and the complete,
+//! modified `spec.rules` array. A merge patch replaces lists whole, which is
+//! what we want here: the array sent is exactly the one read at that
+//! resourceVersion, with only the weights changed. If anyone changed the route
+//! in between, the API server answers 409 Conflict (resourceVersion
+//! precondition), and the router re-reads and re-applies its change to the
+//! fresh object, up to [`MAX_WRITE_ATTEMPTS`] times with a short jittered
+//! backoff, then gives up with [`TrafficError::Conflict`] (the caller retries
+//! later). A concurrent edit is therefore never overwritten.
+//!
+//! Server-side apply is deliberately not used: `spec.rules` is an atomic list
+//! in the HTTPRoute schema, so applying it would make the operator the owner
+//! of the user's whole rules list and replace it on every apply (and fight
+//! with the user's own `kubectl apply`/GitOps tool over it).
+//!
+//! No write is made when the route already carries the requested weights, so
+//! an idempotent reconcile causes no resourceVersion churn.
+//!
+//! # Reading the weight
+//!
+//! The canary weight is `round(canary / (stable + canary) * 100)` per rule
+//! that references the stable Service, with the Gateway API defaulting (an
+//! absent `weight` means 1); a rule without a canary ref, or whose stable and
+//! canary weights are both 0, gives 0. When rules disagree, the *highest*
+//! canary share is reported: that is the conservative reading (the most
+//! traffic the canary may be receiving). [`TrafficRouter::set_weight`]
+//! returns the reading of the object the API server returned from the write,
+//! not the value that was asked for.
+//!
+//! # Weights
+//!
+//! The requested weight is clamped to `0..=100` (with a warning). The Rollout
+//! spec is validated to `0..=100` at admission, so a larger value can only be
+//! a caller bug; it is clamped rather than refused because there is no better
+//! option than "all to canary" for a caller asking for more than all.
+//!
+//! # Errors and timeouts
+//!
+//! Every API call is bounded by [`CALL_TIMEOUT`]; a timeout becomes
+//! [`TrafficError::Api`] whose source is `kube::Error::Service` wrapping a
+//! "timed out" error (transient: retried by the caller).
+//!
+//! A 404 is either "this route does not exist" ([`TrafficError::RouteNotFound`])
+//! or "the API server does not serve `httproutes` in `gateway.networking.k8s.io/v1`"
+//! ([`TrafficError::CrdMissing`]). A real API server puts the object name in
+//! `details.name` for the former; for the latter it answers "the server could
+//! not find the requested resource" with empty details (or, on old servers, a
+//! plain-text `404 page not found`). So a 404 is `RouteNotFound` when
+//! `details.name` is set or the message names the route (`"<name>" not
+//! found`), and `CrdMissing` otherwise. `CrdMissing` also covers a cluster
+//! whose Gateway API CRDs predate `v1`.
+//!
+//! # Test double limits
+//!
+//! The tests run against `kube-fake-client`. It applies merge patches with
+//! `json_patch::merge` and enforces the resourceVersion precondition, so the
+//! merge-patch path, the conflict retry and field preservation are tested
+//! for real. It treats server-side apply as a plain merge patch and has no
+//! field ownership and no list-type (atomic) semantics, so the tests cannot
+//! prove anything about SSA, and they do not exercise admission defaulting
+//! (a real server stores `weight: 1` where the user omitted it). Its 404s carry
+//! no `details`, which is why the 404 classification also looks at the message.
+
+// `TrafficError` (shared, in `super`) is large because `TrafficError::Api`
+// holds a `kube::Error` inline; every trait method returns it anyway, so the
+// private helpers returning it too costs nothing extra.
+#![allow(clippy::result_large_err)]
+
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use ::gateway_api::apis::standard::httproutes::HttpRoute;
+use async_trait::async_trait;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::Status;
+use serde_json::{Value, json};
+
+use super::{Backends, TrafficError, TrafficRouter, WeightReading};
+
+/// Upper bound of every API call the router makes.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many conflicting writes the router tries before giving up with
+/// [`TrafficError::Conflict`].
+pub const MAX_WRITE_ATTEMPTS: u32 = 5;
+
+/// The CRD that serves HTTPRoute, as reported in [`TrafficError::CrdMissing`].
+pub const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
+
+/// First backoff after a conflict; doubled per attempt, plus up to as much
+/// again of jitter.
+const BACKOFF_BASE: Duration = Duration::from_millis(20);
+
+const KIND: &str = "HTTPRoute";
+
+/// Drives the weights of one HTTPRoute. See the module docs.
+pub struct GatewayApiRouter {
+    api: Api<DynamicObject>,
+    route: String,
+    backends: Backends,
 }
-#[async_trait::async_trait]
+
+impl GatewayApiRouter {
+    /// A router for the HTTPRoute `http_route` in `backends.namespace`.
+    pub fn new(client: kube::Client, http_route: String, backends: Backends) -> Self {
+        let resource = ApiResource::erase::<HttpRoute>(&());
+        let api = Api::namespaced_with(client, &backends.namespace, &resource);
+        Self {
+            api,
+            route: http_route,
+            backends,
+        }
+    }
+
+    /// Read the route as raw JSON.
+    async fn fetch(&self) -> Result<DynamicObject, TrafficError> {
+        bounded("get", self.api.get(&self.route))
+            .await
+            .map_err(|e| self.map_api_error(e))
+    }
+
+    /// Set the stable/canary weights, retrying on conflicts; returns the
+    /// read-back of the object the API server holds afterwards.
+    async fn write_weight(&self, canary: u8) -> Result<WeightReading, TrafficError> {
+        let params = PatchParams {
+            field_manager: Some(crate::api::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        for attempt in 1..=MAX_WRITE_ATTEMPTS {
+            let current = self.fetch().await?;
+            let original = self.rules_of(&current)?;
+            let targets = self.stable_rules(original)?;
+            let mut rules = original.to_vec();
+            apply_weight(&mut rules, &targets, canary, &self.backends.canary_service);
+            if rules == original {
+                tracing::debug!(route = %self.route, canary, "HTTPRoute already carries the weights; no write");
+                return self.reading_of(&current);
+            }
+            let Some(resource_version) = current.metadata.resource_version.as_deref() else {
+                return Err(self.malformed("the object has no metadata.resourceVersion"));
+            };
+            let patch = json!({
+                "metadata": { "resourceVersion": resource_version },
+                "spec": { "rules": rules },
+            });
+            match bounded(
+                "patch",
+                self.api.patch(&self.route, &params, &Patch::Merge(&patch)),
+            )
+            .await
+            {
+                Ok(written) => {
+                    tracing::info!(route = %self.route, canary, attempt, "HTTPRoute weights set");
+                    return self.reading_of(&written);
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    tracing::debug!(route = %self.route, attempt, "HTTPRoute changed under us; re-reading");
+                    if attempt < MAX_WRITE_ATTEMPTS {
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                }
+                Err(e) => return Err(self.map_api_error(e)),
+            }
+        }
+        Err(TrafficError::Conflict {
+            kind: KIND,
+            name: self.route.clone(),
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+
+    /// `spec.rules` of the object (empty when absent).
+    fn rules_of<'a>(&self, obj: &'a DynamicObject) -> Result<&'a [Value], TrafficError> {
+        match obj.data.get("spec").and_then(|s| s.get("rules")) {
+            None | Some(Value::Null) => Ok(&[]),
+            Some(Value::Array(rules)) => Ok(rules),
+            Some(_) => Err(self.malformed("spec.rules is not a list")),
+        }
+    }
+
+    /// The rules that reference the stable Service, with the positions of
+    /// the stable and canary refs. Errors when there is none.
+    fn stable_rules(&self, rules: &[Value]) -> Result<Vec<StableRule>, TrafficError> {
+        let namespace = &self.backends.namespace;
+        let mut found = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            let refs = match rule.get("backendRefs") {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(refs)) => refs,
+                Some(_) => {
+                    return Err(
+                        self.malformed(&format!("spec.rules[{index}].backendRefs is not a list"))
+                    );
+                }
+            };
+            let position = |service: &str| -> Result<Option<usize>, TrafficError> {
+                let mut hits = refs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| is_service_ref(r, service, namespace))
+                    .map(|(i, _)| i);
+                let first = hits.next();
+                if hits.next().is_some() {
+                    return Err(self.malformed(&format!(
+                        "spec.rules[{index}] has more than one backendRef to Service {service:?}; \
+                         cannot tell which one to weight"
+                    )));
+                }
+                Ok(first)
+            };
+            if let Some(stable) = position(&self.backends.stable_service)? {
+                let canary = position(&self.backends.canary_service)?;
+                found.push(StableRule {
+                    index,
+                    stable,
+                    canary,
+                });
+            }
+        }
+        if found.is_empty() {
+            return Err(TrafficError::NoStableBackend {
+                kind: KIND,
+                name: self.route.clone(),
+                service: self.backends.stable_service.clone(),
+            });
+        }
+        Ok(found)
+    }
+
+    /// The canary weight the object carries (see the module docs).
+    fn reading_of(&self, obj: &DynamicObject) -> Result<WeightReading, TrafficError> {
+        let rules = self.rules_of(obj)?;
+        let mut highest = 0u8;
+        for target in self.stable_rules(rules)? {
+            let refs = &rules[target.index]["backendRefs"];
+            let stable = self.weight_of(&refs[target.stable], target.index)?;
+            let canary = match target.canary {
+                Some(c) => self.weight_of(&refs[c], target.index)?,
+                None => 0,
+            };
+            highest = highest.max(share(stable, canary));
+        }
+        Ok(WeightReading {
+            canary: Some(highest),
+        })
+    }
+
+    /// A backendRef's weight with the Gateway API default (absent = 1).
+    fn weight_of(&self, backend_ref: &Value, rule: usize) -> Result<u64, TrafficError> {
+        match backend_ref.get("weight") {
+            None | Some(Value::Null) => Ok(1),
+            Some(w) => w.as_u64().ok_or_else(|| {
+                self.malformed(&format!(
+                    "spec.rules[{rule}] has a backendRef weight {w} that is not a non-negative integer"
+                ))
+            }),
+        }
+    }
+
+    fn malformed(&self, message: &str) -> TrafficError {
+        TrafficError::Malformed {
+            kind: KIND,
+            name: self.route.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn map_api_error(&self, error: kube::Error) -> TrafficError {
+        if let kube::Error::Api(status) = &error
+            && status.code == 404
+        {
+            return match classify_not_found(status, &self.route) {
+                NotFound::Object => TrafficError::RouteNotFound {
+                    kind: KIND,
+                    name: self.route.clone(),
+                    namespace: self.backends.namespace.clone(),
+                },
+                NotFound::ResourceType => TrafficError::CrdMissing {
+                    crd: HTTPROUTE_CRD.to_owned(),
+                },
+            };
+        }
+        TrafficError::Api {
+            kind: KIND,
+            name: self.route.clone(),
+            source: error,
+        }
+    }
+}
+
+#[async_trait]
 impl TrafficRouter for GatewayApiRouter {
-    fn name(&self) -> &'static str { "gatewayAPI" }
-    async fn verify(&self) -> Result<(), TrafficError> { todo!() }
-    async fn current_weight(&self) -> Result<WeightReading, TrafficError> { todo!() }
-    async fn set_weight(&self, _w: u8) -> Result<WeightReading, TrafficError> { todo!() }
-    async fn restore_stable(&self) -> Result<(), TrafficError> { todo!() }
+    fn name(&self) -> &'static str {
+        "gatewayAPI"
+    }
+
+    async fn verify(&self) -> Result<(), TrafficError> {
+        let route = self.fetch().await?;
+        // Checks the stable ref exists and every weight is readable.
+        self.reading_of(&route).map(|_| ())
+    }
+
+    async fn current_weight(&self) -> Result<WeightReading, TrafficError> {
+        let route = self.fetch().await?;
+        self.reading_of(&route)
+    }
+
+    async fn set_weight(&self, canary_weight: u8) -> Result<WeightReading, TrafficError> {
+        let weight = if canary_weight > 100 {
+            tracing::warn!(route = %self.route, requested = canary_weight, "canary weight above 100 clamped to 100");
+            100
+        } else {
+            canary_weight
+        };
+        self.write_weight(weight).await
+    }
+
+    /// Stable 100, canary 0 in every rule that references the stable
+    /// Service; a canary ref is kept (weight 0), never removed. A route (or
+    /// namespace) that is gone, or that no longer references the stable
+    /// Service, has nothing to restore: `Ok`. A `CrdMissing` is still an
+    /// error: `httproutes` not being served at `v1` does not prove that no
+    /// older-version route still sends traffic to the canary.
+    async fn restore_stable(&self) -> Result<(), TrafficError> {
+        match self.write_weight(0).await {
+            Ok(_) => Ok(()),
+            Err(TrafficError::RouteNotFound { .. }) => {
+                tracing::info!(route = %self.route, "HTTPRoute is gone; nothing to restore");
+                Ok(())
+            }
+            Err(TrafficError::NoStableBackend { .. }) => {
+                tracing::warn!(route = %self.route, "HTTPRoute no longer references the stable Service; nothing to restore");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A rule that references the stable Service.
+#[derive(Debug, Clone, Copy)]
+struct StableRule {
+    /// Index in `spec.rules`.
+    index: usize,
+    /// Index of the stable ref in the rule's `backendRefs`.
+    stable: usize,
+    /// Index of the canary ref, when the rule has one.
+    canary: Option<usize>,
+}
+
+/// Set the weights in `rules` (see the module docs).
+fn apply_weight(rules: &mut [Value], targets: &[StableRule], canary: u8, canary_service: &str) {
+    for target in targets {
+        let Some(refs) = rules[target.index]
+            .get_mut("backendRefs")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        match target.canary {
+            Some(c) => {
+                refs[target.stable]["weight"] = json!(100 - canary);
+                refs[c]["weight"] = json!(canary);
+            }
+            None if canary > 0 => {
+                refs[target.stable]["weight"] = json!(100 - canary);
+                let mut added = json!({ "name": canary_service, "weight": canary });
+                if let Some(port) = refs[target.stable].get("port").filter(|p| !p.is_null()) {
+                    added["port"] = port.clone();
+                }
+                refs.insert(target.stable + 1, added);
+            }
+            // No canary ref and no canary traffic wanted: already true.
+            None => {}
+        }
+    }
+}
+
+/// Whether a backendRef points at the core Service `service` of `namespace`.
+fn is_service_ref(backend_ref: &Value, service: &str, namespace: &str) -> bool {
+    let field = |name: &str| backend_ref.get(name).and_then(Value::as_str);
+    field("name") == Some(service)
+        && field("group").is_none_or(str::is_empty)
+        && field("kind").is_none_or(|k| k == "Service")
+        && field("namespace").is_none_or(|ns| ns == namespace)
+}
+
+/// Canary share in percent, rounded half up; 0 when neither gets traffic.
+fn share(stable: u64, canary: u64) -> u8 {
+    let total = u128::from(stable) + u128::from(canary);
+    if total == 0 {
+        return 0;
+    }
+    let percent = (u128::from(canary) * 200 + total) / (2 * total);
+    u8::try_from(percent).unwrap_or(100)
+}
+
+/// Which thing a 404 says is missing.
+#[derive(Debug, PartialEq, Eq)]
+enum NotFound {
+    /// The route object.
+    Object,
+    /// The resource type (the CRD, or its v1 version, is not served).
+    ResourceType,
+}
+
+fn classify_not_found(status: &Status, route: &str) -> NotFound {
+    let named_in_details = status.details.as_ref().is_some_and(|d| !d.name.is_empty());
+    let named_in_message = status.message.contains(&format!("\"{route}\" not found"));
+    if named_in_details || named_in_message {
+        NotFound::Object
+    } else {
+        NotFound::ResourceType
+    }
+}
+
+/// Backoff before conflict retry `attempt + 1`: `BACKOFF_BASE * 2^(attempt-1)`
+/// plus a random jitter of up to the same amount.
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1)).min(64);
+    let base_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
+    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % base_ms;
+    base + Duration::from_millis(jitter)
+}
+
+/// Run an API call under [`CALL_TIMEOUT`].
+async fn bounded<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(Box::new(TimedOut {
+                operation,
+                after: CALL_TIMEOUT,
+            })))
+        })
+}
+
+/// An API call that did not answer within [`CALL_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} timed out after {after:?}")]
+struct TimedOut {
+    operation: &'static str,
+    after: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::response::StatusDetails;
+
+    use super::*;
+
+    fn status(message: &str, details: Option<StatusDetails>) -> Status {
+        Status {
+            code: 404,
+            message: message.into(),
+            reason: "NotFound".into(),
+            details,
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn real_server_object_404_names_the_object_in_details() {
+        let s = status(
+            "httproutes.gateway.networking.k8s.io \"web\" not found",
+            Some(StatusDetails {
+                name: "web".into(),
+                group: "gateway.networking.k8s.io".into(),
+                kind: "httproutes".into(),
+                uid: String::new(),
+                causes: vec![],
+                retry_after_seconds: 0,
+            }),
+        );
+        assert_eq!(classify_not_found(&s, "web"), NotFound::Object);
+    }
+
+    #[test]
+    fn real_server_unserved_resource_404_is_the_resource_type() {
+        let empty = StatusDetails {
+            name: String::new(),
+            group: String::new(),
+            kind: String::new(),
+            uid: String::new(),
+            causes: vec![],
+            retry_after_seconds: 0,
+        };
+        let s = status(
+            "the server could not find the requested resource",
+            Some(empty),
+        );
+        assert_eq!(classify_not_found(&s, "web"), NotFound::ResourceType);
+        // Old API servers answer in plain text; kube keeps the text as message.
+        let plain = Status {
+            reason: "Failed to parse error data".into(),
+            ..status("404 page not found\n", None)
+        };
+        assert_eq!(classify_not_found(&plain, "web"), NotFound::ResourceType);
+    }
+
+    #[test]
+    fn share_rounds_half_up_and_handles_zero_total() {
+        assert_eq!(share(67, 33), 33);
+        assert_eq!(share(1, 1), 50);
+        assert_eq!(share(2, 1), 33);
+        assert_eq!(share(1, 2), 67);
+        assert_eq!(share(199, 1), 1); // 0.5 -> 1
+        assert_eq!(share(0, 0), 0);
+        assert_eq!(share(0, 5), 100);
+        assert_eq!(share(u64::MAX, u64::MAX), 50);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_short() {
+        for attempt in 1..=MAX_WRITE_ATTEMPTS {
+            let b = backoff(attempt);
+            let base = BACKOFF_BASE * 2u32.pow(attempt - 1);
+            assert!(b >= base && b < base * 2, "attempt {attempt}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn service_ref_matching_respects_group_kind_namespace() {
+        let ns = "shop";
+        assert!(is_service_ref(&json!({"name": "web"}), "web", ns));
+        assert!(is_service_ref(
+            &json!({"name": "web", "group": "", "kind": "Service", "namespace": "shop"}),
+            "web",
+            ns
+        ));
+        assert!(!is_service_ref(
+            &json!({"name": "web", "kind": "ServiceImport", "group": "multicluster.x-k8s.io"}),
+            "web",
+            ns
+        ));
+        assert!(!is_service_ref(
+            &json!({"name": "web", "namespace": "other"}),
+            "web",
+            ns
+        ));
+        assert!(!is_service_ref(&json!({"name": "web-canary"}), "web", ns));
+    }
 }
