@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// A progressive rollout of one service from its stable (old) version to its
 /// canary (new) version.
+// clippy reads the repeated `type_ = "string"` of the printcolumn entries
+// (one per column, as kube-derive wants them) as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "rollwise.io",
