@@ -35,19 +35,46 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("rollwise".into()), None).expect("static prefix is valid");
-        let reconciles = IntCounterVec::new(Opts::new("reconciles_total", "Reconciles by result"), &["result"]).expect("static");
-        let errors = IntCounterVec::new(Opts::new("reconcile_errors_total", "Reconcile errors by category"), &["category"]).expect("static");
+        let registry =
+            Registry::new_custom(Some("rollwise".into()), None).expect("static prefix is valid");
+        let reconciles = IntCounterVec::new(
+            Opts::new("reconciles_total", "Reconciles by result"),
+            &["result"],
+        )
+        .expect("static");
+        let errors = IntCounterVec::new(
+            Opts::new("reconcile_errors_total", "Reconcile errors by category"),
+            &["category"],
+        )
+        .expect("static");
         let reconcile_duration = HistogramVec::new(
             HistogramOpts::new("reconcile_duration_seconds", "Time spent in one reconcile")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
             &[],
         )
         .expect("static");
-        let phase = IntGaugeVec::new(Opts::new("rollouts", "Rollouts by phase"), &["phase"]).expect("static");
-        let canary_weight = IntGaugeVec::new(Opts::new("canary_weight_percent", "Canary weight carried by the router"), &["namespace", "rollout"]).expect("static");
-        let decisions = IntCounterVec::new(Opts::new("decisions_total", "Engine decisions by kind"), &["kind"]).expect("static");
-        let verdicts = IntCounterVec::new(Opts::new("analysis_verdicts_total", "Metric evaluations by verdict"), &["verdict"]).expect("static");
+        let phase = IntGaugeVec::new(Opts::new("rollouts", "Rollouts by phase"), &["phase"])
+            .expect("static");
+        let canary_weight = IntGaugeVec::new(
+            Opts::new(
+                "canary_weight_percent",
+                "Canary weight carried by the router",
+            ),
+            &["namespace", "rollout"],
+        )
+        .expect("static");
+        let decisions = IntCounterVec::new(
+            Opts::new("decisions_total", "Engine decisions by kind"),
+            &["kind"],
+        )
+        .expect("static");
+        let verdicts = IntCounterVec::new(
+            Opts::new("analysis_verdicts_total", "Metric evaluations by verdict"),
+            &["verdict"],
+        )
+        .expect("static");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -62,10 +89,23 @@ impl Metrics {
         for p in Phase::ALL {
             phase.with_label_values(&[p.as_str()]).set(0);
         }
+        for r in ["ok", "error"] {
+            reconciles.with_label_values(&[r]);
+        }
+        reconcile_duration.with_label_values::<&str>(&[]);
         for k in DecisionKind::ALL {
             decisions.with_label_values(&[k.as_str()]);
         }
-        Metrics { registry, reconciles, errors, reconcile_duration, phase, canary_weight, decisions, verdicts }
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            reconcile_duration,
+            phase,
+            canary_weight,
+            decisions,
+            verdicts,
+        }
     }
 
     /// The text exposition format.
@@ -92,12 +132,24 @@ mod tests {
     fn exposition_has_every_family_with_bounded_labels() {
         let m = Metrics::new();
         m.errors.with_label_values(&["route_not_found"]).inc();
-        m.canary_weight.with_label_values(&["shop", "checkout"]).set(33);
+        m.canary_weight
+            .with_label_values(&["shop", "checkout"])
+            .set(33);
         let text = m.render();
-        for family in ["rollwise_reconciles_total", "rollwise_reconcile_errors_total", "rollwise_rollouts", "rollwise_canary_weight_percent", "rollwise_decisions_total"] {
+        for family in [
+            "rollwise_reconciles_total",
+            "rollwise_reconcile_errors_total",
+            "rollwise_rollouts",
+            "rollwise_canary_weight_percent",
+            "rollwise_decisions_total",
+        ] {
             assert!(text.contains(family), "{family} missing");
         }
-        assert!(text.contains(r#"rollwise_canary_weight_percent{namespace="shop",rollout="checkout"} 33"#));
+        assert!(
+            text.contains(
+                r#"rollwise_canary_weight_percent{namespace="shop",rollout="checkout"} 33"#
+            )
+        );
         assert!(text.contains(r#"rollwise_rollouts{phase="RolledBack"} 0"#));
         m.forget("shop", "checkout");
         assert!(!m.render().contains(r#"rollout="checkout""#));
