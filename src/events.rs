@@ -14,13 +14,29 @@ pub struct Events {
 
 impl Events {
     pub fn new(client: kube::Client, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: "rollwise".into(), instance };
-        Events { recorder: Recorder::new(client, reporter) }
+        let reporter = Reporter {
+            controller: "rollwise".into(),
+            instance,
+        };
+        Events {
+            recorder: Recorder::new(client, reporter),
+        }
     }
 
-    pub async fn publish(&self, reference: &ObjectReference, warning: bool, reason: &str, action: &str, note: &str) {
+    pub async fn publish(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.chars().take(128).collect(),
             note: Some(note.chars().take(1000).collect()),
             action: action.chars().take(128).collect(),
@@ -33,7 +49,8 @@ impl Events {
 
     pub async fn transitions(&self, reference: &ObjectReference, transitions: &[Transition]) {
         for t in transitions {
-            self.publish(reference, t.warning, t.reason, "Reconcile", &t.message).await;
+            self.publish(reference, t.warning, t.reason, "Reconcile", &t.message)
+                .await;
         }
     }
 }

@@ -31,7 +31,10 @@ struct AppState {
 
 pub fn router(metrics: Metrics, health: Health) -> Router {
     Router::new()
-        .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AppState>| async move { s.metrics.render() }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -39,7 +42,10 @@ pub fn router(metrics: Metrics, health: Health) -> Router {
                 if s.health.is_ready() {
                     (StatusCode::OK, "ready")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the Rollout cache to sync")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: waiting for the Rollout cache to sync",
+                    )
                 }
             }),
         )

@@ -9,7 +9,11 @@ use rollwise::controller::{RunConfig, run};
 use rollwise::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "rollwise", version, about = "Progressive delivery operator for Kubernetes")]
+#[command(
+    name = "rollwise",
+    version,
+    about = "Progressive delivery operator for Kubernetes"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "ROLLWISE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -66,16 +70,27 @@ async fn main() -> ExitCode {
             telemetry::init(cli.log_format, Some(cli.log.as_deref().unwrap_or("warn")));
             rollwise::demo::main(seed, quiet).await
         }
-        Command::Run { namespace, http_addr, concurrency } => {
+        Command::Run {
+            namespace,
+            http_addr,
+            concurrency,
+        } => {
             telemetry::init(cli.log_format, cli.log.as_deref());
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("rollwise: no cluster to talk to ({e}). Set KUBECONFIG, or try `rollwise demo`.");
+                    eprintln!(
+                        "rollwise: no cluster to talk to ({e}). Set KUBECONFIG, or try `rollwise demo`."
+                    );
                     return ExitCode::from(2);
                 }
             };
-            let config = RunConfig { namespace, http_addr, concurrency, instance: std::env::var("POD_NAME").ok() };
+            let config = RunConfig {
+                namespace,
+                http_addr,
+                concurrency,
+                instance: std::env::var("POD_NAME").ok(),
+            };
             match run(client, config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -94,8 +109,15 @@ fn default_command() -> Command {
         || std::env::home_dir().is_some_and(|h| h.join(".kube/config").exists());
     #[cfg(feature = "demo")]
     if !has_cluster {
-        return Command::Demo { seed: 7, quiet: false };
+        return Command::Demo {
+            seed: 7,
+            quiet: false,
+        };
     }
     let _ = has_cluster;
-    Command::Run { namespace: None, http_addr: "0.0.0.0:8080".parse().expect("static"), concurrency: 16 }
+    Command::Run {
+        namespace: None,
+        http_addr: "0.0.0.0:8080".parse().expect("static"),
+        concurrency: 16,
+    }
 }

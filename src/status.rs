@@ -24,7 +24,10 @@ pub enum Readiness {
     Ready,
     /// Reason (PascalCase, e.g. `InvalidSpec`, `ReferenceNotFound`) and a
     /// message that names the field.
-    NotReady { reason: &'static str, message: String },
+    NotReady {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Set (or replace) a condition, keeping its transition time when its
@@ -82,8 +85,18 @@ pub fn build_conditions(
 ) {
     let mut c = std::mem::take(&mut status.conditions);
     match readiness {
-        Readiness::Ready => set_condition(&mut c, READY, true, "Valid", "spec is valid and its references exist", generation, now),
-        Readiness::NotReady { reason, message } => set_condition(&mut c, READY, false, reason, message, generation, now),
+        Readiness::Ready => set_condition(
+            &mut c,
+            READY,
+            true,
+            "Valid",
+            "spec is valid and its references exist",
+            generation,
+            now,
+        ),
+        Readiness::NotReady { reason, message } => {
+            set_condition(&mut c, READY, false, reason, message, generation, now)
+        }
     }
     let phase = status.phase;
     let (progressing, p_reason) = match phase {
@@ -93,27 +106,72 @@ pub fn build_conditions(
         Phase::Aborted => (false, "Aborted"),
         Phase::Invalid => (false, "Invalid"),
     };
-    set_condition(&mut c, PROGRESSING, progressing, p_reason, message, generation, now);
-    let paused_reason = if phase == Phase::Paused { reason } else { "NotPaused" };
-    set_condition(&mut c, PAUSED, phase == Phase::Paused, paused_reason, if phase == Phase::Paused { message } else { "" }, generation, now);
+    set_condition(
+        &mut c,
+        PROGRESSING,
+        progressing,
+        p_reason,
+        message,
+        generation,
+        now,
+    );
+    let paused_reason = if phase == Phase::Paused {
+        reason
+    } else {
+        "NotPaused"
+    };
+    set_condition(
+        &mut c,
+        PAUSED,
+        phase == Phase::Paused,
+        paused_reason,
+        if phase == Phase::Paused { message } else { "" },
+        generation,
+        now,
+    );
     let (completed_reason, completed_msg) = match phase {
         Phase::Succeeded => (
-            status.last_decision.as_ref().map(|d| d.reason.as_str()).unwrap_or("AllStepsDone").to_string(),
+            status
+                .last_decision
+                .as_ref()
+                .map(|d| d.reason.as_str())
+                .unwrap_or("AllStepsDone")
+                .to_string(),
             message.to_string(),
         ),
         _ => ("NotCompleted".to_string(), String::new()),
     };
-    set_condition(&mut c, COMPLETED, phase == Phase::Succeeded, &completed_reason, &completed_msg, generation, now);
+    set_condition(
+        &mut c,
+        COMPLETED,
+        phase == Phase::Succeeded,
+        &completed_reason,
+        &completed_msg,
+        generation,
+        now,
+    );
     let rolled_back = matches!(phase, Phase::RolledBack | Phase::Aborted);
     let (rb_reason, rb_msg) = if rolled_back {
         (
-            status.last_decision.as_ref().map(|d| d.reason.clone()).unwrap_or_else(|| phase.as_str().to_string()),
+            status
+                .last_decision
+                .as_ref()
+                .map(|d| d.reason.clone())
+                .unwrap_or_else(|| phase.as_str().to_string()),
             message.to_string(),
         )
     } else {
         ("NotRolledBack".to_string(), String::new())
     };
-    set_condition(&mut c, ROLLED_BACK, rolled_back, &rb_reason, &rb_msg, generation, now);
+    set_condition(
+        &mut c,
+        ROLLED_BACK,
+        rolled_back,
+        &rb_reason,
+        &rb_msg,
+        generation,
+        now,
+    );
     status.conditions = c;
 }
 
@@ -152,22 +210,62 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Vec::new();
-        set_condition(&mut c, READY, true, "Valid", "ok", 1, t("2026-01-01T00:00:00Z"));
-        set_condition(&mut c, READY, true, "Valid", "still ok", 2, t("2026-01-01T01:00:00Z"));
+        set_condition(
+            &mut c,
+            READY,
+            true,
+            "Valid",
+            "ok",
+            1,
+            t("2026-01-01T00:00:00Z"),
+        );
+        set_condition(
+            &mut c,
+            READY,
+            true,
+            "Valid",
+            "still ok",
+            2,
+            t("2026-01-01T01:00:00Z"),
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time.0, t("2026-01-01T00:00:00Z"));
         assert_eq!(c[0].message, "still ok");
         assert_eq!(c[0].observed_generation, Some(2));
-        set_condition(&mut c, READY, false, "InvalidSpec", "spec.steps[1]: bad", 3, t("2026-01-01T02:00:00Z"));
+        set_condition(
+            &mut c,
+            READY,
+            false,
+            "InvalidSpec",
+            "spec.steps[1]: bad",
+            3,
+            t("2026-01-01T02:00:00Z"),
+        );
         assert_eq!(c[0].last_transition_time.0, t("2026-01-01T02:00:00Z"));
         assert_eq!(c[0].status, "False");
     }
 
     #[test]
     fn succeeded_sets_completed_and_clears_progressing() {
-        let mut st = RolloutStatus { phase: Phase::Succeeded, ..Default::default() };
-        build_conditions(&mut st, &Readiness::Ready, "AllStepsDone", "done", 1, t("2026-01-01T00:00:00Z"));
-        let get = |ty: &str| st.conditions.iter().find(|c| c.type_ == ty).unwrap().clone();
+        let mut st = RolloutStatus {
+            phase: Phase::Succeeded,
+            ..Default::default()
+        };
+        build_conditions(
+            &mut st,
+            &Readiness::Ready,
+            "AllStepsDone",
+            "done",
+            1,
+            t("2026-01-01T00:00:00Z"),
+        );
+        let get = |ty: &str| {
+            st.conditions
+                .iter()
+                .find(|c| c.type_ == ty)
+                .unwrap()
+                .clone()
+        };
         assert_eq!(get(COMPLETED).status, "True");
         assert_eq!(get(PROGRESSING).status, "False");
         assert_eq!(get(ROLLED_BACK).status, "False");
@@ -179,12 +277,31 @@ mod tests {
     fn rolled_back_condition_carries_the_reason() {
         let mut st = RolloutStatus {
             phase: Phase::RolledBack,
-            last_decision: Some(crate::api::DecisionRecord { kind: "Rollback".into(), reason: "AnalysisFailed".into(), message: "m".into(), at: None }),
+            last_decision: Some(crate::api::DecisionRecord {
+                kind: "Rollback".into(),
+                reason: "AnalysisFailed".into(),
+                message: "m".into(),
+                at: None,
+            }),
             ..Default::default()
         };
-        build_conditions(&mut st, &Readiness::Ready, "RolledBack", "error-rate = 0.2", 1, t("2026-01-01T00:00:00Z"));
-        let rb = st.conditions.iter().find(|c| c.type_ == ROLLED_BACK).unwrap();
-        assert_eq!((rb.status.as_str(), rb.reason.as_str()), ("True", "AnalysisFailed"));
+        build_conditions(
+            &mut st,
+            &Readiness::Ready,
+            "RolledBack",
+            "error-rate = 0.2",
+            1,
+            t("2026-01-01T00:00:00Z"),
+        );
+        let rb = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ROLLED_BACK)
+            .unwrap();
+        assert_eq!(
+            (rb.status.as_str(), rb.reason.as_str()),
+            ("True", "AnalysisFailed")
+        );
         assert!(rb.message.contains("0.2"));
     }
 

@@ -8,13 +8,28 @@ use serde_json::{Value, json};
 
 fn schema() -> Value {
     let crd = Rollout::crd();
-    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn example_rollout() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateway-api/checkout.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/gateway-api/checkout.yaml"
+    ))
+    .unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    docs.into_iter().find(|d| d["kind"] == "Rollout").expect("the example has a Rollout")
+    docs.into_iter()
+        .find(|d| d["kind"] == "Rollout")
+        .expect("the example has a Rollout")
 }
 
 fn errors(obj: &Value) -> Vec<String> {
@@ -32,7 +47,8 @@ fn with(mutate: impl FnOnce(&mut Value)) -> Vec<String> {
 
 #[test]
 fn committed_crd_matches_the_rust_types() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/rollout.yaml")).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/rollout.yaml")).unwrap();
     assert!(
         committed == rollwise::api::crd_yaml(),
         "crds/rollout.yaml is stale: regenerate it with `cargo run -- crd > crds/rollout.yaml`"
@@ -56,7 +72,11 @@ fn decreasing_weights_are_rejected_at_admission() {
 #[test]
 fn a_step_with_both_kinds_is_rejected() {
     let e = with(|o| o["spec"]["steps"] = json!([{"setWeight": 5, "pause": {}}]));
-    assert!(e.iter().any(|m| m.contains("exactly one of setWeight or pause")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("exactly one of setWeight or pause")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -68,9 +88,15 @@ fn weights_outside_0_100_are_rejected() {
 #[test]
 fn bad_durations_are_rejected() {
     let e = with(|o| o["spec"]["steps"] = json!([{"pause": {"duration": "2 minutes"}}]));
-    assert!(e.iter().any(|m| m.contains("duration must look like")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("duration must look like")),
+        "{e:?}"
+    );
     let e = with(|o| o["spec"]["analysis"]["interval"] = json!("soon"));
-    assert!(e.iter().any(|m| m.contains("interval must look like")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("interval must look like")),
+        "{e:?}"
+    );
     assert!(with(|o| o["spec"]["steps"] = json!([{"pause": {"duration": "1h30m"}}])).is_empty());
 }
 
@@ -83,7 +109,10 @@ fn same_service_for_stable_and_canary_is_rejected() {
 #[test]
 fn a_metric_needs_a_bound() {
     let e = with(|o| {
-        o["spec"]["analysis"]["metrics"][0].as_object_mut().unwrap().remove("max");
+        o["spec"]["analysis"]["metrics"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("max");
     });
     assert!(e.iter().any(|m| m.contains("needs max or min")), "{e:?}");
 }
@@ -91,7 +120,10 @@ fn a_metric_needs_a_bound() {
 #[test]
 fn exactly_one_router_is_required() {
     let e = with(|o| o["spec"]["trafficRouting"] = json!({}));
-    assert!(e.iter().any(|m| m.contains("exactly one traffic router")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("exactly one traffic router")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -104,7 +136,10 @@ fn service_names_must_be_dns_labels() {
 fn duplicate_metric_names_are_rejected() {
     let e = with(|o| {
         let m = o["spec"]["analysis"]["metrics"][0].clone();
-        o["spec"]["analysis"]["metrics"].as_array_mut().unwrap().push(m);
+        o["spec"]["analysis"]["metrics"]
+            .as_array_mut()
+            .unwrap()
+            .push(m);
     });
     assert!(e.iter().any(|m| m.contains("unique")), "{e:?}");
 }
@@ -112,8 +147,28 @@ fn duplicate_metric_names_are_rejected() {
 #[test]
 fn printer_columns_and_short_name_are_what_kubectl_shows() {
     let crd = Rollout::crd();
-    assert_eq!(crd.spec.names.short_names, Some(vec!["rw".to_string()]), "must not clash with Argo's `ro`");
-    let cols: Vec<String> = crd.spec.versions[0].additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.clone()).collect();
-    assert_eq!(cols, ["Phase", "Step", "Weight", "Verdict", "Message", "Age"]);
-    assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+    assert_eq!(
+        crd.spec.names.short_names,
+        Some(vec!["rw".to_string()]),
+        "must not clash with Argo's `ro`"
+    );
+    let cols: Vec<String> = crd.spec.versions[0]
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        cols,
+        ["Phase", "Step", "Weight", "Verdict", "Message", "Age"]
+    );
+    assert!(
+        crd.spec.versions[0]
+            .subresources
+            .as_ref()
+            .unwrap()
+            .status
+            .is_some()
+    );
 }

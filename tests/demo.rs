@@ -6,9 +6,16 @@ use std::process::Command;
 
 #[test]
 fn demo_promotes_the_healthy_version_and_rolls_back_the_faulty_one() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rollwise")).args(["demo", "--seed", "11"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rollwise"))
+        .args(["demo", "--seed", "11"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("=> Succeeded"), "{stdout}");
     assert!(stdout.contains("checkout-v2=100"), "{stdout}");
     assert!(stdout.contains("=> RolledBack"), "{stdout}");
@@ -23,12 +30,23 @@ fn demo_promotes_the_healthy_version_and_rolls_back_the_faulty_one() {
 
 #[test]
 fn crd_subcommand_prints_the_committed_crd() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rollwise")).arg("crd").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rollwise"))
+        .arg("crd")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/rollout.yaml")).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/rollout.yaml")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
-    let chart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/rollwise/crds/rollout.yaml")).unwrap();
-    assert_eq!(chart, committed, "charts/rollwise/crds/rollout.yaml must equal crds/rollout.yaml");
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/rollwise/crds/rollout.yaml"
+    ))
+    .unwrap();
+    assert_eq!(
+        chart, committed,
+        "charts/rollwise/crds/rollout.yaml must equal crds/rollout.yaml"
+    );
 }
 
 #[test]

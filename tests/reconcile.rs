@@ -17,21 +17,41 @@ const STEP: Duration = Duration::from_secs(5);
 const MAX: Duration = Duration::from_secs(3600);
 
 fn condition(r: &Rollout, ty: &str) -> (String, String, String) {
-    let c = r.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == ty).unwrap_or_else(|| panic!("no {ty} condition"));
+    let c = r
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ty)
+        .unwrap_or_else(|| panic!("no {ty} condition"));
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
 async fn weights(sim: &Sim) -> Vec<(String, i64)> {
-    cluster::route_weights(&sim.client, &sim.route).await.unwrap()
+    cluster::route_weights(&sim.client, &sim.route)
+        .await
+        .unwrap()
 }
 
 async fn weight_of(sim: &Sim, service: &str) -> i64 {
-    weights(sim).await.into_iter().find(|(n, _)| n == service).map(|(_, w)| w).unwrap_or(0)
+    weights(sim)
+        .await
+        .into_iter()
+        .find(|(n, _)| n == service)
+        .map(|(_, w)| w)
+        .unwrap_or(0)
 }
 
 async fn event_reasons(sim: &Sim) -> Vec<String> {
     let api: Api<Event> = Api::namespaced(sim.client.clone(), cluster::NAMESPACE);
-    api.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect()
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
 }
 
 /// Reconcile (with ticks) until `pred` holds or `max` virtual time passed.
@@ -66,16 +86,36 @@ async fn healthy_canary_is_promoted_through_every_step() {
         .unwrap();
     assert_eq!(phase(&r), Phase::Succeeded);
     assert_eq!(seen, vec![0, 5, 33, 50, 100]);
-    assert_eq!((weight_of(&sim, "checkout-v1").await, weight_of(&sim, "checkout-v2").await), (0, 100));
+    assert_eq!(
+        (
+            weight_of(&sim, "checkout-v1").await,
+            weight_of(&sim, "checkout-v2").await
+        ),
+        (0, 100)
+    );
     let st = r.status.as_ref().unwrap();
     assert_eq!((st.canary_weight, st.step.as_str()), (100, "7/7"));
     assert_eq!(condition(&r, "Completed").0, "True");
     assert_eq!(condition(&r, "Progressing").0, "False");
     assert_eq!(condition(&r, "Ready").0, "True");
-    assert!(r.metadata.finalizers.as_ref().unwrap().contains(&FINALIZER.to_string()));
+    assert!(
+        r.metadata
+            .finalizers
+            .as_ref()
+            .unwrap()
+            .contains(&FINALIZER.to_string())
+    );
     let reasons = event_reasons(&sim).await;
-    for reason in ["RolloutStarted", "WeightChanged", "StepAdvanced", "RolloutCompleted"] {
-        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
+    for reason in [
+        "RolloutStarted",
+        "WeightChanged",
+        "StepAdvanced",
+        "RolloutCompleted",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} event in {reasons:?}"
+        );
     }
     // The user's second rule is untouched.
     let route: Api<kube::api::DynamicObject> = Api::namespaced_with(
@@ -84,7 +124,10 @@ async fn healthy_canary_is_promoted_through_every_step() {
         &kube::api::ApiResource::erase::<gateway_api::apis::standard::httproutes::HttpRoute>(&()),
     );
     let obj = route.get("checkout").await.unwrap();
-    assert_eq!(obj.data["spec"]["rules"][1], cluster::http_route("checkout", "checkout-v1")["spec"]["rules"][1]);
+    assert_eq!(
+        obj.data["spec"]["rules"][1],
+        cluster::http_route("checkout", "checkout-v1")["spec"]["rules"][1]
+    );
 }
 
 #[tokio::test]
@@ -93,13 +136,30 @@ async fn failing_canary_is_rolled_back_with_the_metric_value_and_bound() {
     sim.traffic.set_error_rate("checkout-v2", 0.2);
     let r = sim.run_until_terminal(STEP, MAX, |_| {}).await.unwrap();
     assert_eq!(phase(&r), Phase::RolledBack);
-    assert_eq!((weight_of(&sim, "checkout-v1").await, weight_of(&sim, "checkout-v2").await), (100, 0));
+    assert_eq!(
+        (
+            weight_of(&sim, "checkout-v1").await,
+            weight_of(&sim, "checkout-v2").await
+        ),
+        (100, 0)
+    );
     let (status, reason, message) = condition(&r, "RolledBack");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "AnalysisFailed"));
-    assert!(message.contains("error-rate = 0.") && message.contains("<= 0.02"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AnalysisFailed")
+    );
+    assert!(
+        message.contains("error-rate = 0.") && message.contains("<= 0.02"),
+        "{message}"
+    );
     assert_eq!(condition(&r, "Completed").0, "False");
     assert_eq!(r.status.as_ref().unwrap().canary_weight, 0);
-    assert!(event_reasons(&sim).await.iter().any(|r| r == "AnalysisFailed"));
+    assert!(
+        event_reasons(&sim)
+            .await
+            .iter()
+            .any(|r| r == "AnalysisFailed")
+    );
     // Rolled back at the first step: a handful of bad requests, not hundreds.
     let (_, failed) = sim.traffic.totals("checkout-v2");
     assert!(failed < 60, "{failed} failed canary requests");
@@ -118,7 +178,10 @@ async fn no_data_holds_the_weight_and_says_why() {
     assert_eq!(st.analysis[0].failures, 0, "no data is not a failure");
     // Traffic returns: the rollout proceeds.
     sim.traffic.set_rps(50.0);
-    let r = run_until(&sim, Duration::from_secs(600), |r| r.status.as_ref().unwrap().current_step_index >= 2).await;
+    let r = run_until(&sim, Duration::from_secs(600), |r| {
+        r.status.as_ref().unwrap().current_step_index >= 2
+    })
+    .await;
     assert!(r.status.as_ref().unwrap().canary_weight >= 33);
 }
 
@@ -126,13 +189,27 @@ async fn no_data_holds_the_weight_and_says_why() {
 async fn prometheus_outage_holds_then_rolls_back_after_the_error_limit() {
     let sim = Sim::standard(4).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.005);
-    run_until(&sim, MAX, |r| r.status.as_ref().is_some_and(|s| s.canary_weight == 5)).await;
+    run_until(&sim, MAX, |r| {
+        r.status.as_ref().is_some_and(|s| s.canary_weight == 5)
+    })
+    .await;
     sim.traffic.set_down(true);
     // Three consecutive errors: still holding at 5%.
-    let r = run_until(&sim, MAX, |r| r.status.as_ref().unwrap().consecutive_errors >= 3).await;
+    let r = run_until(&sim, MAX, |r| {
+        r.status.as_ref().unwrap().consecutive_errors >= 3
+    })
+    .await;
     assert_eq!(phase(&r), Phase::Progressing);
     assert_eq!(weight_of(&sim, "checkout-v2").await, 5);
-    assert!(r.status.as_ref().unwrap().message.contains("connection refused"), "{}", r.status.as_ref().unwrap().message);
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("connection refused"),
+        "{}",
+        r.status.as_ref().unwrap().message
+    );
     // The fourth rolls back.
     let r = run_until(&sim, MAX, |r| phase(r).is_terminal()).await;
     assert_eq!(phase(&r), Phase::RolledBack);
@@ -143,13 +220,26 @@ async fn prometheus_outage_holds_then_rolls_back_after_the_error_limit() {
 #[tokio::test]
 async fn canary_that_is_not_available_gets_no_traffic() {
     let sim = Sim::standard(5).await.unwrap();
-    cluster::set_available(&sim.client, "checkout-v2", 1).await.unwrap();
+    cluster::set_available(&sim.client, "checkout-v2", 1)
+        .await
+        .unwrap();
     let r = run_until(&sim, Duration::from_secs(120), |_| false).await;
     assert_eq!(phase(&r), Phase::Pending);
     assert_eq!(weight_of(&sim, "checkout-v2").await, 0);
-    assert!(r.status.as_ref().unwrap().message.contains("1/3 replicas available"));
-    cluster::set_available(&sim.client, "checkout-v2", 3).await.unwrap();
-    run_until(&sim, Duration::from_secs(30), |r| r.status.as_ref().unwrap().canary_weight == 5).await;
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("1/3 replicas available")
+    );
+    cluster::set_available(&sim.client, "checkout-v2", 3)
+        .await
+        .unwrap();
+    run_until(&sim, Duration::from_secs(30), |r| {
+        r.status.as_ref().unwrap().canary_weight == 5
+    })
+    .await;
     assert_eq!(weight_of(&sim, "checkout-v2").await, 5);
 }
 
@@ -157,7 +247,10 @@ async fn canary_that_is_not_available_gets_no_traffic() {
 async fn deletion_returns_all_traffic_to_stable_before_the_finalizer_goes() {
     let sim = Sim::standard(6).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.005);
-    let r = run_until(&sim, MAX, |r| r.status.as_ref().is_some_and(|s| s.canary_weight == 33)).await;
+    let r = run_until(&sim, MAX, |r| {
+        r.status.as_ref().is_some_and(|s| s.canary_weight == 33)
+    })
+    .await;
     assert_eq!(weight_of(&sim, "checkout-v2").await, 33);
 
     // The fake deletes at once, ignoring finalizers; a real API server sets
@@ -173,9 +266,15 @@ async fn deletion_returns_all_traffic_to_stable_before_the_finalizer_goes() {
     .unwrap();
     let mut deleting = serde_json::to_value(&r).unwrap();
     deleting["metadata"]["deletionTimestamp"] = json!("2026-03-02T10:00:00Z");
-    deleting["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    deleting["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     let mut route = serde_json::to_value(&route_now).unwrap();
-    route["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    route["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     let client = cluster::client(vec![
         serde_json::to_value(cluster::deployment("checkout-v1", 3, 3)).unwrap(),
         serde_json::to_value(cluster::deployment("checkout-v2", 3, 3)).unwrap(),
@@ -189,16 +288,35 @@ async fn deletion_returns_all_traffic_to_stable_before_the_finalizer_goes() {
     let sim2 = Sim::with_client(client, 6);
     assert_eq!(weight_of(&sim2, "checkout-v2").await, 33);
     sim2.reconcile().await.unwrap();
-    assert_eq!((weight_of(&sim2, "checkout-v1").await, weight_of(&sim2, "checkout-v2").await), (100, 0));
-    assert!(sim2.rollout().await.is_err(), "the Rollout is gone once its finalizer is removed");
+    assert_eq!(
+        (
+            weight_of(&sim2, "checkout-v1").await,
+            weight_of(&sim2, "checkout-v2").await
+        ),
+        (100, 0)
+    );
+    assert!(
+        sim2.rollout().await.is_err(),
+        "the Rollout is gone once its finalizer is removed"
+    );
     // Deployments and Services are never deleted.
-    let deps: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(sim2.client.clone(), cluster::NAMESPACE);
-    assert_eq!(deps.list(&ListParams::default()).await.unwrap().items.len(), 2);
+    let deps: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(sim2.client.clone(), cluster::NAMESPACE);
+    assert_eq!(
+        deps.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn deletion_copes_with_a_route_that_is_already_gone() {
-    let mut deleting = serde_json::to_value(cluster::rollout("checkout", "checkout-v1", "checkout-v2", "checkout")).unwrap();
+    let mut deleting = serde_json::to_value(cluster::rollout(
+        "checkout",
+        "checkout-v1",
+        "checkout-v2",
+        "checkout",
+    ))
+    .unwrap();
     deleting["metadata"]["deletionTimestamp"] = json!("2026-03-02T10:00:00Z");
     deleting["metadata"]["finalizers"] = json!([FINALIZER]);
     let client = cluster::client(vec![deleting]).await.unwrap();
@@ -211,7 +329,10 @@ async fn deletion_copes_with_a_route_that_is_already_gone() {
 async fn a_route_edit_made_by_someone_else_survives_the_next_weight_change() {
     let sim = Sim::standard(8).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.005);
-    run_until(&sim, MAX, |r| r.status.as_ref().is_some_and(|s| s.canary_weight == 5)).await;
+    run_until(&sim, MAX, |r| {
+        r.status.as_ref().is_some_and(|s| s.canary_weight == 5)
+    })
+    .await;
     // A person adds a hostname and a timeout to the rule we manage.
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         sim.client.clone(),
@@ -221,8 +342,13 @@ async fn a_route_edit_made_by_someone_else_survives_the_next_weight_change() {
     let mut obj = api.get("checkout").await.unwrap();
     obj.data["spec"]["hostnames"] = json!(["shop.example.com", "www.shop.example.com"]);
     obj.data["spec"]["rules"][0]["timeouts"] = json!({"request": "10s"});
-    api.replace("checkout", &Default::default(), &obj).await.unwrap();
-    run_until(&sim, MAX, |r| r.status.as_ref().is_some_and(|s| s.canary_weight == 33)).await;
+    api.replace("checkout", &Default::default(), &obj)
+        .await
+        .unwrap();
+    run_until(&sim, MAX, |r| {
+        r.status.as_ref().is_some_and(|s| s.canary_weight == 33)
+    })
+    .await;
     let obj = api.get("checkout").await.unwrap();
     assert_eq!(obj.data["spec"]["hostnames"][1], "www.shop.example.com");
     assert_eq!(obj.data["spec"]["rules"][0]["timeouts"]["request"], "10s");
@@ -234,7 +360,8 @@ async fn an_invalid_spec_gets_ready_false_naming_the_field_and_no_traffic_change
     let mut bad = cluster::rollout("checkout", "checkout-v1", "checkout-v2", "checkout");
     // What CEL rejects at admission can still reach us (CRD without the
     // rules, object stored before an upgrade): it must not crash-loop.
-    bad.spec.steps = Some(serde_json::from_value(json!([{"setWeight": 50}, {"setWeight": 20}])).unwrap());
+    bad.spec.steps =
+        Some(serde_json::from_value(json!([{"setWeight": 50}, {"setWeight": 20}])).unwrap());
     let client = cluster::client(vec![
         serde_json::to_value(cluster::deployment("checkout-v1", 3, 3)).unwrap(),
         serde_json::to_value(cluster::deployment("checkout-v2", 3, 3)).unwrap(),
@@ -253,7 +380,11 @@ async fn an_invalid_spec_gets_ready_false_naming_the_field_and_no_traffic_change
     let (status, reason, message) = condition(&r, "Ready");
     assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
     assert!(message.contains("spec.steps[1].setWeight"), "{message}");
-    assert_eq!(weights(&sim).await, vec![("checkout-v1".to_string(), 1)], "route untouched");
+    assert_eq!(
+        weights(&sim).await,
+        vec![("checkout-v1".to_string(), 1)],
+        "route untouched"
+    );
     assert!(event_reasons(&sim).await.iter().any(|r| r == "InvalidSpec"));
 }
 
@@ -264,7 +395,13 @@ async fn a_missing_canary_deployment_is_named_in_the_ready_condition() {
         serde_json::to_value(cluster::service("checkout-v1")).unwrap(),
         serde_json::to_value(cluster::service("checkout-v2")).unwrap(),
         cluster::http_route("checkout", "checkout-v1"),
-        serde_json::to_value(cluster::rollout("checkout", "checkout-v1", "checkout-v2", "checkout")).unwrap(),
+        serde_json::to_value(cluster::rollout(
+            "checkout",
+            "checkout-v1",
+            "checkout-v2",
+            "checkout",
+        ))
+        .unwrap(),
     ])
     .await
     .unwrap();
@@ -272,8 +409,14 @@ async fn a_missing_canary_deployment_is_named_in_the_ready_condition() {
     sim.reconcile().await.unwrap();
     let r = sim.rollout().await.unwrap();
     let (status, reason, message) = condition(&r, "Ready");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ReferenceNotFound"));
-    assert!(message.contains("spec.canary.deployment") && message.contains("checkout-v2"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ReferenceNotFound")
+    );
+    assert!(
+        message.contains("spec.canary.deployment") && message.contains("checkout-v2"),
+        "{message}"
+    );
     assert_eq!(weight_of(&sim, "checkout-v2").await, 0);
 }
 
@@ -284,35 +427,59 @@ async fn a_missing_route_is_named_in_the_ready_condition() {
         serde_json::to_value(cluster::deployment("checkout-v2", 3, 3)).unwrap(),
         serde_json::to_value(cluster::service("checkout-v1")).unwrap(),
         serde_json::to_value(cluster::service("checkout-v2")).unwrap(),
-        serde_json::to_value(cluster::rollout("checkout", "checkout-v1", "checkout-v2", "checkout")).unwrap(),
+        serde_json::to_value(cluster::rollout(
+            "checkout",
+            "checkout-v1",
+            "checkout-v2",
+            "checkout",
+        ))
+        .unwrap(),
     ])
     .await
     .unwrap();
     let sim = Sim::with_client(client, 11);
     sim.reconcile().await.unwrap();
     let (status, reason, message) = condition(&sim.rollout().await.unwrap(), "Ready");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "RouteNotUsable"));
-    assert!(message.contains("spec.trafficRouting.gatewayAPI"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RouteNotUsable")
+    );
+    assert!(
+        message.contains("spec.trafficRouting.gatewayAPI"),
+        "{message}"
+    );
 }
 
 async fn annotate(sim: &Sim, action: &str) {
     let patch = json!({"metadata": {"annotations": {ACTION_ANNOTATION: action}}});
-    sim.api().patch(&sim.name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch(&sim.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn abort_and_retry_by_annotation_are_carried_out_once_and_recorded() {
     let sim = Sim::standard(12).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.005);
-    run_until(&sim, MAX, |r| r.status.as_ref().is_some_and(|s| s.canary_weight == 33)).await;
+    run_until(&sim, MAX, |r| {
+        r.status.as_ref().is_some_and(|s| s.canary_weight == 33)
+    })
+    .await;
     annotate(&sim, "abort").await;
     sim.reconcile().await.unwrap();
     let r = sim.rollout().await.unwrap();
     assert_eq!(phase(&r), Phase::Aborted);
     assert_eq!(weight_of(&sim, "checkout-v2").await, 0);
-    assert!(!r.annotations().contains_key(ACTION_ANNOTATION), "the one-shot annotation is removed");
+    assert!(
+        !r.annotations().contains_key(ACTION_ANNOTATION),
+        "the one-shot annotation is removed"
+    );
     let last = r.status.as_ref().unwrap().last_action.clone().unwrap();
-    assert_eq!((last.action.as_str(), last.result.as_str()), ("abort", "Done"));
+    assert_eq!(
+        (last.action.as_str(), last.result.as_str()),
+        ("abort", "Done")
+    );
     assert_eq!(condition(&r, "RolledBack").1, "Aborted");
     // Reconciling again changes nothing (carried out once).
     sim.reconcile().await.unwrap();
@@ -334,7 +501,10 @@ async fn an_unknown_action_is_refused_and_removed() {
     assert!(!r.annotations().contains_key(ACTION_ANNOTATION));
     let last = r.status.as_ref().unwrap().last_action.clone().unwrap();
     assert_eq!(last.result, "Refused");
-    assert!(last.message.contains("promote, promote-full, abort or retry"));
+    assert!(
+        last.message
+            .contains("promote, promote-full, abort or retry")
+    );
 }
 
 #[tokio::test]
@@ -342,7 +512,10 @@ async fn manual_pause_step_waits_for_promote() {
     let sim = Sim::standard(14).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.005);
     let patch = json!({"spec": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]}});
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let r = run_until(&sim, Duration::from_secs(900), |_| false).await;
     assert_eq!(phase(&r), Phase::Paused);
     assert_eq!(condition(&r, "Paused").0, "True");
@@ -356,13 +529,30 @@ async fn manual_pause_step_waits_for_promote() {
 async fn spec_paused_holds_the_weight() {
     let sim = Sim::standard(15).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.005);
-    run_until(&sim, MAX, |r| r.status.as_ref().is_some_and(|s| s.canary_weight == 5)).await;
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"paused": true}}))).await.unwrap();
+    run_until(&sim, MAX, |r| {
+        r.status.as_ref().is_some_and(|s| s.canary_weight == 5)
+    })
+    .await;
+    sim.api()
+        .patch(
+            "checkout",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
     let r = run_until(&sim, Duration::from_secs(1800), |_| false).await;
     assert_eq!(phase(&r), Phase::Paused);
     assert_eq!(weight_of(&sim, "checkout-v2").await, 5);
     assert_eq!(condition(&r, "Paused").1, "PausedBySpec");
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"paused": false}}))).await.unwrap();
+    sim.api()
+        .patch(
+            "checkout",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
     let r = run_until(&sim, MAX, |r| phase(r).is_terminal()).await;
     assert_eq!(phase(&r), Phase::Succeeded);
 }
@@ -373,20 +563,43 @@ async fn a_restarted_operator_continues_the_same_rollout() {
     sim.traffic.set_error_rate("checkout-v2", 0.005);
     // Stop in the middle of the pause at 33%.
     let before = run_until(&sim, MAX, |r| {
-        r.status.as_ref().is_some_and(|s| s.current_step_index == 3 && s.last_decision.as_ref().is_some_and(|d| d.reason == "PauseInProgress"))
+        r.status.as_ref().is_some_and(|s| {
+            s.current_step_index == 3
+                && s.last_decision
+                    .as_ref()
+                    .is_some_and(|d| d.reason == "PauseInProgress")
+        })
     })
     .await;
     let step_before = before.status.as_ref().unwrap().current_step_index;
     // A new operator process: fresh context, nothing in memory, same cluster.
     let restarted = Sim::with_client(sim.client.clone(), 16);
-    restarted.clock.set(sim.clock.now().checked_add(jiff::SignedDuration::from_secs(1)).unwrap());
+    restarted.clock.set(
+        sim.clock
+            .now()
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap(),
+    );
     restarted.reconcile().await.unwrap();
     let after = restarted.rollout().await.unwrap();
     let st = after.status.as_ref().unwrap();
-    assert_eq!(st.current_step_index, step_before, "no step repeated or skipped");
-    assert_eq!(st.canary_weight, 33, "the weight is neither reset nor skipped ahead");
-    assert_eq!(st.step_started_at, before.status.as_ref().unwrap().step_started_at, "the pause is not restarted");
-    let r = restarted.run_until_terminal(STEP, MAX, |_| {}).await.unwrap();
+    assert_eq!(
+        st.current_step_index, step_before,
+        "no step repeated or skipped"
+    );
+    assert_eq!(
+        st.canary_weight, 33,
+        "the weight is neither reset nor skipped ahead"
+    );
+    assert_eq!(
+        st.step_started_at,
+        before.status.as_ref().unwrap().step_started_at,
+        "the pause is not restarted"
+    );
+    let r = restarted
+        .run_until_terminal(STEP, MAX, |_| {})
+        .await
+        .unwrap();
     assert_eq!(phase(&r), Phase::Succeeded);
 }
 
@@ -395,10 +608,14 @@ async fn a_status_computed_from_a_stale_read_is_rejected_not_written() {
     let sim = Sim::standard(17).await.unwrap();
     sim.reconcile().await.unwrap(); // adds the finalizer
     let stale = sim.rollout().await.unwrap();
-    rollwise::controller::reconcile(Arc::new(stale.clone()), sim.ctx.clone()).await.unwrap();
+    rollwise::controller::reconcile(Arc::new(stale.clone()), sim.ctx.clone())
+        .await
+        .unwrap();
     let fresh = sim.rollout().await.unwrap();
     // Same stale object again: its resourceVersion is outdated.
-    let err = rollwise::controller::reconcile(Arc::new(stale), sim.ctx.clone()).await.unwrap_err();
+    let err = rollwise::controller::reconcile(Arc::new(stale), sim.ctx.clone())
+        .await
+        .unwrap_err();
     assert_eq!(err.metric_label(), "conflict", "{err}");
     assert_eq!(sim.rollout().await.unwrap().status, fresh.status);
 }

@@ -65,7 +65,11 @@ pub fn fmt_num(v: f64) -> String {
     }
     let digits = (4 - 1 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
     let s = format!("{v:.digits$}");
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 /// Describe the bound of a metric, e.g. `<= 0.01` or `within [0.9, 1]`.
@@ -100,9 +104,18 @@ mod tests {
         assert_eq!(judge(&m, &QueryOutcome::Value(1.0001)), Verdict::Fail);
         assert_eq!(judge(&m, &QueryOutcome::Value(0.4)), Verdict::Fail);
         assert_eq!(judge(&m, &QueryOutcome::Value(f64::NAN)), Verdict::NoData);
-        assert_eq!(judge(&m, &QueryOutcome::Value(f64::INFINITY)), Verdict::Fail);
-        assert_eq!(judge(&m, &QueryOutcome::NoData("empty".into())), Verdict::NoData);
-        assert_eq!(judge(&m, &QueryOutcome::Error("down".into())), Verdict::Error);
+        assert_eq!(
+            judge(&m, &QueryOutcome::Value(f64::INFINITY)),
+            Verdict::Fail
+        );
+        assert_eq!(
+            judge(&m, &QueryOutcome::NoData("empty".into())),
+            Verdict::NoData
+        );
+        assert_eq!(
+            judge(&m, &QueryOutcome::Error("down".into())),
+            Verdict::Error
+        );
     }
 
     #[test]
@@ -118,7 +131,12 @@ mod tests {
     #[test]
     fn template_variables_are_filled() {
         assert_eq!(
-            render_query(r#"x{service="{{service}}",ns="{{ namespace }}",r="{{rollout}}"}"#, "a", "b", "c"),
+            render_query(
+                r#"x{service="{{service}}",ns="{{ namespace }}",r="{{rollout}}"}"#,
+                "a",
+                "b",
+                "c"
+            ),
             r#"x{service="a",ns="b",r="c"}"#
         );
     }

@@ -22,10 +22,29 @@ use serde::{Deserialize, Serialize};
     doc = "A progressive rollout: moves traffic from the stable to the canary version step by step, checking metrics at every step.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Step", type_ = "string", json_path = ".status.step"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight", description = "canary weight the router carries (read back)"),
-    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict", description = "latest analysis verdict"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canaryWeight",
+        description = "canary weight the router carries (read back)"
+    ),
+    printcolumn(
+        name = "Verdict",
+        type_ = "string",
+        json_path = ".status.verdict",
+        description = "latest analysis verdict"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.stable.service != self.canary.service").message("spec.stable.service and spec.canary.service must differ").field_path(".canary.service"))]
 #[serde(rename_all = "camelCase")]
@@ -72,7 +91,11 @@ pub struct VersionRef {
 #[x_kube(validation = Rule::new("[has(self.gatewayAPI)].filter(x, x).size() == 1").message("exactly one traffic router must be set"))]
 pub struct TrafficRouting {
     /// Gateway API: weights on the backendRefs of an HTTPRoute.
-    #[serde(rename = "gatewayAPI", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gatewayAPI",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_api: Option<GatewayApiRouting>,
 }
 
@@ -175,7 +198,9 @@ pub struct MetricSpec {
 }
 
 /// Where the rollout is.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 pub enum Phase {
     /// Not started yet (first reconcile, or waiting for the canary to be available).
     #[default]
@@ -363,7 +388,10 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     if let Some(obj) = schema.as_object_mut() {
         obj.insert("x-kubernetes-list-type".into(), "map".into());
-        obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+        obj.insert(
+            "x-kubernetes-list-map-keys".into(),
+            serde_json::json!(["type"]),
+        );
     }
     schema
 }

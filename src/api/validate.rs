@@ -183,7 +183,10 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
     let steps = match &spec.steps {
         None => default_steps(),
         Some(steps) if steps.is_empty() => {
-            err("spec.steps", "must not be empty (omit it for the default)".into());
+            err(
+                "spec.steps",
+                "must not be empty (omit it for the default)".into(),
+            );
             Vec::new()
         }
         Some(steps) => {
@@ -266,7 +269,10 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
                 err(&format!("{field}.name"), "must not be empty".into());
             }
             if a.metrics[..i].iter().any(|o| o.name == m.name) {
-                err(&format!("{field}.name"), format!("{:?} is used twice", m.name));
+                err(
+                    &format!("{field}.name"),
+                    format!("{:?} is used twice", m.name),
+                );
             }
             if m.query.trim().is_empty() {
                 err(&format!("{field}.query"), "must not be empty".into());
@@ -323,7 +329,12 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
 pub fn default_steps() -> Vec<PlanStep> {
     DEFAULT_WEIGHTS
         .iter()
-        .flat_map(|w| [PlanStep::SetWeight(*w), PlanStep::Pause(Some(DEFAULT_PAUSE))])
+        .flat_map(|w| {
+            [
+                PlanStep::SetWeight(*w),
+                PlanStep::Pause(Some(DEFAULT_PAUSE)),
+            ]
+        })
         .collect()
 }
 
@@ -370,13 +381,19 @@ mod tests {
     }
 
     fn fields(spec: &RolloutSpec) -> Vec<String> {
-        validate(spec).unwrap_err().into_iter().map(|e| e.field).collect()
+        validate(spec)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
     fn default_plan_is_5_33_50_100_with_pauses() {
         let plan = validate(&spec()).unwrap();
-        let weights: Vec<u8> = (0..plan.steps.len()).map(|i| plan.target_weight(i)).collect();
+        let weights: Vec<u8> = (0..plan.steps.len())
+            .map(|i| plan.target_weight(i))
+            .collect();
         assert_eq!(weights, vec![5, 5, 33, 33, 50, 50, 100, 100]);
         assert_eq!(plan.interval, Duration::from_secs(30));
         assert_eq!(plan.consecutive_error_limit, 4);
@@ -388,8 +405,14 @@ mod tests {
     fn decreasing_weight_is_rejected_naming_the_step() {
         let mut s = spec();
         s.steps = Some(vec![
-            Step { set_weight: Some(50), pause: None },
-            Step { set_weight: Some(20), pause: None },
+            Step {
+                set_weight: Some(50),
+                pause: None,
+            },
+            Step {
+                set_weight: Some(20),
+                pause: None,
+            },
         ]);
         assert_eq!(fields(&s), vec!["spec.steps[1].setWeight"]);
     }
@@ -398,13 +421,28 @@ mod tests {
     fn bad_duration_and_out_of_range_weight_are_named() {
         let mut s = spec();
         s.steps = Some(vec![
-            Step { set_weight: Some(150), pause: None },
-            Step { set_weight: None, pause: Some(PauseStep { duration: Some("2 minutes".into()) }) },
-            Step { set_weight: Some(10), pause: Some(PauseStep::default()) },
+            Step {
+                set_weight: Some(150),
+                pause: None,
+            },
+            Step {
+                set_weight: None,
+                pause: Some(PauseStep {
+                    duration: Some("2 minutes".into()),
+                }),
+            },
+            Step {
+                set_weight: Some(10),
+                pause: Some(PauseStep::default()),
+            },
         ]);
         assert_eq!(
             fields(&s),
-            vec!["spec.steps[0].setWeight", "spec.steps[1].pause.duration", "spec.steps[2]"]
+            vec![
+                "spec.steps[0].setWeight",
+                "spec.steps[1].pause.duration",
+                "spec.steps[2]"
+            ]
         );
     }
 
@@ -420,7 +458,10 @@ mod tests {
         let mut s = spec();
         s.analysis.as_mut().unwrap().metrics[0].max = None;
         s.traffic_routing.gateway_api = None;
-        assert_eq!(fields(&s), vec!["spec.trafficRouting", "spec.analysis.metrics[0]"]);
+        assert_eq!(
+            fields(&s),
+            vec!["spec.trafficRouting", "spec.analysis.metrics[0]"]
+        );
     }
 
     #[test]
@@ -436,10 +477,24 @@ mod tests {
     fn manual_pause_and_explicit_steps_build_the_plan() {
         let mut s = spec();
         s.steps = Some(vec![
-            Step { set_weight: Some(5), pause: None },
-            Step { set_weight: None, pause: Some(PauseStep { duration: Some("2m".into()) }) },
-            Step { set_weight: None, pause: Some(PauseStep::default()) },
-            Step { set_weight: Some(100), pause: None },
+            Step {
+                set_weight: Some(5),
+                pause: None,
+            },
+            Step {
+                set_weight: None,
+                pause: Some(PauseStep {
+                    duration: Some("2m".into()),
+                }),
+            },
+            Step {
+                set_weight: None,
+                pause: Some(PauseStep::default()),
+            },
+            Step {
+                set_weight: Some(100),
+                pause: None,
+            },
         ]);
         let plan = validate(&s).unwrap();
         assert_eq!(

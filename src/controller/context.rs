@@ -22,7 +22,10 @@ pub struct PrometheusProviders {
 
 impl PrometheusProviders {
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, cache: Mutex::default() }
+        Self {
+            timeout,
+            cache: Mutex::default(),
+        }
     }
 }
 

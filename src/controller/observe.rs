@@ -31,7 +31,9 @@ pub fn deployment_readiness(name: &str, d: &Deployment) -> Readiness {
     let st = d.status.clone().unwrap_or_default();
     let generation = d.metadata.generation.unwrap_or(0);
     if st.observed_generation.unwrap_or(0) < generation {
-        return Readiness::NotReady(format!("deployment {name}: the new spec is not rolled out yet"));
+        return Readiness::NotReady(format!(
+            "deployment {name}: the new spec is not rolled out yet"
+        ));
     }
     let available = st.available_replicas.unwrap_or(0);
     let updated = st.updated_replicas.unwrap_or(0);
@@ -54,12 +56,20 @@ pub async fn references(client: &kube::Client, ns: &str, spec: &RolloutSpec) -> 
         ("spec.stable.service", &spec.stable.service),
         ("spec.canary.service", &spec.canary.service),
     ] {
-        if with_timeout("get service", services.get_opt(name)).await?.is_none() {
-            missing.push(MissingRef { field, message: format!("Service {ns}/{name} not found") });
+        if with_timeout("get service", services.get_opt(name))
+            .await?
+            .is_none()
+        {
+            missing.push(MissingRef {
+                field,
+                message: format!("Service {ns}/{name} not found"),
+            });
         }
     }
     if let Some(name) = &spec.stable.deployment
-        && with_timeout("get deployment", deployments.get_opt(name)).await?.is_none()
+        && with_timeout("get deployment", deployments.get_opt(name))
+            .await?
+            .is_none()
     {
         missing.push(MissingRef {
             field: "spec.stable.deployment",
@@ -93,7 +103,10 @@ pub async fn run_analysis(
     let futures = plan.metrics.iter().map(|m| {
         let q = render_query(&m.query, service, namespace, rollout);
         async move {
-            MetricOutcome { name: m.name.clone(), outcome: provider.query(&q).await }
+            MetricOutcome {
+                name: m.name.clone(),
+                outcome: provider.query(&q).await,
+            }
         }
     });
     futures::future::join_all(futures).await
@@ -103,7 +116,10 @@ pub async fn run_analysis(
 pub fn all_errors(plan: &Plan, message: &str) -> Vec<MetricOutcome> {
     plan.metrics
         .iter()
-        .map(|m| MetricOutcome { name: m.name.clone(), outcome: QueryOutcome::Error(message.to_string()) })
+        .map(|m| MetricOutcome {
+            name: m.name.clone(),
+            outcome: QueryOutcome::Error(message.to_string()),
+        })
         .collect()
 }
 
@@ -112,10 +128,22 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
 
-    fn dep(replicas: i32, available: i32, updated: i32, generation: i64, observed: i64) -> Deployment {
+    fn dep(
+        replicas: i32,
+        available: i32,
+        updated: i32,
+        generation: i64,
+        observed: i64,
+    ) -> Deployment {
         Deployment {
-            metadata: kube::api::ObjectMeta { generation: Some(generation), ..Default::default() },
-            spec: Some(DeploymentSpec { replicas: Some(replicas), ..Default::default() }),
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
             status: Some(DeploymentStatus {
                 available_replicas: Some(available),
                 updated_replicas: Some(updated),
@@ -127,10 +155,22 @@ mod tests {
 
     #[test]
     fn deployment_is_ready_only_when_fully_available_and_updated() {
-        assert_eq!(deployment_readiness("d", &dep(3, 3, 3, 2, 2)), Readiness::Ready);
-        assert!(matches!(deployment_readiness("d", &dep(3, 2, 3, 2, 2)), Readiness::NotReady(m) if m.contains("2/3 replicas available")));
-        assert!(matches!(deployment_readiness("d", &dep(3, 3, 1, 2, 2)), Readiness::NotReady(_)));
-        assert!(matches!(deployment_readiness("d", &dep(3, 3, 3, 3, 2)), Readiness::NotReady(m) if m.contains("not rolled out")));
-        assert!(matches!(deployment_readiness("d", &dep(0, 0, 0, 1, 1)), Readiness::NotReady(m) if m.contains("scaled to 0")));
+        assert_eq!(
+            deployment_readiness("d", &dep(3, 3, 3, 2, 2)),
+            Readiness::Ready
+        );
+        assert!(
+            matches!(deployment_readiness("d", &dep(3, 2, 3, 2, 2)), Readiness::NotReady(m) if m.contains("2/3 replicas available"))
+        );
+        assert!(matches!(
+            deployment_readiness("d", &dep(3, 3, 1, 2, 2)),
+            Readiness::NotReady(_)
+        ));
+        assert!(
+            matches!(deployment_readiness("d", &dep(3, 3, 3, 3, 2)), Readiness::NotReady(m) if m.contains("not rolled out"))
+        );
+        assert!(
+            matches!(deployment_readiness("d", &dep(0, 0, 0, 1, 1)), Readiness::NotReady(m) if m.contains("scaled to 0"))
+        );
     }
 }

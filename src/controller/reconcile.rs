@@ -38,7 +38,10 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.reconcile_duration.with_label_values::<&str>(&[]).observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values::<&str>(&[])
+        .observe(started.elapsed().as_secs_f64());
     ctx.metrics
         .reconciles
         .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
@@ -55,14 +58,26 @@ async fn ensure_finalizer(api: &Api<Rollout>, r: Arc<Rollout>) -> Result<Arc<Rol
     }
     let mut finalizers = r.finalizers().to_vec();
     finalizers.push(FINALIZER.to_string());
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": r.resource_version()}});
-    let patched = with_timeout("add finalizer", api.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&patch))).await?;
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": r.resource_version()}});
+    let patched = with_timeout(
+        "add finalizer",
+        api.patch(
+            &r.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ),
+    )
+    .await?;
     Ok(Arc::new(patched))
 }
 
 /// Transient errors requeue within seconds, with jitter.
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
     tracing::warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), category = error.metric_label(), error = %error, "reconcile failed");
     let base = match error.metric_label() {
         "conflict" => Duration::from_millis(500),
@@ -89,7 +104,11 @@ fn backends(ns: &str, r: &Rollout) -> Backends {
 async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     let ns = r.namespace().ok_or(Error::MissingObjectKey)?;
     let reference = r.object_ref(&());
-    if let Some(router) = router_for(ctx.client.clone(), &r.spec.traffic_routing, backends(&ns, &r)) {
+    if let Some(router) = router_for(
+        ctx.client.clone(),
+        &r.spec.traffic_routing,
+        backends(&ns, &r),
+    ) {
         match router.restore_stable().await {
             Ok(()) => {}
             // Nothing left to restore: the route or its CRD is gone.
@@ -97,7 +116,13 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
             Err(e) => return Err(e.into()),
         }
         ctx.events
-            .publish(&reference, false, "TrafficRestored", "Finalize", "Rollout deleted: all traffic returned to the stable version")
+            .publish(
+                &reference,
+                false,
+                "TrafficRestored",
+                "Finalize",
+                "Rollout deleted: all traffic returned to the stable version",
+            )
             .await;
     }
     ctx.metrics.forget(&ns, &r.name_any());
@@ -123,13 +148,37 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     let plan = match validate(&r.spec) {
         Ok(plan) => plan,
         Err(errors) => {
-            let message = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-            return invalid(ctx, &api, &r, prev, "InvalidSpec", &message, now, Action::await_change()).await;
+            let message = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return invalid(
+                ctx,
+                &api,
+                &r,
+                prev,
+                "InvalidSpec",
+                &message,
+                now,
+                Action::await_change(),
+            )
+            .await;
         }
     };
 
-    let router = router_for(ctx.client.clone(), &r.spec.traffic_routing, backends(&ns, &r))
-        .ok_or_else(|| Error::Traffic(TrafficError::Malformed { kind: "Rollout", name: name.clone(), message: "no traffic router".into() }))?;
+    let router = router_for(
+        ctx.client.clone(),
+        &r.spec.traffic_routing,
+        backends(&ns, &r),
+    )
+    .ok_or_else(|| {
+        Error::Traffic(TrafficError::Malformed {
+            kind: "Rollout",
+            name: name.clone(),
+            message: "no traffic router".into(),
+        })
+    })?;
 
     // References: Services, Deployments, the route.
     let refs = observe::references(&ctx.client, &ns, &r.spec).await?;
@@ -139,7 +188,11 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         Err(e) => return Err(e.into()),
     };
     if !refs.missing.is_empty() || route_problem.is_some() {
-        let mut parts: Vec<String> = refs.missing.iter().map(|MissingRef { field, message }| format!("{field}: {message}")).collect();
+        let mut parts: Vec<String> = refs
+            .missing
+            .iter()
+            .map(|MissingRef { field, message }| format!("{field}: {message}"))
+            .collect();
         let mut reason = "ReferenceNotFound";
         if let Some(e) = &route_problem {
             parts.push(format!("spec.trafficRouting.{}: {e}", router.name()));
@@ -151,7 +204,10 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         }
         // When in doubt, traffic goes to stable: a canary whose Service or
         // Deployment is gone must not keep receiving requests.
-        let canary_gone = refs.missing.iter().any(|m| m.field.starts_with("spec.canary"));
+        let canary_gone = refs
+            .missing
+            .iter()
+            .any(|m| m.field.starts_with("spec.canary"));
         if canary_gone && route_problem.is_none() {
             let reading = router.current_weight().await?;
             if reading.canary.is_none_or(|w| w > 0) {
@@ -159,12 +215,24 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
                 parts.push("all traffic moved to stable".into());
             }
         }
-        return invalid(ctx, &api, &r, prev, reason, &parts.join("; "), now, Action::requeue(MISSING_REF_REQUEUE)).await;
+        return invalid(
+            ctx,
+            &api,
+            &r,
+            prev,
+            reason,
+            &parts.join("; "),
+            now,
+            Action::requeue(MISSING_REF_REQUEUE),
+        )
+        .await;
     }
 
     // What the route carries now.
     let reading = router.current_weight().await?;
-    let actual = reading.canary.unwrap_or(prev.canary_weight.clamp(0, 100) as u8);
+    let actual = reading
+        .canary
+        .unwrap_or(prev.canary_weight.clamp(0, 100) as u8);
 
     // A manual action, if any.
     let raw_action = r.annotations().get(ACTION_ANNOTATION).cloned();
@@ -178,15 +246,27 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     // Analysis, when due.
     let mut analysis = None;
     if prev.canary_ref == plan.canary_ref && plan::analysis_due(&plan, &prev, actual, now) {
-        let outcomes = match plan.prometheus.as_deref().map(|a| ctx.providers.provider(a)) {
-            Some(Ok(p)) => observe::run_analysis(&plan, p.as_ref(), &r.spec.canary.service, &ns, &name).await,
+        let outcomes = match plan
+            .prometheus
+            .as_deref()
+            .map(|a| ctx.providers.provider(a))
+        {
+            Some(Ok(p)) => {
+                observe::run_analysis(&plan, p.as_ref(), &r.spec.canary.service, &ns, &name).await
+            }
             Some(Err(e)) => observe::all_errors(&plan, &e.to_string()),
             None => observe::all_errors(&plan, "no metrics provider configured"),
         };
         analysis = Some(AnalysisRound { at: now, outcomes });
     }
 
-    let obs = Observation { generation, canary: refs.canary, actual_weight: reading.canary, analysis, action };
+    let obs = Observation {
+        generation,
+        canary: refs.canary,
+        actual_weight: reading.canary,
+        analysis,
+        action,
+    };
     let decision = plan::decide(&plan, &prev, &obs, now);
     let mut next = decision.status.clone();
     if let Some(a) = &decision.action {
@@ -197,7 +277,14 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
             at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
         });
     }
-    status::build_conditions(&mut next, &SpecReadiness::Ready, decision.reason, &decision.message, generation, now);
+    status::build_conditions(
+        &mut next,
+        &SpecReadiness::Ready,
+        decision.reason,
+        &decision.message,
+        generation,
+        now,
+    );
 
     // Act. Lowering the weight is recorded first (so a crash in between
     // cannot raise it again); raising is done first and recorded after the
@@ -230,8 +317,18 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     }
 
     // Tell people, and the metrics.
-    ctx.events.transitions(&reference, &decision.transitions).await;
-    record_metrics(ctx, &ns, &name, &prev, &next, decision.kind, obs.analysis.as_ref());
+    ctx.events
+        .transitions(&reference, &decision.transitions)
+        .await;
+    record_metrics(
+        ctx,
+        &ns,
+        &name,
+        &prev,
+        &next,
+        decision.kind,
+        obs.analysis.as_ref(),
+    );
     tracing::info!(
         rollout = %name, namespace = %ns, kind = decision.kind.as_str(), reason = decision.reason,
         weight = next.canary_weight, step = %next.step, "{}", decision.message
@@ -249,7 +346,9 @@ fn record_metrics(
     analysis: Option<&AnalysisRound>,
 ) {
     let m = &ctx.metrics;
-    m.canary_weight.with_label_values(&[ns, name]).set(next.canary_weight as i64);
+    m.canary_weight
+        .with_label_values(&[ns, name])
+        .set(next.canary_weight as i64);
     m.decisions.with_label_values(&[kind.as_str()]).inc();
     if prev.phase != next.phase || prev.canary_ref.is_empty() {
         if !prev.canary_ref.is_empty() {
@@ -285,7 +384,11 @@ async fn invalid(
 ) -> Result<Action> {
     let generation = r.metadata.generation.unwrap_or(0);
     let mut next = prev.clone();
-    let was = prev.conditions.iter().find(|c| c.type_ == status::READY).map(|c| (c.reason.clone(), c.message.clone()));
+    let was = prev
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| (c.reason.clone(), c.message.clone()));
     next.phase = Phase::Invalid;
     next.observed_generation = generation;
     next.message = format!("{reason}: {message}");
@@ -297,7 +400,10 @@ async fn invalid(
     }
     status::build_conditions(
         &mut next,
-        &SpecReadiness::NotReady { reason, message: message.to_string() },
+        &SpecReadiness::NotReady {
+            reason,
+            message: message.to_string(),
+        },
         reason,
         message,
         generation,
@@ -307,22 +413,38 @@ async fn invalid(
         status::write_status(api, &r.name_any(), r.resource_version().as_deref(), &next).await?;
     }
     if was != Some((reason.to_string(), message.to_string())) {
-        ctx.events.publish(&r.object_ref(&()), true, reason, "Validate", message).await;
+        ctx.events
+            .publish(&r.object_ref(&()), true, reason, "Validate", message)
+            .await;
     }
     if prev.phase != Phase::Invalid {
         if !prev.canary_ref.is_empty() {
-            ctx.metrics.phase.with_label_values(&[prev.phase.as_str()]).dec();
+            ctx.metrics
+                .phase
+                .with_label_values(&[prev.phase.as_str()])
+                .dec();
         }
-        ctx.metrics.phase.with_label_values(&[Phase::Invalid.as_str()]).inc();
+        ctx.metrics
+            .phase
+            .with_label_values(&[Phase::Invalid.as_str()])
+            .inc();
     }
     tracing::warn!(rollout = %r.name_any(), namespace = ?r.namespace(), reason, "{message}");
     Ok(action)
 }
 
 /// An annotation value we do not know: refuse it, say so, remove it.
-async fn unknown_action(ctx: &Context, api: &Api<Rollout>, r: &Rollout, raw: &str, now: Timestamp) -> Result<Action> {
+async fn unknown_action(
+    ctx: &Context,
+    api: &Api<Rollout>,
+    r: &Rollout,
+    raw: &str,
+    now: Timestamp,
+) -> Result<Action> {
     let name = r.name_any();
-    let message = format!("unknown {ACTION_ANNOTATION} value {raw:?}: use promote, promote-full, abort or retry");
+    let message = format!(
+        "unknown {ACTION_ANNOTATION} value {raw:?}: use promote, promote-full, abort or retry"
+    );
     let mut next = previous(r);
     next.last_action = Some(ActionRecord {
         action: raw.chars().take(64).collect(),
@@ -332,20 +454,36 @@ async fn unknown_action(ctx: &Context, api: &Api<Rollout>, r: &Rollout, raw: &st
     });
     status::write_status(api, &name, r.resource_version().as_deref(), &next).await?;
     remove_action(api, &name, raw).await?;
-    ctx.events.publish(&r.object_ref(&()), true, "ActionRefused", "Action", &message).await;
+    ctx.events
+        .publish(
+            &r.object_ref(&()),
+            true,
+            "ActionRefused",
+            "Action",
+            &message,
+        )
+        .await;
     Ok(Action::requeue(Duration::from_millis(200)))
 }
 
 /// Remove the action annotation with a JSON patch that first tests its
 /// value: a newer action set in the meantime is not lost.
 async fn remove_action(api: &Api<Rollout>, name: &str, value: &str) -> Result<()> {
-    let path = format!("/metadata/annotations/{}", ACTION_ANNOTATION.replace('~', "~0").replace('/', "~1"));
+    let path = format!(
+        "/metadata/annotations/{}",
+        ACTION_ANNOTATION.replace('~', "~0").replace('/', "~1")
+    );
     let patch: json_patch::Patch = serde_json::from_value(json!([
         { "op": "test", "path": path, "value": value },
         { "op": "remove", "path": path },
     ]))
     .expect("static JSON patch");
-    match with_timeout("remove action annotation", api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))).await {
+    match with_timeout(
+        "remove action annotation",
+        api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)),
+    )
+    .await
+    {
         Ok(_) => Ok(()),
         // The annotation changed under us (422 from a failed test): the new
         // value is handled on the next reconcile.
@@ -353,4 +491,3 @@ async fn remove_action(api: &Api<Rollout>, name: &str, value: &str) -> Result<()
         Err(e) => Err(e),
     }
 }
-

@@ -49,9 +49,17 @@ pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result
     }
     let metrics = Metrics::new();
     let health = Health::default();
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), config.instance.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        config.instance.clone(),
+    ));
 
-    let http = tokio::spawn(http::serve(config.http_addr, metrics.clone(), health.clone()));
+    let http = tokio::spawn(http::serve(
+        config.http_addr,
+        metrics.clone(),
+        health.clone(),
+    ));
 
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default().any_semantic())

@@ -110,21 +110,36 @@ pub async fn standard() -> Result<kube::Client, kube_fake_client::Error> {
         serde_json::to_value(service("checkout-v1")).expect("serializes"),
         serde_json::to_value(service("checkout-v2")).expect("serializes"),
         http_route("checkout", "checkout-v1"),
-        serde_json::to_value(rollout("checkout", "checkout-v1", "checkout-v2", "checkout")).expect("serializes"),
+        serde_json::to_value(rollout(
+            "checkout",
+            "checkout-v1",
+            "checkout-v2",
+            "checkout",
+        ))
+        .expect("serializes"),
     ];
     client(objects).await
 }
 
 /// Set a Deployment's available replicas (what the kubelet would do).
-pub async fn set_available(client: &kube::Client, name: &str, available: i32) -> Result<(), kube::Error> {
+pub async fn set_available(
+    client: &kube::Client,
+    name: &str,
+    available: i32,
+) -> Result<(), kube::Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let patch = json!({"status": {"availableReplicas": available, "readyReplicas": available}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
 }
 
 /// Weights of the route's backendRefs by Service name (absent weight = 1),
 /// in the first rule.
-pub async fn route_weights(client: &kube::Client, route: &str) -> Result<Vec<(String, i64)>, kube::Error> {
+pub async fn route_weights(
+    client: &kube::Client,
+    route: &str,
+) -> Result<Vec<(String, i64)>, kube::Error> {
     let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
         NAMESPACE,
@@ -135,7 +150,12 @@ pub async fn route_weights(client: &kube::Client, route: &str) -> Result<Vec<(St
         .as_array()
         .map(|refs| {
             refs.iter()
-                .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r["weight"].as_i64().unwrap_or(1)))
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        r["weight"].as_i64().unwrap_or(1),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default())

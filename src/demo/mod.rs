@@ -63,7 +63,15 @@ impl Sim {
         let ctx = Context::new(client.clone(), Metrics::new(), Some("demo".into()))
             .with_clock(Arc::new(clock.clone()))
             .with_providers(traffic.providers());
-        Sim { client, ctx: Arc::new(ctx), clock, traffic, name: "checkout".into(), route: "checkout".into(), start }
+        Sim {
+            client,
+            ctx: Arc::new(ctx),
+            clock,
+            traffic,
+            name: "checkout".into(),
+            route: "checkout".into(),
+            start,
+        }
     }
 
     pub fn api(&self) -> Api<Rollout> {
@@ -109,12 +117,15 @@ impl Sim {
                 self.reconcile().await?;
                 let r = self.rollout().await?;
                 let line = line_of(&r, self.elapsed());
-                if last.as_ref().is_none_or(|l| l.key != line.key || l.analysis != line.analysis || l.weight != line.weight) {
+                if last.as_ref().is_none_or(|l| {
+                    l.key != line.key || l.analysis != line.analysis || l.weight != line.weight
+                }) {
                     on_line(&line);
                     last = Some(line);
                 }
                 let after = r.status.as_ref().and_then(|s| s.last_decision.clone());
-                let transitioned = after.as_ref().is_some_and(|d| d.kind != "Hold") && after != before;
+                let transitioned =
+                    after.as_ref().is_some_and(|d| d.kind != "Hold") && after != before;
                 if r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
                     return Ok(r);
                 }
@@ -136,7 +147,10 @@ impl Sim {
             "stable": {"service": stable, "deployment": stable},
             "canary": {"service": canary, "deployment": canary}
         }});
-        self.api().patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+        self.api()
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -156,8 +170,20 @@ fn line_of(r: &Rollout, at: Duration) -> Line {
         .as_ref()
         .map(|d| format!("{} {}: {}", d.kind, d.reason, d.message))
         .unwrap_or_default();
-    let key = st.last_decision.as_ref().map(|d| format!("{}/{}/{}", d.kind, d.reason, st.step)).unwrap_or_default();
-    Line { at, phase: st.phase, step: st.step.clone(), weight: st.canary_weight, analysis, decision, key }
+    let key = st
+        .last_decision
+        .as_ref()
+        .map(|d| format!("{}/{}/{}", d.kind, d.reason, st.step))
+        .unwrap_or_default();
+    Line {
+        at,
+        phase: st.phase,
+        step: st.step.clone(),
+        weight: st.canary_weight,
+        analysis,
+        decision,
+        key,
+    }
 }
 
 fn print_line(l: &Line) {
@@ -169,7 +195,11 @@ fn print_line(l: &Line) {
         l.phase.as_str(),
         l.step,
         l.weight,
-        if l.analysis.is_empty() { "-".to_string() } else { l.analysis.clone() },
+        if l.analysis.is_empty() {
+            "-".to_string()
+        } else {
+            l.analysis.clone()
+        },
         l.decision
     );
 }
@@ -193,17 +223,27 @@ async fn run(seed: u64, quiet: bool) -> Result<bool, String> {
             print_line(l)
         }
     };
-    println!("rollwise demo: an in-memory cluster (Deployments checkout-v1/v2, their Services, HTTPRoute `checkout`),");
-    println!("simulated traffic of 50 req/s and the operator's real reconcile loop on a virtual clock.\n");
+    println!(
+        "rollwise demo: an in-memory cluster (Deployments checkout-v1/v2, their Services, HTTPRoute `checkout`),"
+    );
+    println!(
+        "simulated traffic of 50 req/s and the operator's real reconcile loop on a virtual clock.\n"
+    );
 
     // 1. A healthy version: promoted step by step.
     sim.traffic.set_error_rate("checkout-v2", 0.005);
     println!("1) checkout-v2 is healthy (0.5% errors, like v1): expect it promoted to 100%");
     let t0 = sim.elapsed();
-    let r = sim.run_until_terminal(Duration::from_secs(5), Duration::from_secs(1800), show).await.map_err(|e| e.to_string())?;
-    let weights = cluster::route_weights(&sim.client, &sim.route).await.map_err(|e| e.to_string())?;
+    let r = sim
+        .run_until_terminal(Duration::from_secs(5), Duration::from_secs(1800), show)
+        .await
+        .map_err(|e| e.to_string())?;
+    let weights = cluster::route_weights(&sim.client, &sim.route)
+        .await
+        .map_err(|e| e.to_string())?;
     let phase1 = r.status.as_ref().map(|s| s.phase);
-    let ok1 = phase1 == Some(Phase::Succeeded) && weights.iter().any(|(n, w)| n == "checkout-v2" && *w == 100);
+    let ok1 = phase1 == Some(Phase::Succeeded)
+        && weights.iter().any(|(n, w)| n == "checkout-v2" && *w == 100);
     let (req2, fail2) = sim.traffic.totals("checkout-v2");
     println!(
         "   => {:?} after {}s; route: {}; canary served {req2} requests, {fail2} failed\n",
@@ -214,20 +254,31 @@ async fn run(seed: u64, quiet: bool) -> Result<bool, String> {
 
     // 2. A faulty version: rolled back.
     let objects = [
-        serde_json::to_value(cluster::deployment("checkout-v3", 3, 3)).map_err(|e| e.to_string())?,
+        serde_json::to_value(cluster::deployment("checkout-v3", 3, 3))
+            .map_err(|e| e.to_string())?,
         serde_json::to_value(cluster::service("checkout-v3")).map_err(|e| e.to_string())?,
     ];
     for o in objects {
         create(&sim.client, o).await?;
     }
     sim.traffic.set_error_rate("checkout-v3", 0.08);
-    sim.set_versions("checkout-v2", "checkout-v3").await.map_err(|e| e.to_string())?;
-    println!("2) checkout-v3 is faulty (8% errors): expect it rolled back, all traffic on checkout-v2");
+    sim.set_versions("checkout-v2", "checkout-v3")
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "2) checkout-v3 is faulty (8% errors): expect it rolled back, all traffic on checkout-v2"
+    );
     let t1 = sim.elapsed();
-    let r = sim.run_until_terminal(Duration::from_secs(5), Duration::from_secs(1800), show).await.map_err(|e| e.to_string())?;
-    let weights = cluster::route_weights(&sim.client, &sim.route).await.map_err(|e| e.to_string())?;
+    let r = sim
+        .run_until_terminal(Duration::from_secs(5), Duration::from_secs(1800), show)
+        .await
+        .map_err(|e| e.to_string())?;
+    let weights = cluster::route_weights(&sim.client, &sim.route)
+        .await
+        .map_err(|e| e.to_string())?;
     let st = r.status.clone().unwrap_or_default();
-    let ok2 = st.phase == Phase::RolledBack && weights.iter().any(|(n, w)| n == "checkout-v3" && *w == 0);
+    let ok2 =
+        st.phase == Phase::RolledBack && weights.iter().any(|(n, w)| n == "checkout-v3" && *w == 0);
     let (req3, fail3) = sim.traffic.totals("checkout-v3");
     println!(
         "   => {} after {}s; route: {}; canary served {req3} requests, {fail3} failed",
@@ -236,29 +287,48 @@ async fn run(seed: u64, quiet: bool) -> Result<bool, String> {
         fmt_weights(&weights)
     );
     if let Some(c) = st.conditions.iter().find(|c| c.type_ == "RolledBack") {
-        println!("   condition RolledBack={} reason={}: {}", c.status, c.reason, c.message);
+        println!(
+            "   condition RolledBack={} reason={}: {}",
+            c.status, c.reason, c.message
+        );
     }
     println!();
-    println!("{}", if ok1 && ok2 { "demo: OK (healthy version promoted, faulty version rolled back)" } else { "demo: UNEXPECTED OUTCOME" });
+    println!(
+        "{}",
+        if ok1 && ok2 {
+            "demo: OK (healthy version promoted, faulty version rolled back)"
+        } else {
+            "demo: UNEXPECTED OUTCOME"
+        }
+    );
     Ok(ok1 && ok2)
 }
 
 fn fmt_weights(w: &[(String, i64)]) -> String {
-    w.iter().map(|(n, w)| format!("{n}={w}")).collect::<Vec<_>>().join(" ")
+    w.iter()
+        .map(|(n, w)| format!("{n}={w}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn create(client: &kube::Client, obj: serde_json::Value) -> Result<(), String> {
     let kind = obj["kind"].as_str().unwrap_or_default().to_string();
     match kind.as_str() {
         "Deployment" => {
-            let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+                Api::namespaced(client.clone(), NAMESPACE);
             let d = serde_json::from_value(obj).map_err(|e| e.to_string())?;
-            api.create(&Default::default(), &d).await.map_err(|e| e.to_string())?;
+            api.create(&Default::default(), &d)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         "Service" => {
-            let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NAMESPACE);
+            let api: Api<k8s_openapi::api::core::v1::Service> =
+                Api::namespaced(client.clone(), NAMESPACE);
             let s = serde_json::from_value(obj).map_err(|e| e.to_string())?;
-            api.create(&Default::default(), &s).await.map_err(|e| e.to_string())?;
+            api.create(&Default::default(), &s)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         other => return Err(format!("demo cannot create {other}")),
     }

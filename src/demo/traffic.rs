@@ -100,11 +100,18 @@ impl Traffic {
     /// (requests, failures) a service served in the window ending now.
     pub fn window(&self, service: &str) -> (u64, u64) {
         let s = self.lock();
-        let since = s.now.checked_sub(SignedDuration::try_from(WINDOW).unwrap_or_default()).unwrap_or(s.now);
+        let since = s
+            .now
+            .checked_sub(SignedDuration::try_from(WINDOW).unwrap_or_default())
+            .unwrap_or(s.now);
         s.series
             .get(service)
             .map(|series| {
-                series.buckets.iter().filter(|(t, _, _)| *t > since).fold((0, 0), |(r, f), (_, n, e)| (r + n, f + e))
+                series
+                    .buckets
+                    .iter()
+                    .filter(|(t, _, _)| *t > since)
+                    .fold((0, 0), |(r, f), (_, n, e)| (r + n, f + e))
             })
             .unwrap_or((0, 0))
     }
@@ -112,7 +119,10 @@ impl Traffic {
     /// (requests, failures) a service served in total.
     pub fn totals(&self, service: &str) -> (u64, u64) {
         let s = self.lock();
-        s.series.get(service).map(|x| (x.total_requests, x.total_failures)).unwrap_or((0, 0))
+        s.series
+            .get(service)
+            .map(|x| (x.total_requests, x.total_failures))
+            .unwrap_or((0, 0))
     }
 
     pub fn providers(&self) -> Arc<dyn ProviderFactory> {
@@ -144,14 +154,20 @@ pub struct SimulatedPrometheus(Traffic);
 impl MetricsProvider for SimulatedPrometheus {
     async fn query(&self, query: &str) -> QueryOutcome {
         if self.0.lock().down {
-            return QueryOutcome::Error("Get \"http://prometheus.demo:9090/api/v1/query\": connection refused".into());
+            return QueryOutcome::Error(
+                "Get \"http://prometheus.demo:9090/api/v1/query\": connection refused".into(),
+            );
         }
         let Some(service) = service_of(query) else {
-            return QueryOutcome::Error(format!("the simulated Prometheus only knows service error rates, not {query:?}"));
+            return QueryOutcome::Error(format!(
+                "the simulated Prometheus only knows service error rates, not {query:?}"
+            ));
         };
         let (requests, failures) = self.0.window(service);
         if requests == 0 {
-            return QueryOutcome::NoData("the query returned NaN (no requests in the window)".into());
+            return QueryOutcome::NoData(
+                "the query returned NaN (no requests in the window)".into(),
+            );
         }
         QueryOutcome::Value(failures as f64 / requests as f64)
     }
@@ -178,16 +194,28 @@ mod tests {
         let traffic = Traffic::new(1, 1000.0, t(0));
         traffic.set_error_rate("v2", 0.1);
         for i in 1..=12 {
-            traffic.serve(t(i * 5), Duration::from_secs(5), &[("v1".into(), 80), ("v2".into(), 20)]);
+            traffic.serve(
+                t(i * 5),
+                Duration::from_secs(5),
+                &[("v1".into(), 80), ("v2".into(), 20)],
+            );
         }
         let (r1, _) = traffic.window("v1");
         let (r2, f2) = traffic.window("v2");
         assert!((r2 as f64 / (r1 + r2) as f64 - 0.2).abs() < 0.01);
         let p = SimulatedPrometheus(traffic.clone());
-        let QueryOutcome::Value(v) = p.query(r#"x{service="v2"}"#).await else { panic!() };
+        let QueryOutcome::Value(v) = p.query(r#"x{service="v2"}"#).await else {
+            panic!()
+        };
         assert!((v - 0.1).abs() < 0.02, "{v} from {f2}/{r2}");
-        assert!(matches!(p.query(r#"x{service="v3"}"#).await, QueryOutcome::NoData(_)));
+        assert!(matches!(
+            p.query(r#"x{service="v3"}"#).await,
+            QueryOutcome::NoData(_)
+        ));
         traffic.set_down(true);
-        assert!(matches!(p.query(r#"x{service="v2"}"#).await, QueryOutcome::Error(_)));
+        assert!(matches!(
+            p.query(r#"x{service="v2"}"#).await,
+            QueryOutcome::Error(_)
+        ));
     }
 }

@@ -26,9 +26,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::analysis::{MetricOutcome, QueryOutcome, describe_bound, fmt_num, judge};
-use crate::api::{
-    DecisionRecord, MetricStatus, Phase, Plan, PlanStep, RolloutStatus, Verdict,
-};
+use crate::api::{DecisionRecord, MetricStatus, Phase, Plan, PlanStep, RolloutStatus, Verdict};
 
 /// Requeue when nothing is pending soon: a periodic drift check.
 pub const IDLE_REQUEUE: Duration = Duration::from_secs(300);
@@ -225,7 +223,11 @@ pub fn planned_weight(plan: &Plan, status: &RolloutStatus) -> u8 {
 /// When the next analysis round is due, if one is due at all: only while the
 /// canary takes traffic and the rollout is not finished. The first round of a
 /// step waits one interval so that the data reflects the step's weight.
-pub fn analysis_due_at(plan: &Plan, status: &RolloutStatus, actual_weight: u8) -> Option<Timestamp> {
+pub fn analysis_due_at(
+    plan: &Plan,
+    status: &RolloutStatus,
+    actual_weight: u8,
+) -> Option<Timestamp> {
     if !plan.has_analysis() || status.phase.is_terminal() || actual_weight == 0 {
         return None;
     }
@@ -243,7 +245,12 @@ pub fn analysis_due_at(plan: &Plan, status: &RolloutStatus, actual_weight: u8) -
 }
 
 /// Should the controller run an analysis round now?
-pub fn analysis_due(plan: &Plan, status: &RolloutStatus, actual_weight: u8, now: Timestamp) -> bool {
+pub fn analysis_due(
+    plan: &Plan,
+    status: &RolloutStatus,
+    actual_weight: u8,
+    now: Timestamp,
+) -> bool {
     analysis_due_at(plan, status, actual_weight).is_some_and(|t| t <= now)
 }
 
@@ -355,7 +362,13 @@ impl Builder<'_> {
         self.finish(DecisionKind::Complete, reason, message, 100, IDLE_REQUEUE)
     }
 
-    fn rollback(mut self, phase: Phase, kind: DecisionKind, reason: &'static str, message: String) -> Decision {
+    fn rollback(
+        mut self,
+        phase: Phase,
+        kind: DecisionKind,
+        reason: &'static str,
+        message: String,
+    ) -> Decision {
         self.st.phase = phase;
         self.event(true, reason, message.clone());
         self.finish(kind, reason, message, 0, IDLE_REQUEUE)
@@ -364,7 +377,11 @@ impl Builder<'_> {
 
 /// Record an analysis round in the status. Returns the rollback message when
 /// the round (with the earlier ones) calls for a rollback.
-fn record_analysis(plan: &Plan, st: &mut RolloutStatus, round: &AnalysisRound) -> Option<(&'static str, String)> {
+fn record_analysis(
+    plan: &Plan,
+    st: &mut RolloutStatus,
+    round: &AnalysisRound,
+) -> Option<(&'static str, String)> {
     let mut statuses = Vec::with_capacity(plan.metrics.len());
     let mut any_error = false;
     let mut round_verdict = Verdict::Pass;
@@ -385,15 +402,28 @@ fn record_analysis(plan: &Plan, st: &mut RolloutStatus, round: &AnalysisRound) -
             .unwrap_or(0);
         let failures = prev_failures + i32::from(verdict == Verdict::Fail);
         let (value, message) = match &outcome {
-            QueryOutcome::Value(v) if v.is_nan() => (None, "no data: the query returned NaN".to_string()),
+            QueryOutcome::Value(v) if v.is_nan() => {
+                (None, "no data: the query returned NaN".to_string())
+            }
             QueryOutcome::Value(v) => (
                 Some(*v),
-                format!("{} = {} ({} {})", metric.name, fmt_num(*v), if verdict == Verdict::Pass { "within" } else { "outside" }, describe_bound(metric)),
+                format!(
+                    "{} = {} ({} {})",
+                    metric.name,
+                    fmt_num(*v),
+                    if verdict == Verdict::Pass {
+                        "within"
+                    } else {
+                        "outside"
+                    },
+                    describe_bound(metric)
+                ),
             ),
             QueryOutcome::NoData(m) => (None, format!("no data: {m}")),
             QueryOutcome::Error(m) => (None, format!("query error: {m}")),
         };
-        if verdict == Verdict::Fail && failures > metric.failure_limit as i32 && rollback.is_none() {
+        if verdict == Verdict::Fail && failures > metric.failure_limit as i32 && rollback.is_none()
+        {
             rollback = Some((
                 "AnalysisFailed",
                 format!(
@@ -423,7 +453,11 @@ fn record_analysis(plan: &Plan, st: &mut RolloutStatus, round: &AnalysisRound) -
     st.analysis = statuses;
     st.last_analysis_at = Some(time(round.at));
     st.verdict = round_verdict.as_str().into();
-    st.consecutive_errors = if any_error { st.consecutive_errors + 1 } else { 0 };
+    st.consecutive_errors = if any_error {
+        st.consecutive_errors + 1
+    } else {
+        0
+    };
     if round_verdict == Verdict::Pass {
         st.passes_in_step += 1;
     }
@@ -477,8 +511,17 @@ fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'stati
         "Pass" if st.passes_in_step > 0 => None,
         "NoData" => Some(("WaitingForData", format!("waiting for data: {}", summary()))),
         "Error" => Some(("MetricsError", format!("holding: {}", summary()))),
-        "Fail" => Some(("WaitingForPass", format!("holding after a failed evaluation (within its limit): {}", summary()))),
-        _ => Some(("WaitingForAnalysis", format!("waiting for the first analysis at {weight}%"))),
+        "Fail" => Some((
+            "WaitingForPass",
+            format!(
+                "holding after a failed evaluation (within its limit): {}",
+                summary()
+            ),
+        )),
+        _ => Some((
+            "WaitingForAnalysis",
+            format!("waiting for the first analysis at {weight}%"),
+        )),
     }
 }
 
@@ -507,7 +550,10 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
     if b.st.canary_ref != plan.canary_ref {
         let first = b.st.canary_ref.is_empty();
         let msg = if first {
-            format!("rollout started: canary {} , all traffic on stable first", plan.canary_ref)
+            format!(
+                "rollout started: canary {} , all traffic on stable first",
+                plan.canary_ref
+            )
         } else {
             format!(
                 "new canary {} (was {}): starting over from step 1, all traffic on stable",
@@ -515,19 +561,33 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             )
         };
         b.reset();
-        b.event(false, if first { "RolloutStarted" } else { "NewCanary" }, msg.clone());
-        return b.finish(DecisionKind::Restart, if first { "Started" } else { "NewCanary" }, msg, 0, TRANSITION_REQUEUE);
+        b.event(
+            false,
+            if first { "RolloutStarted" } else { "NewCanary" },
+            msg.clone(),
+        );
+        return b.finish(
+            DecisionKind::Restart,
+            if first { "Started" } else { "NewCanary" },
+            msg,
+            0,
+            TRANSITION_REQUEUE,
+        );
     }
 
     // 2. Manual actions.
     if let Some(action) = obs.action {
         let phase = b.st.phase;
         match action {
-            ManualAction::Abort if phase.is_terminal() => {
-                b.refuse(action, format!("nothing to abort: the rollout is {}", phase.as_str()))
-            }
+            ManualAction::Abort if phase.is_terminal() => b.refuse(
+                action,
+                format!("nothing to abort: the rollout is {}", phase.as_str()),
+            ),
             ManualAction::Abort => {
-                let msg = format!("aborted by hand at step {}: all traffic back on stable", b.st.current_step_index + 1);
+                let msg = format!(
+                    "aborted by hand at step {}: all traffic back on stable",
+                    b.st.current_step_index + 1
+                );
                 b.accept(action, msg.clone());
                 return b.rollback(Phase::Aborted, DecisionKind::Abort, "Aborted", msg);
             }
@@ -538,7 +598,13 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 b.event(false, "Retry", msg.clone());
                 return b.finish(DecisionKind::Restart, "Retry", msg, 0, TRANSITION_REQUEUE);
             }
-            ManualAction::Retry => b.refuse(action, format!("retry applies after a rollback or abort; the rollout is {}", phase.as_str())),
+            ManualAction::Retry => b.refuse(
+                action,
+                format!(
+                    "retry applies after a rollback or abort; the rollout is {}",
+                    phase.as_str()
+                ),
+            ),
             ManualAction::Promote | ManualAction::PromoteFull if phase.is_terminal() => {
                 b.refuse(action, format!("the rollout is {}", phase.as_str()))
             }
@@ -569,7 +635,13 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 b.enter_step(from + 1);
                 b.st.phase = Phase::Progressing;
                 let weight = plan.target_weight(from + 1);
-                return b.finish(DecisionKind::Promote, "PromotedByHand", msg, weight, TRANSITION_REQUEUE);
+                return b.finish(
+                    DecisionKind::Promote,
+                    "PromotedByHand",
+                    msg,
+                    weight,
+                    TRANSITION_REQUEUE,
+                );
             }
         }
     }
@@ -579,15 +651,23 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         && !b.st.phase.is_terminal()
         && let Some((reason, msg)) = record_analysis(plan, &mut b.st, round)
     {
-        let msg = format!("rolled back at step {} ({}%): {msg}", b.st.current_step_index + 1, actual);
+        let msg = format!(
+            "rolled back at step {} ({}%): {msg}",
+            b.st.current_step_index + 1,
+            actual
+        );
         return b.rollback(Phase::RolledBack, DecisionKind::Rollback, reason, msg);
     }
 
     // 4. Terminal phases hold their weight.
     if b.st.phase.is_terminal() {
         let weight = planned_weight(plan, &b.st);
-        let msg = b.st.last_decision.as_ref().filter(|d| d.kind != "Hold").map(|d| d.message.clone())
-            .unwrap_or_else(|| b.st.message.clone());
+        let msg =
+            b.st.last_decision
+                .as_ref()
+                .filter(|d| d.kind != "Hold")
+                .map(|d| d.message.clone())
+                .unwrap_or_else(|| b.st.message.clone());
         let reason = match b.st.phase {
             Phase::Succeeded => "Completed",
             Phase::Aborted => "Aborted",
@@ -612,11 +692,24 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
     if plan.paused {
         let weight = actual.min(plan.target_weight(index));
         if b.st.phase != Phase::Paused {
-            b.event(false, "Paused", format!("paused by spec.paused at step {} ({weight}%)", index + 1));
+            b.event(
+                false,
+                "Paused",
+                format!("paused by spec.paused at step {} ({weight}%)", index + 1),
+            );
         }
         b.st.phase = Phase::Paused;
-        let msg = format!("paused by spec.paused at step {}/{steps} with {weight}% on the canary", index + 1);
-        return b.finish(DecisionKind::Hold, "PausedBySpec", msg, weight, IDLE_REQUEUE);
+        let msg = format!(
+            "paused by spec.paused at step {}/{steps} with {weight}% on the canary",
+            index + 1
+        );
+        return b.finish(
+            DecisionKind::Hold,
+            "PausedBySpec",
+            msg,
+            weight,
+            IDLE_REQUEUE,
+        );
     }
 
     // 6. Steps. At most one step transition per call; the controller comes
@@ -631,28 +724,63 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 // Step done (the router carries the weight): next one.
                 index += 1;
                 if index >= steps {
-                    return b.complete("AllStepsDone", format!("all {steps} steps done: 100% canary"));
+                    return b.complete(
+                        "AllStepsDone",
+                        format!("all {steps} steps done: 100% canary"),
+                    );
                 }
                 b.enter_step(index);
                 b.st.phase = Phase::Progressing;
                 return match plan.steps[index] {
                     PlanStep::SetWeight(next) if next > actual && not_ready.is_some() => {
-                        let msg = format!("step {}/{steps}: waiting for the canary before {next}%: {}", index + 1, not_ready.unwrap_or_default());
-                        b.finish(DecisionKind::Hold, "WaitingForCanary", msg, actual, READINESS_REQUEUE)
+                        let msg = format!(
+                            "step {}/{steps}: waiting for the canary before {next}%: {}",
+                            index + 1,
+                            not_ready.unwrap_or_default()
+                        );
+                        b.finish(
+                            DecisionKind::Hold,
+                            "WaitingForCanary",
+                            msg,
+                            actual,
+                            READINESS_REQUEUE,
+                        )
                     }
                     PlanStep::SetWeight(next) => {
-                        let msg = format!("step {}/{steps}: canary weight {actual}% -> {next}%", index + 1);
+                        let msg = format!(
+                            "step {}/{steps}: canary weight {actual}% -> {next}%",
+                            index + 1
+                        );
                         b.event(false, "WeightChanged", msg.clone());
-                        b.finish(DecisionKind::SetWeight, "StepAdvanced", msg, next, WEIGHT_REQUEUE)
+                        b.finish(
+                            DecisionKind::SetWeight,
+                            "StepAdvanced",
+                            msg,
+                            next,
+                            WEIGHT_REQUEUE,
+                        )
                     }
                     PlanStep::Pause(None) => {
-                        let msg = format!("step {}/{steps}: paused at {actual}% until promoted (rollwise.io/action: promote)", index + 1);
+                        let msg = format!(
+                            "step {}/{steps}: paused at {actual}% until promoted (rollwise.io/action: promote)",
+                            index + 1
+                        );
                         b.st.phase = Phase::Paused;
                         b.event(false, "Paused", msg.clone());
-                        b.finish(DecisionKind::Pause, "ManualPause", msg, actual, IDLE_REQUEUE)
+                        b.finish(
+                            DecisionKind::Pause,
+                            "ManualPause",
+                            msg,
+                            actual,
+                            IDLE_REQUEUE,
+                        )
                     }
                     PlanStep::Pause(Some(d)) => {
-                        let msg = format!("step {}/{steps}: pausing {} at {actual}%", index + 1, human(d));
+                        let msg = format!(
+                            "step {}/{steps}: pausing {} at {actual}%",
+                            index + 1,
+                            human(d)
+                        );
                         b.event(false, "StepAdvanced", msg.clone());
                         b.finish(DecisionKind::Advance, "StepAdvanced", msg, actual, d)
                     }
@@ -661,13 +789,33 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             if w > actual
                 && let Some(why) = not_ready
             {
-                b.st.phase = if actual == 0 { Phase::Pending } else { Phase::Progressing };
-                let msg = format!("step {}/{steps}: waiting for the canary before {w}%: {why}", index + 1);
-                return b.finish(DecisionKind::Hold, "WaitingForCanary", msg, actual, READINESS_REQUEUE);
+                b.st.phase = if actual == 0 {
+                    Phase::Pending
+                } else {
+                    Phase::Progressing
+                };
+                let msg = format!(
+                    "step {}/{steps}: waiting for the canary before {w}%: {why}",
+                    index + 1
+                );
+                return b.finish(
+                    DecisionKind::Hold,
+                    "WaitingForCanary",
+                    msg,
+                    actual,
+                    READINESS_REQUEUE,
+                );
             }
             b.st.phase = Phase::Progressing;
-            let msg = format!("step {}/{steps}: canary weight {actual}% -> {w}%", index + 1);
-            if b.st.last_decision.as_ref().is_none_or(|d| d.kind != "SetWeight" || b.st.desired_weight != w as i32) {
+            let msg = format!(
+                "step {}/{steps}: canary weight {actual}% -> {w}%",
+                index + 1
+            );
+            if b.st
+                .last_decision
+                .as_ref()
+                .is_none_or(|d| d.kind != "SetWeight" || b.st.desired_weight != w as i32)
+            {
                 b.event(false, "WeightChanged", msg.clone());
             }
             b.finish(DecisionKind::SetWeight, "SetWeight", msg, w, WEIGHT_REQUEUE)
@@ -676,14 +824,24 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             let target = plan.target_weight(index);
             // Re-assert the planned weight if someone moved it (drift), but
             // never raise it to a canary that is not available.
-            let weight = if target > actual && not_ready.is_some() { actual } else { target };
+            let weight = if target > actual && not_ready.is_some() {
+                actual
+            } else {
+                target
+            };
             let gate = analysis_gate(plan, &b.st, weight);
             let started = b.st.step_started_at.as_ref().map(|t| t.0).unwrap_or(now);
             match duration {
                 None => {
                     b.st.phase = Phase::Paused;
-                    let evidence = gate.as_ref().map(|(_, m)| format!(" ({m})")).unwrap_or_default();
-                    let msg = format!("step {}/{steps}: paused at {weight}% until promoted (rollwise.io/action: promote){evidence}", index + 1);
+                    let evidence = gate
+                        .as_ref()
+                        .map(|(_, m)| format!(" ({m})"))
+                        .unwrap_or_default();
+                    let msg = format!(
+                        "step {}/{steps}: paused at {weight}% until promoted (rollwise.io/action: promote){evidence}",
+                        index + 1
+                    );
                     b.finish(DecisionKind::Hold, "ManualPause", msg, weight, IDLE_REQUEUE)
                 }
                 Some(d) => {
@@ -691,24 +849,50 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     let elapsed = to_std(started.duration_until(now));
                     if elapsed < d {
                         let left = d - elapsed;
-                        let msg = format!("step {}/{steps}: {weight}% on the canary, pause {} left{}", index + 1, human(left),
-                            b.st.analysis.iter().map(|m| format!("; {}", m.message)).collect::<String>());
+                        let msg = format!(
+                            "step {}/{steps}: {weight}% on the canary, pause {} left{}",
+                            index + 1,
+                            human(left),
+                            b.st.analysis
+                                .iter()
+                                .map(|m| format!("; {}", m.message))
+                                .collect::<String>()
+                        );
                         return b.finish(DecisionKind::Hold, "PauseInProgress", msg, weight, left);
                     }
                     if let Some((reason, why)) = gate {
-                        let msg = format!("step {}/{steps}: {weight}% on the canary, pause over; {why}", index + 1);
+                        let msg = format!(
+                            "step {}/{steps}: {weight}% on the canary, pause over; {why}",
+                            index + 1
+                        );
                         return b.finish(DecisionKind::Hold, reason, msg, weight, plan.interval);
                     }
                     index += 1;
                     if index >= steps {
-                        return b.complete("AllStepsDone", format!("all {steps} steps done and analysis passed: 100% canary"));
+                        return b.complete(
+                            "AllStepsDone",
+                            format!("all {steps} steps done and analysis passed: 100% canary"),
+                        );
                     }
                     b.enter_step(index);
-                    let msg = format!("step {}/{steps} done after {}: moving to step {}", index, human(elapsed), index + 1);
+                    let msg = format!(
+                        "step {}/{steps} done after {}: moving to step {}",
+                        index,
+                        human(elapsed),
+                        index + 1
+                    );
                     b.event(false, "StepAdvanced", msg.clone());
                     let next_weight = plan.target_weight(index);
-                    let weight = if next_weight > actual && not_ready.is_some() { actual } else { next_weight };
-                    let kind = if weight != actual { DecisionKind::SetWeight } else { DecisionKind::Advance };
+                    let weight = if next_weight > actual && not_ready.is_some() {
+                        actual
+                    } else {
+                        next_weight
+                    };
+                    let kind = if weight != actual {
+                        DecisionKind::SetWeight
+                    } else {
+                        DecisionKind::Advance
+                    };
                     b.finish(kind, "StepAdvanced", msg, weight, TRANSITION_REQUEUE)
                 }
             }

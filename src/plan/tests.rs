@@ -60,17 +60,26 @@ impl World {
     }
 
     /// One reconcile: run analysis when due with `metric`, decide, carry out.
-    fn step(&mut self, metric: &dyn Fn(u8) -> QueryOutcome, action: Option<ManualAction>) -> &Decision {
-        let analysis = analysis_due(&self.plan, &self.status, self.weight, self.now).then(|| AnalysisRound {
-            at: self.now,
-            outcomes: vec![MetricOutcome {
-                name: "error-rate".into(),
-                outcome: metric(self.weight),
-            }],
-        });
+    fn step(
+        &mut self,
+        metric: &dyn Fn(u8) -> QueryOutcome,
+        action: Option<ManualAction>,
+    ) -> &Decision {
+        let analysis =
+            analysis_due(&self.plan, &self.status, self.weight, self.now).then(|| AnalysisRound {
+                at: self.now,
+                outcomes: vec![MetricOutcome {
+                    name: "error-rate".into(),
+                    outcome: metric(self.weight),
+                }],
+            });
         let obs = Observation {
             generation: 1,
-            canary: if self.ready { Readiness::Ready } else { Readiness::NotReady("0/1 available".into()) },
+            canary: if self.ready {
+                Readiness::Ready
+            } else {
+                Readiness::NotReady("0/1 available".into())
+            },
             actual_weight: Some(self.weight),
             analysis,
             action,
@@ -79,7 +88,12 @@ impl World {
         self.weight = d.weight;
         self.status = d.status.clone();
         self.status.canary_weight = d.weight as i32;
-        self.now = self.now.checked_add(SignedDuration::try_from(d.requeue_after.max(Duration::from_millis(100))).unwrap()).unwrap();
+        self.now = self
+            .now
+            .checked_add(
+                SignedDuration::try_from(d.requeue_after.max(Duration::from_millis(100))).unwrap(),
+            )
+            .unwrap();
         self.decisions.push(d);
         self.decisions.last().unwrap()
     }
@@ -126,9 +140,20 @@ fn healthy_canary_is_promoted_through_every_default_step() {
     assert_eq!(w.weights(), vec![0, 5, 33, 50, 100]);
     assert_eq!(w.status.step, "8/8");
     // Four 5-minute pauses, each needing a passing analysis.
-    let done_at = w.status.last_decision.as_ref().unwrap().at.as_ref().unwrap().0;
+    let done_at = w
+        .status
+        .last_decision
+        .as_ref()
+        .unwrap()
+        .at
+        .as_ref()
+        .unwrap()
+        .0;
     let took = done_at.duration_since(t0());
-    assert!(took >= SignedDuration::from_mins(20) && took < SignedDuration::from_mins(21), "took {took:?}");
+    assert!(
+        took >= SignedDuration::from_mins(20) && took < SignedDuration::from_mins(21),
+        "took {took:?}"
+    );
     let kinds: Vec<_> = w.decisions.iter().map(|d| d.kind).collect();
     assert_eq!(kinds.first(), Some(&DecisionKind::Restart));
     assert_eq!(kinds.last(), Some(&DecisionKind::Complete));
@@ -143,12 +168,20 @@ fn failing_canary_is_rolled_back_after_more_than_failure_limit_failures() {
     let last = w.decisions.last().unwrap();
     assert_eq!(last.kind, DecisionKind::Rollback);
     assert_eq!(last.reason, "AnalysisFailed");
-    assert!(last.message.contains("error-rate = 0.2"), "{}", last.message);
+    assert!(
+        last.message.contains("error-rate = 0.2"),
+        "{}",
+        last.message
+    );
     assert!(last.message.contains("<= 0.01"), "{}", last.message);
     // failureLimit 1: exactly two failed evaluations.
     assert_eq!(w.status.analysis[0].failures, 2);
     assert_eq!(w.weights(), vec![0, 5, 0]);
-    assert!(last.transitions.iter().any(|t| t.warning && t.reason == "AnalysisFailed"));
+    assert!(
+        last.transitions
+            .iter()
+            .any(|t| t.warning && t.reason == "AnalysisFailed")
+    );
 }
 
 #[test]
@@ -160,8 +193,15 @@ fn no_data_holds_the_weight_and_says_so_then_proceeds_on_data() {
     assert_eq!(w.weight, 5);
     assert_eq!(w.status.phase, Phase::Progressing);
     let last = w.decisions.last().unwrap();
-    assert_eq!((last.kind, last.reason), (DecisionKind::Hold, "WaitingForData"));
-    assert!(last.message.contains("waiting for data"), "{}", last.message);
+    assert_eq!(
+        (last.kind, last.reason),
+        (DecisionKind::Hold, "WaitingForData")
+    );
+    assert!(
+        last.message.contains("waiting for data"),
+        "{}",
+        last.message
+    );
     assert_eq!(w.status.verdict, "NoData");
     w.run(&healthy, 200);
     assert_eq!(w.status.phase, Phase::Succeeded);
@@ -196,7 +236,11 @@ fn one_good_round_resets_the_consecutive_error_count() {
     let calls = std::cell::Cell::new(0);
     let flaky = |_w: u8| {
         calls.set(calls.get() + 1);
-        if calls.get() % 3 == 0 { QueryOutcome::Value(0.0) } else { QueryOutcome::Error("timeout".into()) }
+        if calls.get() % 3 == 0 {
+            QueryOutcome::Value(0.0)
+        } else {
+            QueryOutcome::Error("timeout".into())
+        }
     };
     w.run(&flaky, 400);
     assert_eq!(w.status.phase, Phase::Succeeded, "{}", w.status.message);
@@ -219,7 +263,11 @@ fn weight_is_not_raised_to_an_unavailable_canary() {
 
 #[test]
 fn manual_pause_waits_for_promote() {
-    let p = plan(vec![PlanStep::SetWeight(10), PlanStep::Pause(None), PlanStep::SetWeight(100)]);
+    let p = plan(vec![
+        PlanStep::SetWeight(10),
+        PlanStep::Pause(None),
+        PlanStep::SetWeight(100),
+    ]);
     let mut w = World::new(p);
     for _ in 0..50 {
         w.step(&healthy, None);
@@ -272,13 +320,19 @@ fn abort_returns_all_traffic_to_stable_and_retry_starts_over() {
     }
     assert!(w.weight > 0);
     let d = w.step(&healthy, Some(ManualAction::Abort)).clone();
-    assert_eq!((d.kind, d.weight, d.status.phase), (DecisionKind::Abort, 0, Phase::Aborted));
+    assert_eq!(
+        (d.kind, d.weight, d.status.phase),
+        (DecisionKind::Abort, 0, Phase::Aborted)
+    );
     // A second abort is refused, nothing changes.
     let d = w.step(&healthy, Some(ManualAction::Abort)).clone();
     assert!(!d.action.unwrap().accepted);
     assert_eq!(d.weight, 0);
     let d = w.step(&healthy, Some(ManualAction::Retry)).clone();
-    assert_eq!((d.kind, d.weight, d.status.current_step_index), (DecisionKind::Restart, 0, 0));
+    assert_eq!(
+        (d.kind, d.weight, d.status.current_step_index),
+        (DecisionKind::Restart, 0, 0)
+    );
     assert!(d.status.analysis.is_empty());
     w.run(&healthy, 200);
     assert_eq!(w.status.phase, Phase::Succeeded);
@@ -301,7 +355,10 @@ fn promote_full_goes_to_100_at_once() {
     w.step(&healthy, None);
     w.step(&healthy, None);
     let d = w.step(&healthy, Some(ManualAction::PromoteFull)).clone();
-    assert_eq!((d.kind, d.weight, d.status.phase), (DecisionKind::Complete, 100, Phase::Succeeded));
+    assert_eq!(
+        (d.kind, d.weight, d.status.phase),
+        (DecisionKind::Complete, 100, Phase::Succeeded)
+    );
 }
 
 #[test]
@@ -311,7 +368,10 @@ fn a_new_canary_starts_over_with_all_traffic_on_stable() {
     assert_eq!(w.weight, 100);
     w.plan.canary_ref = "app-v3".into();
     let d = w.step(&healthy, None).clone();
-    assert_eq!((d.kind, d.reason, d.weight), (DecisionKind::Restart, "NewCanary", 0));
+    assert_eq!(
+        (d.kind, d.reason, d.weight),
+        (DecisionKind::Restart, "NewCanary", 0)
+    );
     assert_eq!(d.status.current_step_index, 0);
     w.run(&healthy, 200);
     assert_eq!(w.weights(), vec![0, 5, 33, 50, 100, 0, 5, 33, 50, 100]);
@@ -342,7 +402,11 @@ fn a_failed_round_within_the_limit_blocks_the_step_until_a_pass() {
     // First evaluation fails (limit 1 tolerates it), later ones pass.
     let once_bad = |_w: u8| {
         calls.set(calls.get() + 1);
-        if calls.get() == 1 { QueryOutcome::Value(0.5) } else { QueryOutcome::Value(0.0) }
+        if calls.get() == 1 {
+            QueryOutcome::Value(0.5)
+        } else {
+            QueryOutcome::Value(0.0)
+        }
     };
     w.run(&once_bad, 400);
     assert_eq!(w.status.phase, Phase::Succeeded);
@@ -358,7 +422,10 @@ fn terminal_rollout_keeps_its_deciding_record() {
     for _ in 0..3 {
         w.step(&failing, None);
     }
-    assert_eq!(w.status.last_decision.as_ref().unwrap().reason, record.reason);
+    assert_eq!(
+        w.status.last_decision.as_ref().unwrap().reason,
+        record.reason
+    );
     assert_eq!(w.weight, 0);
 }
 
@@ -377,7 +444,11 @@ fn arb_steps() -> impl Strategy<Value = Vec<PlanStep>> {
     prop::collection::vec(
         prop_oneof![
             (0u8..=100).prop_map(PlanStep::SetWeight),
-            prop_oneof![Just(None), (1u64..600).prop_map(|s| Some(Duration::from_secs(s)))].prop_map(PlanStep::Pause),
+            prop_oneof![
+                Just(None),
+                (1u64..600).prop_map(|s| Some(Duration::from_secs(s)))
+            ]
+            .prop_map(PlanStep::Pause),
         ],
         1..10,
     )
@@ -422,7 +493,12 @@ fn outcome(kind: u8) -> QueryOutcome {
 }
 
 fn action(kind: u8) -> ManualAction {
-    [ManualAction::Promote, ManualAction::PromoteFull, ManualAction::Abort, ManualAction::Retry][kind as usize % 4]
+    [
+        ManualAction::Promote,
+        ManualAction::PromoteFull,
+        ManualAction::Abort,
+        ManualAction::Retry,
+    ][kind as usize % 4]
 }
 
 proptest! {
