@@ -8,13 +8,16 @@
 
 pub mod analysis;
 pub mod api;
+pub mod cli;
 pub mod clock;
 pub mod controller;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod events;
 pub mod http;
+pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod status;
 pub mod telemetry;

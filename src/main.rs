@@ -1,7 +1,6 @@
 //! The `rollwise` binary: `run` (the operator), `crd` (prints the CRD YAML),
 //! `demo` (the whole operator against an in-memory cluster).
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -29,17 +28,7 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or
     /// the in-cluster service account).
-    Run {
-        /// Only watch Rollouts in this namespace (default: all namespaces).
-        #[arg(long, short = 'n', env = "ROLLWISE_NAMESPACE")]
-        namespace: Option<String>,
-        /// Address of the /metrics, /healthz and /readyz endpoints.
-        #[arg(long, env = "ROLLWISE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
-        http_addr: SocketAddr,
-        /// Rollouts reconciled at once.
-        #[arg(long, env = "ROLLWISE_CONCURRENCY", default_value_t = 16)]
-        concurrency: u16,
-    },
+    Run(RunConfig),
     /// Print the Rollout CRD as YAML (what crds/rollout.yaml holds).
     Crd,
     /// Run the real reconcile code against an in-memory cluster with
@@ -70,11 +59,7 @@ async fn main() -> ExitCode {
             telemetry::init(cli.log_format, Some(cli.log.as_deref().unwrap_or("warn")));
             rollwise::demo::main(seed, quiet).await
         }
-        Command::Run {
-            namespace,
-            http_addr,
-            concurrency,
-        } => {
+        Command::Run(config) => {
             telemetry::init(cli.log_format, cli.log.as_deref());
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -84,12 +69,6 @@ async fn main() -> ExitCode {
                     );
                     return ExitCode::from(2);
                 }
-            };
-            let config = RunConfig {
-                namespace,
-                http_addr,
-                concurrency,
-                instance: std::env::var("POD_NAME").ok(),
             };
             match run(client, config).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -109,15 +88,8 @@ fn default_command() -> Command {
         || std::env::home_dir().is_some_and(|h| h.join(".kube/config").exists());
     #[cfg(feature = "demo")]
     if !has_cluster {
-        return Command::Demo {
-            seed: 7,
-            quiet: false,
-        };
+        return Command::Demo { seed: 7, quiet: false };
     }
     let _ = has_cluster;
-    Command::Run {
-        namespace: None,
-        http_addr: "0.0.0.0:8080".parse().expect("static"),
-        concurrency: 16,
-    }
+    Command::Run(RunConfig::from_env())
 }

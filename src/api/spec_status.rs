@@ -67,6 +67,51 @@ pub struct RolloutSpec {
     /// running, so a failing canary is still rolled back).
     #[serde(default)]
     pub paused: bool,
+    /// Where to tell people about this Rollout's transitions (in addition to
+    /// the operator-wide webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationSpec>,
+}
+
+/// Per-Rollout notification targets.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationSpec {
+    /// Webhooks called on transitions.
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// A webhook. Its URL is read from a Secret in the Rollout's namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Name shown in logs and metrics.
+    #[schemars(length(max = 63))]
+    pub name: String,
+    /// The Secret key holding the URL.
+    pub url_from: SecretKeyRef,
+    /// `json` (default) or `slack` (a Slack-compatible `text` payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'json' || self == 'slack'").message("format must be json or slack"))]
+    #[schemars(length(max = 8))]
+    pub format: Option<String>,
+    /// Which transitions to send (default: all): Started, StepAdvanced,
+    /// Paused, AnalysisFailed, RolledBack, Promoted, Aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub events: Option<Vec<String>>,
+}
+
+/// A key of a Secret in the Rollout's namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(max = 253))]
+    pub name: String,
+    #[schemars(length(max = 253))]
+    pub key: String,
 }
 
 /// One version of the service.
@@ -158,6 +203,48 @@ pub struct AnalysisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("consecutiveErrorLimit must be between 1 and 1000"))]
     pub consecutive_error_limit: Option<i32>,
+    /// Canary-vs-stable comparisons on the same window, decided by a
+    /// sequential test that is valid at every look.
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n.name == m.name))").message("compare names must be unique"))]
+    pub compare: Vec<CompareSpec>,
+    /// Confidence of the comparison's decisions (default 0.99): the chance of
+    /// wrongly rolling back a canary that is within tolerance is at most
+    /// `1 - confidence`, however often it looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.5 && self < 1.0").message("confidence must be in [0.5, 1)"))]
+    pub confidence: Option<f64>,
+    /// Exposure budget: failed requests the canary may cost beyond what the
+    /// stable version would have failed. Rolled back before it is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxExtraFailures must be at least 1"))]
+    pub max_extra_failures: Option<i64>,
+}
+
+/// A comparison of canary and stable: two counting queries run for both
+/// Services on the same window.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CompareSpec {
+    /// Name shown in status and events.
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$')").message("compare name must be 1-63 letters, digits, '-', '_' or '.'"))]
+    pub name: String,
+    /// PromQL counting requests in the window, e.g.
+    /// `sum(increase(http_requests_total{service="{{service}}"}[{{window}}]))`.
+    #[schemars(length(max = 8192))]
+    #[x_kube(validation = Rule::new("self.contains('{{service}}')").message("the requests query must use {{service}}"))]
+    pub requests: String,
+    /// PromQL counting failed requests in the same window.
+    #[schemars(length(max = 8192))]
+    #[x_kube(validation = Rule::new("self.contains('{{service}}')").message("the failures query must use {{service}}"))]
+    pub failures: String,
+    /// How much worse the canary may be and still count as fine: an absolute
+    /// error rate (`0.005`) or relative to stable (`"20%"`). Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "tolerance_schema")]
+    pub tolerance: Option<serde_json::Value>,
 }
 
 /// Where the Prometheus HTTP API is.
@@ -394,4 +481,15 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
         );
     }
     schema
+}
+
+fn tolerance_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "An absolute error rate (0.005) or a relative one (\"20%\").",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "x-kubernetes-validations": [{
+            "rule": "type(self) == string ? self.matches('^[0-9]+(\\\\.[0-9]+)?%$') : (double(self) >= 0.0 && double(self) < 1.0)",
+            "message": "tolerance must be an error rate in [0, 1) such as 0.005, or a percentage such as \"20%\""
+        }]
+    })
 }

@@ -14,16 +14,58 @@ use crate::api::{ACTION_ANNOTATION, Rollout};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 
-#[derive(Debug, Clone)]
+/// How the operator runs (`rollwise run` flags; every flag has an env var).
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
-    /// Watch one namespace, or all when `None`.
+    /// Only watch Rollouts in this namespace (default: all namespaces).
+    #[arg(long, short = 'n', env = "ROLLWISE_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Where `/metrics`, `/healthz`, `/readyz` are served.
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "ROLLWISE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
-    /// How many Rollouts are reconciled at once.
+    /// Rollouts reconciled at once.
+    #[arg(long, env = "ROLLWISE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
-    /// This replica's name (for Events).
+    /// This replica's name (for Events and the Lease holder identity).
+    #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Run with leader election: only the holder of the Lease reconciles.
+    #[arg(long, env = "ROLLWISE_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "ROLLWISE_LEASE_NAME", default_value = "rollwise-leader")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Lease duration in seconds: a standby takes over this long after the
+    /// leader stops renewing.
+    #[arg(long, env = "ROLLWISE_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Webhook URL notified on rollout transitions (operator-wide; keep it in
+    /// a Secret and pass it through the environment).
+    #[arg(long, env = "ROLLWISE_NOTIFY_URL", hide_env_values = true)]
+    pub notify_url: Option<String>,
+    /// Payload format of the operator-wide webhook: `json` or `slack`.
+    #[arg(long, env = "ROLLWISE_NOTIFY_FORMAT", default_value = "json", value_parser = ["json", "slack"])]
+    pub notify_format: String,
+    /// Prometheus address used by Rollouts whose analysis names none.
+    #[arg(long, env = "ROLLWISE_PROMETHEUS_ADDRESS")]
+    pub default_prometheus: Option<String>,
+    /// Timeout of one metric query, in seconds.
+    #[arg(long, env = "ROLLWISE_QUERY_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub query_timeout_seconds: u64,
+}
+
+impl RunConfig {
+    /// The defaults (plus whatever the environment sets), as `rollwise run`
+    /// with no flags.
+    pub fn from_env() -> Self {
+        use clap::{Args, FromArgMatches};
+        let cmd = Self::augment_args(clap::Command::new("run"));
+        let matches = cmd.get_matches_from(["run"]);
+        Self::from_arg_matches(&matches).expect("defaults parse")
+    }
 }
 
 /// Drop from a cached Rollout everything the engine never reads: managed

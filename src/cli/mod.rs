@@ -1,0 +1,1 @@
+//! The `kubectl rollwise` plugin (being written).

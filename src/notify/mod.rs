@@ -1,0 +1,1 @@
+//! Notifications on rollout transitions (being written).
