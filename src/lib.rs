@@ -24,3 +24,11 @@ pub mod telemetry;
 pub mod traffic;
 
 pub use controller::{Error, Result};
+
+/// Choose the process-wide TLS crypto provider (ring). The build contains
+/// two rustls backends (kube uses ring, the Prometheus client's reqwest
+/// brings aws-lc-rs); without an explicit choice, the first HTTPS connection
+/// to the API server panics. Idempotent; call it before any client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

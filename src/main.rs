@@ -24,6 +24,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once at startup: the size of the `Run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or
@@ -47,6 +49,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    rollwise::install_crypto_provider();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or_else(default_command);
     match command {

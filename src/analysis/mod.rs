@@ -2,6 +2,7 @@
 //! [`provider`] behind the [`MetricsProvider`] trait.
 
 pub mod provider;
+pub mod sequential;
 
 use crate::api::{PlanMetric, Verdict};
 
@@ -25,6 +26,45 @@ pub struct MetricOutcome {
     pub outcome: QueryOutcome,
 }
 
+/// The counts of one side of a comparison, or why there are none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CountsOutcome {
+    Counts(sequential::Counts),
+    NoData(String),
+    Error(String),
+}
+
+impl CountsOutcome {
+    /// Combine the requests and failures queries of one side. No requests
+    /// (no series, NaN or 0) is no data; requests but *no failure series*
+    /// is zero failures (a `code=~"5.."` selector has no series until the
+    /// first error).
+    pub fn from_queries(requests: QueryOutcome, failures: QueryOutcome) -> Self {
+        match (requests, failures) {
+            (QueryOutcome::Error(e), _) | (_, QueryOutcome::Error(e)) => CountsOutcome::Error(e),
+            (QueryOutcome::NoData(m), _) => CountsOutcome::NoData(format!("requests: {m}")),
+            (QueryOutcome::Value(r), _) if r.is_nan() || r <= 0.0 => {
+                CountsOutcome::NoData("no requests in the window yet".into())
+            }
+            (QueryOutcome::Value(r), QueryOutcome::NoData(_)) => {
+                CountsOutcome::Counts(sequential::Counts { requests: r, failures: 0.0 })
+            }
+            (QueryOutcome::Value(r), QueryOutcome::Value(f)) => CountsOutcome::Counts(sequential::Counts {
+                requests: r,
+                failures: if f.is_nan() { 0.0 } else { f },
+            }),
+        }
+    }
+}
+
+/// One comparison's outcome in an analysis round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareOutcome {
+    pub name: String,
+    pub canary: CountsOutcome,
+    pub stable: CountsOutcome,
+}
+
 /// Fill the template variables of a query.
 pub fn render_query(query: &str, service: &str, namespace: &str, rollout: &str) -> String {
     query
@@ -34,6 +74,17 @@ pub fn render_query(query: &str, service: &str, namespace: &str, rollout: &str) 
         .replace("{{ namespace }}", namespace)
         .replace("{{rollout}}", rollout)
         .replace("{{ rollout }}", rollout)
+}
+
+/// Fill `{{window}}` (a Prometheus duration in whole seconds) as well.
+pub fn render_window(query: &str, window: std::time::Duration) -> String {
+    let w = format!("{}s", window.as_secs().max(1));
+    query.replace("{{window}}", &w).replace("{{ window }}", &w)
+}
+
+/// A percentage for people: `0.73%`.
+pub fn fmt_pct(rate: f64) -> String {
+    format!("{}%", fmt_num(rate * 100.0))
 }
 
 /// Judge a threshold metric's outcome. Bounds are inclusive. Infinity is a

@@ -9,7 +9,7 @@ mod spec_status;
 pub mod validate;
 
 pub use spec_status::*;
-pub use validate::{FieldError, Plan, PlanMetric, PlanStep, validate};
+pub use validate::{FieldError, Plan, PlanCompare, PlanMetric, PlanStep, validate};
 
 /// Annotation carrying a one-shot manual action (`promote`, `promote-full`,
 /// `abort`, `retry`). The operator carries it out once and removes it.

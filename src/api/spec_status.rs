@@ -345,6 +345,8 @@ pub enum Verdict {
     NoData,
     /// The query could not be run (backend down, query rejected).
     Error,
+    /// A comparison has data but not yet enough evidence either way.
+    Inconclusive,
 }
 
 impl Verdict {
@@ -354,6 +356,7 @@ impl Verdict {
             Verdict::Fail => "Fail",
             Verdict::NoData => "NoData",
             Verdict::Error => "Error",
+            Verdict::Inconclusive => "Inconclusive",
         }
     }
 }
@@ -407,6 +410,16 @@ pub struct RolloutStatus {
     /// The latest evaluation of each metric.
     #[serde(default)]
     pub analysis: Vec<MetricStatus>,
+    /// The latest canary-vs-stable comparisons, with their evidence.
+    #[serde(default)]
+    pub comparisons: Vec<ComparisonStatus>,
+    /// The exposure budget: extra failed requests caused by the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+    /// When the canary first received traffic in this rollout: the start of
+    /// the comparison window (`{{window}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_traffic_since: Option<Time>,
     /// The latest decision with its reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<DecisionRecord>,
@@ -444,6 +457,60 @@ pub struct MetricStatus {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_at: Option<Time>,
+}
+
+/// The evidence of one canary-vs-stable comparison.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComparisonStatus {
+    pub name: String,
+    /// Harm, Fine, Inconclusive, NoData or Error.
+    pub verdict: String,
+    #[serde(default)]
+    pub canary_requests: f64,
+    #[serde(default)]
+    pub canary_failures: f64,
+    #[serde(default)]
+    pub canary_rate: f64,
+    #[serde(default)]
+    pub stable_requests: f64,
+    #[serde(default)]
+    pub stable_failures: f64,
+    #[serde(default)]
+    pub stable_rate: f64,
+    /// The tolerance, e.g. `+0.005` or `+20%`.
+    #[serde(default)]
+    pub tolerance: String,
+    /// How far the canary's error rate is above what is tolerated
+    /// (`canary - (stable + tolerance)`): point estimate and the bounds at
+    /// `confidence`. Harm when `excessLower > 0`; fine when `excessUpper <= 0`.
+    #[serde(default)]
+    pub excess: f64,
+    #[serde(default)]
+    pub excess_lower: f64,
+    #[serde(default)]
+    pub excess_upper: f64,
+    #[serde(default)]
+    pub confidence: f64,
+    /// Rough number of further canary requests needed for a conclusion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more_requests_needed: Option<i64>,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+}
+
+/// Failed requests the canary caused beyond the stable rate.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// Point estimate.
+    pub used: f64,
+    /// Upper bound at the analysis confidence.
+    pub upper: f64,
+    /// `spec.analysis.maxExtraFailures`.
+    pub max: f64,
 }
 
 /// A decision of the engine, as recorded in status.

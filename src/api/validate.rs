@@ -48,12 +48,29 @@ pub struct PlanMetric {
     pub failure_limit: u32,
 }
 
+/// A validated canary-vs-stable comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanCompare {
+    pub name: String,
+    pub requests: String,
+    pub failures: String,
+    pub tolerance: crate::analysis::sequential::Tolerance,
+}
+
+/// Default confidence of comparison decisions.
+pub const DEFAULT_CONFIDENCE: f64 = 0.99;
+
 /// A validated rollout plan: what the pure engine runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub steps: Vec<PlanStep>,
     pub interval: Duration,
     pub metrics: Vec<PlanMetric>,
+    pub compare: Vec<PlanCompare>,
+    /// Confidence of comparison decisions (e.g. 0.99).
+    pub confidence: f64,
+    /// Exposure budget: extra failed requests the canary may cost.
+    pub max_extra_failures: Option<f64>,
     pub consecutive_error_limit: u32,
     pub prometheus: Option<String>,
     pub paused: bool,
@@ -77,7 +94,7 @@ impl Plan {
     }
 
     pub fn has_analysis(&self) -> bool {
-        !self.metrics.is_empty()
+        !self.metrics.is_empty() || !self.compare.is_empty()
     }
 }
 
@@ -229,6 +246,9 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
     let mut metrics = Vec::new();
     let mut consecutive_error_limit = DEFAULT_CONSECUTIVE_ERROR_LIMIT;
     let mut prometheus = None;
+    let mut compare = Vec::new();
+    let mut confidence = DEFAULT_CONFIDENCE;
+    let mut max_extra_failures = None;
     if let Some(a) = &spec.analysis {
         if let Some(i) = &a.interval {
             match parse_duration(i) {
@@ -257,11 +277,45 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
                 );
             }
         }
-        if !a.metrics.is_empty() && a.prometheus.is_none() {
-            err(
-                "spec.analysis.prometheus",
-                "metrics need a Prometheus address".into(),
-            );
+        for (i, m) in a.compare.iter().enumerate() {
+            let field = format!("spec.analysis.compare[{i}]");
+            if m.name.is_empty() {
+                err(&format!("{field}.name"), "must not be empty".into());
+            }
+            if a.compare[..i].iter().any(|o| o.name == m.name) {
+                err(&format!("{field}.name"), format!("{:?} is used twice", m.name));
+            }
+            for (what, q) in [("requests", &m.requests), ("failures", &m.failures)] {
+                if !q.contains("{{service}}") && !q.contains("{{ service }}") {
+                    err(
+                        &format!("{field}.{what}"),
+                        "must use {{service}} (it is run for the canary and the stable Service)".into(),
+                    );
+                }
+            }
+            match crate::analysis::sequential::Tolerance::parse(m.tolerance.as_ref()) {
+                Ok(tolerance) => compare.push(PlanCompare {
+                    name: m.name.clone(),
+                    requests: m.requests.clone(),
+                    failures: m.failures.clone(),
+                    tolerance,
+                }),
+                Err(e) => err(&format!("{field}.tolerance"), e),
+            }
+        }
+        if let Some(c) = a.confidence {
+            if (0.5..1.0).contains(&c) {
+                confidence = c;
+            } else {
+                err("spec.analysis.confidence", format!("{c} must be in [0.5, 1)"));
+            }
+        }
+        if let Some(b) = a.max_extra_failures {
+            if b >= 1 {
+                max_extra_failures = Some(b as f64);
+            } else {
+                err("spec.analysis.maxExtraFailures", format!("{b} must be at least 1"));
+            }
         }
         for (i, m) in a.metrics.iter().enumerate() {
             let field = format!("spec.analysis.metrics[{i}]");
@@ -318,6 +372,9 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         steps,
         interval,
         metrics,
+        compare,
+        confidence,
+        max_extra_failures,
         consecutive_error_limit,
         prometheus,
         paused: spec.paused,
@@ -375,8 +432,10 @@ mod tests {
                     failure_limit: Some(2),
                 }],
                 consecutive_error_limit: None,
+                ..Default::default()
             }),
             paused: false,
+            notifications: None,
         }
     }
 

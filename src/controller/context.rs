@@ -53,6 +53,8 @@ pub struct Context {
     pub events: Events,
     pub clock: Arc<dyn Clock>,
     pub providers: Arc<dyn ProviderFactory>,
+    /// Prometheus used by Rollouts whose analysis names none.
+    pub default_prometheus: Option<String>,
 }
 
 impl Context {
@@ -64,11 +66,17 @@ impl Context {
             metrics,
             clock: Arc::new(SystemClock),
             providers: Arc::new(PrometheusProviders::new(Duration::from_secs(10))),
+            default_prometheus: None,
         }
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    pub fn with_default_prometheus(mut self, address: Option<String>) -> Self {
+        self.default_prometheus = address;
         self
     }
 

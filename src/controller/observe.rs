@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 
 use super::{Result, with_timeout};
-use crate::analysis::{MetricOutcome, QueryOutcome, render_query};
+use crate::analysis::{CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, render_query, render_window};
 use crate::api::{Plan, RolloutSpec};
 use crate::plan::Readiness;
 
@@ -112,15 +112,62 @@ pub async fn run_analysis(
     futures::future::join_all(futures).await
 }
 
-/// Outcome for every metric when the provider cannot even be built.
-pub fn all_errors(plan: &Plan, message: &str) -> Vec<MetricOutcome> {
-    plan.metrics
+/// The two Services a comparison runs its queries for.
+pub struct Sides<'a> {
+    pub canary: &'a str,
+    pub stable: &'a str,
+    pub namespace: &'a str,
+    pub rollout: &'a str,
+}
+
+/// Run every comparison: requests and failures, for canary and stable, on
+/// the same window, concurrently.
+pub async fn run_comparisons(
+    plan: &Plan,
+    provider: &dyn crate::analysis::MetricsProvider,
+    sides: &Sides<'_>,
+    window: std::time::Duration,
+) -> Vec<CompareOutcome> {
+    let side = |service: &str, c: &crate::api::PlanCompare| {
+        let requests = render_window(&render_query(&c.requests, service, sides.namespace, sides.rollout), window);
+        let failures = render_window(&render_query(&c.failures, service, sides.namespace, sides.rollout), window);
+        async move {
+            let (r, f) = futures::join!(provider.query(&requests), provider.query(&failures));
+            CountsOutcome::from_queries(r, f)
+        }
+    };
+    let futures = plan.compare.iter().map(|c| {
+        let canary = side(sides.canary, c);
+        let stable = side(sides.stable, c);
+        async move {
+            let (canary, stable) = futures::join!(canary, stable);
+            CompareOutcome { name: c.name.clone(), canary, stable }
+        }
+    });
+    futures::future::join_all(futures).await
+}
+
+/// Outcome for every metric and comparison when the provider cannot even
+/// be built.
+pub fn all_errors(plan: &Plan, message: &str) -> (Vec<MetricOutcome>, Vec<CompareOutcome>) {
+    let metrics = plan
+        .metrics
         .iter()
         .map(|m| MetricOutcome {
             name: m.name.clone(),
             outcome: QueryOutcome::Error(message.to_string()),
         })
-        .collect()
+        .collect();
+    let comparisons = plan
+        .compare
+        .iter()
+        .map(|c| CompareOutcome {
+            name: c.name.clone(),
+            canary: CountsOutcome::Error(message.to_string()),
+            stable: CountsOutcome::Error(message.to_string()),
+        })
+        .collect();
+    (metrics, comparisons)
 }
 
 #[cfg(test)]

@@ -167,6 +167,11 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         }
     };
 
+    if plan.has_analysis() && plan.prometheus.is_none() && ctx.default_prometheus.is_none() {
+        let message = "spec.analysis.prometheus: the analysis needs a Prometheus address (the Rollout names none and the operator has no --default-prometheus)";
+        return invalid(ctx, &api, &r, prev, "InvalidSpec", message, now, Action::await_change()).await;
+    }
+
     let router = router_for(
         ctx.client.clone(),
         &r.spec.traffic_routing,
@@ -246,18 +251,37 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     // Analysis, when due.
     let mut analysis = None;
     if prev.canary_ref == plan.canary_ref && plan::analysis_due(&plan, &prev, actual, now) {
-        let outcomes = match plan
-            .prometheus
-            .as_deref()
-            .map(|a| ctx.providers.provider(a))
-        {
+        let address = plan.prometheus.clone().or_else(|| ctx.default_prometheus.clone());
+        // The comparison window: since the canary first got traffic in this
+        // rollout (cumulative evidence for the sequential test), at least
+        // one interval.
+        let window = prev
+            .canary_traffic_since
+            .as_ref()
+            .map(|t| std::time::Duration::try_from(t.0.duration_until(now)).unwrap_or_default())
+            .unwrap_or(plan.interval)
+            .max(plan.interval);
+        let round = match address.as_deref().map(|a| ctx.providers.provider(a)) {
             Some(Ok(p)) => {
-                observe::run_analysis(&plan, p.as_ref(), &r.spec.canary.service, &ns, &name).await
+                let sides = observe::Sides {
+                    canary: &r.spec.canary.service,
+                    stable: &r.spec.stable.service,
+                    namespace: &ns,
+                    rollout: &name,
+                };
+                let (outcomes, comparisons) = futures::join!(
+                    observe::run_analysis(&plan, p.as_ref(), sides.canary, &ns, &name),
+                    observe::run_comparisons(&plan, p.as_ref(), &sides, window)
+                );
+                (outcomes, comparisons)
             }
             Some(Err(e)) => observe::all_errors(&plan, &e.to_string()),
-            None => observe::all_errors(&plan, "no metrics provider configured"),
+            None => observe::all_errors(
+                &plan,
+                "no Prometheus address: set spec.analysis.prometheus.address or the operator's --default-prometheus",
+            ),
         };
-        analysis = Some(AnalysisRound { at: now, outcomes });
+        analysis = Some(AnalysisRound { at: now, outcomes: round.0, comparisons: round.1 });
     }
 
     let obs = Observation {

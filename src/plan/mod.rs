@@ -25,8 +25,15 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::analysis::{MetricOutcome, QueryOutcome, describe_bound, fmt_num, judge};
-use crate::api::{DecisionRecord, MetricStatus, Phase, Plan, PlanStep, RolloutStatus, Verdict};
+use crate::analysis::sequential::{self, Outcome};
+use crate::analysis::{
+    CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, describe_bound, fmt_num, fmt_pct,
+    judge,
+};
+use crate::api::{
+    BudgetStatus, ComparisonStatus, DecisionRecord, MetricStatus, Phase, Plan, PlanStep,
+    RolloutStatus, Verdict,
+};
 
 /// Requeue when nothing is pending soon: a periodic drift check.
 pub const IDLE_REQUEUE: Duration = Duration::from_secs(300);
@@ -84,6 +91,8 @@ pub struct AnalysisRound {
     pub at: Timestamp,
     /// One outcome per plan metric, by name.
     pub outcomes: Vec<MetricOutcome>,
+    /// One outcome per plan comparison, by name.
+    pub comparisons: Vec<CompareOutcome>,
 }
 
 /// What the controller observed this reconcile.
@@ -281,6 +290,10 @@ impl Builder<'_> {
         if self.st.verdict.is_empty() {
             self.st.verdict = "-".into();
         }
+        // The comparison window starts when the canary first gets traffic.
+        if weight > 0 && self.st.canary_traffic_since.is_none() {
+            self.st.canary_traffic_since = Some(time(self.now));
+        }
         self.st.message = message.clone();
         self.st.last_decision = Some(DecisionRecord {
             kind: kind.as_str().into(),
@@ -346,6 +359,9 @@ impl Builder<'_> {
         st.consecutive_errors = 0;
         st.last_analysis_at = None;
         st.analysis.clear();
+        st.comparisons.clear();
+        st.budget = None;
+        st.canary_traffic_since = None;
         st.verdict = "-".into();
     }
 
@@ -450,6 +466,91 @@ fn record_analysis(
             measured_at: Some(time(round.at)),
         });
     }
+    // Canary-vs-stable comparisons.
+    let mut comparisons = Vec::with_capacity(plan.compare.len());
+    let mut budget: Option<(f64, f64, f64)> = None; // (used, upper, canary requests)
+    for cmp in &plan.compare {
+        let outcome = round.comparisons.iter().find(|o| o.name == cmp.name);
+        let mut cs = ComparisonStatus {
+            name: cmp.name.clone(),
+            tolerance: cmp.tolerance.describe(),
+            confidence: plan.confidence,
+            measured_at: Some(time(round.at)),
+            ..Default::default()
+        };
+        let verdict = match outcome.map(|o| (&o.canary, &o.stable)) {
+            None => {
+                cs.message = "not evaluated".into();
+                Verdict::Error
+            }
+            Some((CountsOutcome::Error(e), _)) | Some((_, CountsOutcome::Error(e))) => {
+                cs.message = format!("query error: {e}");
+                Verdict::Error
+            }
+            Some((CountsOutcome::NoData(m), _)) => {
+                cs.message = format!("no data for the canary: {m}");
+                Verdict::NoData
+            }
+            Some((_, CountsOutcome::NoData(m))) => {
+                cs.message = format!("no data for stable: {m}");
+                Verdict::NoData
+            }
+            Some((CountsOutcome::Counts(c), CountsOutcome::Counts(s))) => {
+                match sequential::evaluate(*c, *s, cmp.tolerance, plan.confidence) {
+                    Err(e) => {
+                        cs.message = format!("bad counts: {e}");
+                        Verdict::Error
+                    }
+                    Ok(ev) => {
+                        fill_comparison(&mut cs, &ev);
+                        let (used, upper, n) = budget.unwrap_or((0.0, 0.0, 0.0));
+                        budget = Some((used.max(ev.extra_failures), upper.max(ev.extra_failures_upper), n.max(ev.canary.requests)));
+                        match ev.outcome {
+                            Outcome::Harm => {
+                                if rollback.is_none() {
+                                    rollback = Some(("CanaryWorse", format!("{}: {}", cmp.name, cs.message)));
+                                }
+                                Verdict::Fail
+                            }
+                            Outcome::Fine => Verdict::Pass,
+                            Outcome::Inconclusive => Verdict::Inconclusive,
+                        }
+                    }
+                }
+            }
+        };
+        cs.verdict = match verdict {
+            Verdict::Fail => "Harm".into(),
+            Verdict::Pass => "Fine".into(),
+            v => v.as_str().into(),
+        };
+        any_error |= verdict == Verdict::Error;
+        round_verdict = worst(round_verdict, verdict);
+        comparisons.push(cs);
+    }
+    st.comparisons = comparisons;
+    if let Some(max) = plan.max_extra_failures {
+        let (used, upper, _) = budget.unwrap_or_else(|| {
+            st.budget.as_ref().map(|b| (b.used, b.upper, 0.0)).unwrap_or((0.0, 0.0, 0.0))
+        });
+        st.budget = Some(BudgetStatus { used: round2(used), upper: round2(upper), max });
+        // Roll back *before* the budget is spent: when what is used plus
+        // what the next interval will likely cost at this weight reaches it.
+        let next = projected_extra(plan, st, round.at, 1.0).unwrap_or(0.0);
+        if rollback.is_none() && used + next >= max {
+            rollback = Some((
+                "BudgetExhausted",
+                format!(
+                    "the canary has caused about {} extra failed requests (upper bound {}) and would cause about {} more in the next {}; budget {}",
+                    fmt_num(used),
+                    fmt_num(upper),
+                    fmt_num(next),
+                    human(plan.interval),
+                    fmt_num(max)
+                ),
+            ));
+        }
+    }
     st.analysis = statuses;
     st.last_analysis_at = Some(time(round.at));
     st.verdict = round_verdict.as_str().into();
@@ -467,6 +568,12 @@ fn record_analysis(
             .iter()
             .filter(|m| m.verdict == Verdict::Error.as_str())
             .map(|m| format!("{}: {}", m.name, m.message))
+            .chain(
+                st.comparisons
+                    .iter()
+                    .filter(|c| c.verdict == Verdict::Error.as_str())
+                    .map(|c| format!("{}: {}", c.name, c.message)),
+            )
             .collect();
         rollback = Some((
             "MetricsUnavailable",
@@ -481,14 +588,78 @@ fn record_analysis(
     rollback
 }
 
-/// Fail > Error > NoData > Pass.
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The comparison's numbers, and a sentence that explains them.
+fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
+    cs.canary_requests = ev.canary.requests;
+    cs.canary_failures = ev.canary.failures;
+    cs.canary_rate = ev.canary.rate();
+    cs.stable_requests = ev.stable.requests;
+    cs.stable_failures = ev.stable.failures;
+    cs.stable_rate = ev.stable.rate();
+    cs.excess = ev.excess;
+    cs.excess_lower = ev.excess_lower;
+    cs.excess_upper = ev.excess_upper;
+    cs.more_requests_needed = ev.more_requests_needed.map(|n| n.min(i64::MAX as u64) as i64);
+    let conclusion = match ev.outcome {
+        Outcome::Harm => format!(
+            "worse than tolerated with {}% confidence (excess at least {})",
+            fmt_num(cs.confidence * 100.0),
+            fmt_pct(ev.excess_lower)
+        ),
+        Outcome::Fine => format!(
+            "within tolerance with {}% confidence (excess at most {})",
+            fmt_num(cs.confidence * 100.0),
+            fmt_pct(ev.excess_upper)
+        ),
+        Outcome::Inconclusive => match ev.more_requests_needed {
+            Some(n) => format!("not enough evidence yet (roughly {n} more canary requests)"),
+            None => "not enough evidence yet".into(),
+        },
+    };
+    cs.message = format!(
+        "canary {}/{} failed ({}) vs stable {}/{} ({}), tolerance {}; excess {} in [{}, {}]: {conclusion}",
+        fmt_num(ev.canary.failures),
+        fmt_num(ev.canary.requests),
+        fmt_pct(ev.canary.rate()),
+        fmt_num(ev.stable.failures),
+        fmt_num(ev.stable.requests),
+        fmt_pct(ev.stable.rate()),
+        cs.tolerance,
+        fmt_pct(ev.excess),
+        fmt_pct(ev.excess_lower),
+        fmt_pct(ev.excess_upper),
+    );
+}
+
+/// Extra failed requests the canary would likely cause in the next
+/// interval, at `weight_factor` times its current traffic, from the latest
+/// comparisons (point estimates).
+fn projected_extra(plan: &Plan, st: &RolloutStatus, now: Timestamp, weight_factor: f64) -> Option<f64> {
+    let since = st.canary_traffic_since.as_ref()?.0;
+    let window = since.duration_until(now).as_secs_f64().max(1.0);
+    st.comparisons
+        .iter()
+        .filter(|c| c.canary_requests > 0.0)
+        .map(|c| {
+            let per_interval = c.canary_requests / window * plan.interval.as_secs_f64() * weight_factor;
+            per_interval * (c.canary_rate - c.stable_rate).max(0.0)
+        })
+        .reduce(f64::max)
+}
+
+/// Fail > Error > NoData > Inconclusive > Pass.
 fn worst(a: Verdict, b: Verdict) -> Verdict {
     fn rank(v: Verdict) -> u8 {
         match v {
             Verdict::Pass => 0,
-            Verdict::NoData => 1,
-            Verdict::Error => 2,
-            Verdict::Fail => 3,
+            Verdict::Inconclusive => 1,
+            Verdict::NoData => 2,
+            Verdict::Error => 3,
+            Verdict::Fail => 4,
         }
     }
     if rank(b) > rank(a) { b } else { a }
@@ -504,11 +675,18 @@ fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'stati
             .iter()
             .filter(|m| m.verdict != Verdict::Pass.as_str())
             .map(|m| m.message.clone())
+            .chain(
+                st.comparisons
+                    .iter()
+                    .filter(|c| c.verdict != "Fine")
+                    .map(|c| format!("{}: {}", c.name, c.message)),
+            )
             .collect::<Vec<_>>()
             .join("; ")
     };
     match st.verdict.as_str() {
         "Pass" if st.passes_in_step > 0 => None,
+        "Inconclusive" => Some(("NotEnoughEvidence", format!("holding: {}", summary()))),
         "NoData" => Some(("WaitingForData", format!("waiting for data: {}", summary()))),
         "Error" => Some(("MetricsError", format!("holding: {}", summary()))),
         "Fail" => Some((
@@ -523,6 +701,36 @@ fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'stati
             format!("waiting for the first analysis at {weight}%"),
         )),
     }
+}
+
+/// Early promotion: the comparisons say the canary is within tolerance with
+/// confidence (and every threshold metric passes) in this step.
+fn evidence_fine(plan: &Plan, st: &RolloutStatus) -> bool {
+    !plan.compare.is_empty()
+        && st.passes_in_step > 0
+        && st.verdict == Verdict::Pass.as_str()
+        && st.comparisons.len() == plan.compare.len()
+        && st.comparisons.iter().all(|c| c.verdict == "Fine")
+}
+
+/// Why raising the weight from `from` to `to` would likely exhaust the
+/// exposure budget within one interval, if it would.
+fn budget_guard(plan: &Plan, st: &RolloutStatus, now: Timestamp, from: u8, to: u8) -> Option<String> {
+    let max = plan.max_extra_failures?;
+    if to <= from || from == 0 {
+        return None;
+    }
+    let used = st.budget.as_ref().map(|b| b.used).unwrap_or(0.0);
+    let next = projected_extra(plan, st, now, to as f64 / from as f64)?;
+    (used + next >= max).then(|| {
+        format!(
+            "holding at {from}%: at {to}% the canary would likely cause about {} more extra failed requests in the next {} (used {} of {})",
+            fmt_num(next),
+            human(plan.interval),
+            fmt_num(used),
+            fmt_num(max)
+        )
+    })
 }
 
 /// The engine. Pure: same inputs, same decision.
@@ -847,7 +1055,8 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 Some(d) => {
                     b.st.phase = Phase::Progressing;
                     let elapsed = to_std(started.duration_until(now));
-                    if elapsed < d {
+                    let early = elapsed < d && evidence_fine(plan, &b.st);
+                    if elapsed < d && !early {
                         let left = d - elapsed;
                         let msg = format!(
                             "step {}/{steps}: {weight}% on the canary, pause {} left{}",
@@ -867,20 +1076,36 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         );
                         return b.finish(DecisionKind::Hold, reason, msg, weight, plan.interval);
                     }
+                    let next_weight = plan.target_weight(index + 1);
+                    if let Some(why) = budget_guard(plan, &b.st, now, weight, next_weight) {
+                        let msg = format!("step {}/{steps}: {why}", index + 1);
+                        return b.finish(DecisionKind::Hold, "BudgetGuard", msg, weight, plan.interval);
+                    }
                     index += 1;
                     if index >= steps {
-                        return b.complete(
-                            "AllStepsDone",
-                            format!("all {steps} steps done and analysis passed: 100% canary"),
-                        );
+                        let (reason, msg) = if early {
+                            ("EvidenceFine", format!("evidence says the canary is fine: all {steps} steps done early, 100% canary"))
+                        } else {
+                            ("AllStepsDone", format!("all {steps} steps done and analysis passed: 100% canary"))
+                        };
+                        return b.complete(reason, msg);
                     }
                     b.enter_step(index);
-                    let msg = format!(
-                        "step {}/{steps} done after {}: moving to step {}",
-                        index,
-                        human(elapsed),
-                        index + 1
-                    );
+                    let msg = if early {
+                        format!(
+                            "step {}/{steps} done early after {} because the evidence says the canary is fine: moving to step {}",
+                            index,
+                            human(elapsed),
+                            index + 1
+                        )
+                    } else {
+                        format!(
+                            "step {}/{steps} done after {}: moving to step {}",
+                            index,
+                            human(elapsed),
+                            index + 1
+                        )
+                    };
                     b.event(false, "StepAdvanced", msg.clone());
                     let next_weight = plan.target_weight(index);
                     let weight = if next_weight > actual && not_ready.is_some() {
@@ -893,7 +1118,8 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     } else {
                         DecisionKind::Advance
                     };
-                    b.finish(kind, "StepAdvanced", msg, weight, TRANSITION_REQUEUE)
+                    let reason = if early { "EvidenceFine" } else { "StepAdvanced" };
+                    b.finish(kind, reason, msg, weight, TRANSITION_REQUEUE)
                 }
             }
         }

@@ -8,7 +8,9 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 
 use super::*;
-use crate::api::{PlanMetric, PlanStep};
+use crate::analysis::{CompareOutcome, CountsOutcome};
+use crate::analysis::sequential::Tolerance;
+use crate::api::{PlanCompare, PlanMetric, PlanStep};
 
 fn t0() -> Timestamp {
     "2026-01-01T00:00:00Z".parse().unwrap()
@@ -29,6 +31,9 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
         prometheus: Some("http://p".into()),
         paused: false,
         canary_ref: "app-v2".into(),
+        compare: vec![],
+        confidence: 0.99,
+        max_extra_failures: None,
     }
 }
 
@@ -45,6 +50,46 @@ struct World {
     now: Timestamp,
     ready: bool,
     decisions: Vec<Decision>,
+    /// Simulated traffic for comparisons: requests/s, stable and canary
+    /// error rates, and cumulative (canary n, f, stable n, f).
+    traffic: Traffic,
+}
+
+#[derive(Default)]
+struct Traffic {
+    rps: f64,
+    ps: f64,
+    pc: f64,
+    counts: (f64, f64, f64, f64),
+    rng: u64,
+    last: Option<Timestamp>,
+}
+
+impl Traffic {
+    fn uniform(&mut self) -> f64 {
+        let mut x = self.rng.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn failures(&mut self, n: f64, p: f64) -> f64 {
+        (0..n as u64).filter(|_| self.uniform() < p).count() as f64
+    }
+    /// Serve the traffic between the last call and `now` at `weight`.
+    fn serve(&mut self, now: Timestamp, weight: u8) {
+        let dt = self.last.map(|l| l.duration_until(now).as_secs_f64()).unwrap_or(0.0);
+        self.last = Some(now);
+        let total = (self.rps * dt).round();
+        let canary = (total * weight as f64 / 100.0).round();
+        let stable = total - canary;
+        let (cf, sf) = (self.failures(canary, self.pc), self.failures(stable, self.ps));
+        self.counts.0 += canary;
+        self.counts.1 += cf;
+        self.counts.2 += stable;
+        self.counts.3 += sf;
+    }
 }
 
 impl World {
@@ -56,6 +101,7 @@ impl World {
             now: t0(),
             ready: true,
             decisions: Vec::new(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -65,6 +111,10 @@ impl World {
         metric: &dyn Fn(u8) -> QueryOutcome,
         action: Option<ManualAction>,
     ) -> &Decision {
+        if !self.plan.compare.is_empty() {
+            let (now, weight) = (self.now, self.weight);
+            self.traffic.serve(now, weight);
+        }
         let analysis =
             analysis_due(&self.plan, &self.status, self.weight, self.now).then(|| AnalysisRound {
                 at: self.now,
@@ -72,6 +122,7 @@ impl World {
                     name: "error-rate".into(),
                     outcome: metric(self.weight),
                 }],
+                comparisons: self.comparisons(),
             });
         let obs = Observation {
             generation: 1,
@@ -96,6 +147,19 @@ impl World {
             .unwrap();
         self.decisions.push(d);
         self.decisions.last().unwrap()
+    }
+
+    fn comparisons(&self) -> Vec<CompareOutcome> {
+        let (cn, cf, sn, sf) = self.traffic.counts;
+        self.plan
+            .compare
+            .iter()
+            .map(|c| CompareOutcome {
+                name: c.name.clone(),
+                canary: CountsOutcome::from_queries(QueryOutcome::Value(cn), QueryOutcome::Value(cf)),
+                stable: CountsOutcome::from_queries(QueryOutcome::Value(sn), QueryOutcome::Value(sf)),
+            })
+            .collect()
     }
 
     /// Reconcile until a terminal phase or `max` reconciles.
@@ -438,6 +502,114 @@ fn human_durations() {
     assert_eq!(human(Duration::from_secs(3 * 86400)), "3d0h");
 }
 
+// ------------------------------------------------------------- comparisons
+
+fn compare_plan(tolerance: f64, budget: Option<f64>) -> Plan {
+    let mut p = default_plan();
+    p.metrics.clear();
+    p.compare = vec![PlanCompare {
+        name: "http-errors".into(),
+        requests: "r".into(),
+        failures: "f".into(),
+        tolerance: Tolerance { absolute: tolerance, relative: 0.0 },
+    }];
+    p.max_extra_failures = budget;
+    p
+}
+
+fn with_traffic(plan: Plan, rps: f64, ps: f64, pc: f64, seed: u64) -> World {
+    let mut w = World::new(plan);
+    w.traffic = Traffic { rps, ps, pc, rng: seed, ..Default::default() };
+    w
+}
+
+#[test]
+fn ten_times_worse_canary_is_rolled_back_at_the_first_step_with_its_numbers() {
+    let mut w = with_traffic(compare_plan(0.005, None), 50.0, 0.005, 0.05, 3);
+    w.run(&healthy, 500);
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    let last = w.decisions.last().unwrap();
+    assert_eq!(last.reason, "CanaryWorse");
+    assert_eq!(w.weights(), vec![0, 5, 0], "rolled back at the 5% step");
+    let c = &w.status.comparisons[0];
+    assert_eq!(c.verdict, "Harm");
+    assert!(c.excess_lower > 0.0 && c.canary_rate > c.stable_rate);
+    assert!(last.message.contains("canary") && last.message.contains("vs stable"), "{}", last.message);
+    assert!(w.traffic.counts.1 < 40.0, "{} failed canary requests", w.traffic.counts.1);
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_early_on_evidence() {
+    // Equal rates, a tolerance of 0.5 points: the evidence says "fine"
+    // before the 5-minute pauses end.
+    let mut w = with_traffic(compare_plan(0.005, None), 200.0, 0.002, 0.002, 5);
+    w.run(&healthy, 2000);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+    assert!(w.decisions.iter().any(|d| d.reason == "EvidenceFine"), "never advanced early");
+    let done = w.status.last_decision.as_ref().unwrap().at.as_ref().unwrap().0;
+    assert!(done.duration_since(t0()) < SignedDuration::from_mins(20), "took {:?}", done.duration_since(t0()));
+}
+
+#[test]
+fn thin_evidence_holds_and_says_how_much_more_is_needed() {
+    // 1 request/s: after the pause, not enough evidence yet.
+    let mut w = with_traffic(compare_plan(0.001, None), 1.0, 0.01, 0.01, 9);
+    for _ in 0..40 {
+        w.step(&healthy, None);
+    }
+    let last = w.decisions.last().unwrap();
+    assert_eq!(w.weight, 5);
+    assert_eq!(last.reason, "NotEnoughEvidence", "{}", last.message);
+    assert!(last.message.contains("more canary requests"), "{}", last.message);
+    assert_eq!(w.status.comparisons[0].verdict, "Inconclusive");
+}
+
+#[test]
+fn the_exposure_budget_rolls_back_before_it_is_spent() {
+    // 2x the stable rate: not quickly provable as harm with a 1-point
+    // tolerance, but it costs extra failures; a budget of 30 stops it.
+    let mut w = with_traffic(compare_plan(0.01, Some(30.0)), 400.0, 0.02, 0.04, 11);
+    w.run(&healthy, 3000);
+    assert_eq!(w.status.phase, Phase::RolledBack, "{}", w.status.message);
+    assert_eq!(w.decisions.last().unwrap().reason, "BudgetExhausted");
+    let b = w.status.budget.clone().unwrap();
+    assert!(b.used < b.max, "rolled back before the budget was spent: {b:?}");
+    assert!(b.upper >= b.used);
+}
+
+#[test]
+fn the_budget_guard_holds_a_raise_that_would_likely_exhaust_it() {
+    let plan = compare_plan(0.05, Some(60.0));
+    let mut w = with_traffic(plan, 400.0, 0.01, 0.03, 13);
+    w.run(&healthy, 3000);
+    assert!(
+        w.decisions.iter().any(|d| d.reason == "BudgetGuard") || w.status.phase == Phase::RolledBack,
+        "{:?}",
+        w.decisions.iter().map(|d| d.reason).collect::<Vec<_>>()
+    );
+    // Never promoted: a 2-point excess over hours would spend far more than 60.
+    assert_ne!(w.status.phase, Phase::Succeeded);
+}
+
+#[test]
+fn comparison_query_errors_count_toward_the_error_limit() {
+    let mut p = compare_plan(0.005, None);
+    p.consecutive_error_limit = 2;
+    let mut w = World::new(p);
+    for _ in 0..200 {
+        // No traffic simulated: the World's comparisons report errors
+        // instead, through a plan whose counts are broken.
+        w.traffic.counts = (10.0, 50.0, 100.0, 1.0); // more failures than requests
+        w.step(&healthy, None);
+        if w.status.phase.is_terminal() {
+            break;
+        }
+    }
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    assert_eq!(w.decisions.last().unwrap().reason, "MetricsUnavailable");
+    assert!(w.status.comparisons[0].message.contains("bad counts"));
+}
+
 // ---------------------------------------------------------------- properties
 
 fn arb_steps() -> impl Strategy<Value = Vec<PlanStep>> {
@@ -552,6 +724,7 @@ proptest! {
                 analysis: analysis_due(&w.plan, &w.status, w.weight, w.now).then(|| AnalysisRound {
                     at: w.now,
                     outcomes: vec![MetricOutcome { name: "error-rate".into(), outcome: outcome(metric) }],
+                    comparisons: vec![],
                 }),
                 action: act,
             };
