@@ -3,7 +3,8 @@
 //! namespace and name (one series per Rollout, removed when it is deleted).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::api::Phase;
@@ -23,8 +24,16 @@ pub struct Metrics {
     pub canary_weight: IntGaugeVec,
     /// Decisions by kind.
     pub decisions: IntCounterVec,
-    /// Analysis verdicts by verdict (Pass, Fail, NoData, Error).
+    /// Analysis verdicts by verdict (Pass, Fail, NoData, Error, Inconclusive).
     pub verdicts: IntCounterVec,
+    /// Latest value of each threshold metric.
+    pub analysis_value: GaugeVec,
+    /// Latest error rate of each comparison, per side (canary, stable).
+    pub comparison_rate: GaugeVec,
+    /// Bounds of the comparison's excess over tolerance (lower, upper).
+    pub comparison_excess: GaugeVec,
+    /// Extra failed requests caused by the canary (point, upper) and the budget (max).
+    pub budget: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -75,6 +84,29 @@ impl Metrics {
             &["verdict"],
         )
         .expect("static");
+        let analysis_value = GaugeVec::new(
+            Opts::new("analysis_value", "Latest value of each threshold metric"),
+            &["namespace", "rollout", "metric"],
+        )
+        .expect("static");
+        let comparison_rate = GaugeVec::new(
+            Opts::new("comparison_error_rate", "Latest error rate of each comparison, per side"),
+            &["namespace", "rollout", "comparison", "side"],
+        )
+        .expect("static");
+        let comparison_excess = GaugeVec::new(
+            Opts::new(
+                "comparison_excess",
+                "Bounds of the canary's error rate above stable + tolerance (harm when lower > 0)",
+            ),
+            &["namespace", "rollout", "comparison", "bound"],
+        )
+        .expect("static");
+        let budget = GaugeVec::new(
+            Opts::new("budget_extra_failures", "Extra failed requests caused by the canary, and the budget"),
+            &["namespace", "rollout", "estimate"],
+        )
+        .expect("static");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -83,6 +115,10 @@ impl Metrics {
             Box::new(canary_weight.clone()),
             Box::new(decisions.clone()),
             Box::new(verdicts.clone()),
+            Box::new(analysis_value.clone()),
+            Box::new(comparison_rate.clone()),
+            Box::new(comparison_excess.clone()),
+            Box::new(budget.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -105,6 +141,10 @@ impl Metrics {
             canary_weight,
             decisions,
             verdicts,
+            analysis_value,
+            comparison_rate,
+            comparison_excess,
+            budget,
         }
     }
 
@@ -119,8 +159,24 @@ impl Metrics {
     }
 
     /// Forget a deleted Rollout's series.
-    pub fn forget(&self, namespace: &str, name: &str) {
+    /// Forget a deleted Rollout's series (its metric and comparison names
+    /// come from its spec).
+    pub fn forget(&self, namespace: &str, name: &str, metrics: &[&str], comparisons: &[&str]) {
         let _ = self.canary_weight.remove_label_values(&[namespace, name]);
+        for m in metrics {
+            let _ = self.analysis_value.remove_label_values(&[namespace, name, m]);
+        }
+        for c in comparisons {
+            for side in ["canary", "stable"] {
+                let _ = self.comparison_rate.remove_label_values(&[namespace, name, c, side]);
+            }
+            for bound in ["lower", "upper"] {
+                let _ = self.comparison_excess.remove_label_values(&[namespace, name, c, bound]);
+            }
+        }
+        for estimate in ["point", "upper", "max"] {
+            let _ = self.budget.remove_label_values(&[namespace, name, estimate]);
+        }
     }
 }
 
@@ -151,7 +207,7 @@ mod tests {
             )
         );
         assert!(text.contains(r#"rollwise_rollouts{phase="RolledBack"} 0"#));
-        m.forget("shop", "checkout");
+        m.forget("shop", "checkout", &[], &[]);
         assert!(!m.render().contains(r#"rollout="checkout""#));
     }
 }

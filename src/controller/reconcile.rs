@@ -125,7 +125,14 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
             )
             .await;
     }
-    ctx.metrics.forget(&ns, &r.name_any());
+    let (metric_names, compare_names): (Vec<&str>, Vec<&str>) = match &r.spec.analysis {
+        Some(a) => (
+            a.metrics.iter().map(|m| m.name.as_str()).collect(),
+            a.compare.iter().map(|c| c.name.as_str()).collect(),
+        ),
+        None => (vec![], vec![]),
+    };
+    ctx.metrics.forget(&ns, &r.name_any(), &metric_names, &compare_names);
     Ok(Action::await_change())
 }
 
@@ -344,6 +351,11 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     ctx.events
         .transitions(&reference, &decision.transitions)
         .await;
+    if let Some(notifier) = &ctx.notifier {
+        for n in crate::notify::notifications_for(&r, &next, &decision.transitions, now) {
+            notifier.send(&r, n);
+        }
+    }
     record_metrics(
         ctx,
         &ns,
@@ -381,11 +393,31 @@ fn record_metrics(
         m.phase.with_label_values(&[next.phase.as_str()]).inc();
     }
     if analysis.is_some() {
+        for a in &next.analysis {
+            match a.value {
+                Some(v) => m.analysis_value.with_label_values(&[ns, name, &a.name]).set(v),
+                None => {
+                    let _ = m.analysis_value.remove_label_values(&[ns, name, &a.name]);
+                }
+            }
+        }
+        for c in next.comparisons.iter().filter(|c| c.canary_requests > 0.0) {
+            m.comparison_rate.with_label_values(&[ns, name, &c.name, "canary"]).set(c.canary_rate);
+            m.comparison_rate.with_label_values(&[ns, name, &c.name, "stable"]).set(c.stable_rate);
+            m.comparison_excess.with_label_values(&[ns, name, &c.name, "lower"]).set(c.excess_lower);
+            m.comparison_excess.with_label_values(&[ns, name, &c.name, "upper"]).set(c.excess_upper);
+        }
+        if let Some(b) = &next.budget {
+            m.budget.with_label_values(&[ns, name, "point"]).set(b.used);
+            m.budget.with_label_values(&[ns, name, "upper"]).set(b.upper);
+            m.budget.with_label_values(&[ns, name, "max"]).set(b.max);
+        }
         for s in &next.analysis {
             let v = match s.verdict.as_str() {
                 "Pass" => Verdict::Pass,
                 "Fail" => Verdict::Fail,
                 "NoData" => Verdict::NoData,
+                "Inconclusive" => Verdict::Inconclusive,
                 _ => Verdict::Error,
             };
             m.verdicts.with_label_values(&[v.as_str()]).inc();

@@ -1,17 +1,23 @@
 //! The long-running operator: a watch on Rollouts with a trimmed cache, the
-//! kube-runtime Controller, and the HTTP endpoints.
+//! kube-runtime Controller, and the HTTP endpoints. With `--leader-election`
+//! the Controller (and its watch) runs only while this replica holds the
+//! Lease (see [`crate::leader`]); a lost Lease drops it at once and the
+//! operator exits non-zero.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
 
 use super::{Context, error_policy, reconcile};
 use crate::api::{ACTION_ANNOTATION, Rollout};
-use crate::http::{self, Health};
+use crate::http::{self, Election, Health};
+use crate::leader::{self, Gated, LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
 
 /// How the operator runs (`rollwise run` flags; every flag has an env var).
@@ -90,49 +96,256 @@ pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result
         )));
     }
     let metrics = Metrics::new();
+    let leader_gauge = leader::leader_gauge(&metrics);
     let health = Health::default();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        config.instance.clone(),
-    ));
+    // Notifications: operator-wide webhook (if any) and per-Rollout ones.
+    let global = config.notify_url.clone().map(|url| {
+        (url, crate::notify::Format::parse(&config.notify_format).unwrap_or_default())
+    });
+    let notifier = crate::notify::Notifier::new(client.clone(), global, &metrics.registry);
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), config.instance.clone())
+            .with_default_prometheus(config.default_prometheus.clone())
+            .with_providers(Arc::new(super::PrometheusProviders::new(
+                std::time::Duration::from_secs(config.query_timeout_seconds.max(1)),
+            )))
+            .with_notifier(notifier),
+    );
 
     let http = tokio::spawn(http::serve(
         config.http_addr,
         metrics.clone(),
         health.clone(),
     ));
+    let shutdown = Shutdown::on_signals();
 
+    tracing::info!(
+        namespace = ?config.namespace,
+        leader_election = config.leader_election,
+        "rollwise operator started"
+    );
+    let result = if config.leader_election {
+        run_elected(client, &config, api, ctx, health, leader_gauge, shutdown).await
+    } else {
+        // No election: this replica always reconciles (it counts as leader).
+        health.set_election(Election::Disabled);
+        leader_gauge.set(1);
+        let controller = reconcile_until(api, ctx, health, config.concurrency, shutdown.clone());
+        tokio::select! {
+            () = controller => {}
+            () = shutdown.clone().forced() => tracing::warn!("forced shutdown"),
+        }
+        Ok(())
+    };
+    http.abort();
+    match &result {
+        Ok(()) => tracing::info!("rollwise operator stopped"),
+        Err(e) => tracing::error!(error = %e, "rollwise operator stopped"),
+    }
+    result
+}
+
+/// With `--leader-election`: wait as a standby until this replica holds the
+/// Lease, then reconcile only while it does. On SIGTERM the Controller drains
+/// (in-flight reconciles finish) and the Lease is released so a standby takes
+/// over at once. On loss of the Lease the Controller is dropped at once (its
+/// reconcile tasks are aborted) and the operator exits non-zero, so that
+/// Kubernetes restarts it as a standby with fresh state (as
+/// controller-runtime does).
+async fn run_elected(
+    client: kube::Client,
+    config: &RunConfig,
+    api: Api<Rollout>,
+    ctx: Arc<Context>,
+    health: Health,
+    leader_gauge: prometheus::IntGauge,
+    shutdown: Shutdown,
+) -> anyhow_like::Result<()> {
+    if config.lease_duration_seconds == 0 {
+        return Err(anyhow_like::Error(
+            "--lease-duration-seconds must be at least 1".into(),
+        ));
+    }
+    let namespace = config
+        .lease_namespace
+        .clone()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let identity = config
+        .instance
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(leader::default_identity);
+    let lease = LeaseConfig::new(
+        config.lease_name.clone(),
+        namespace,
+        identity,
+        Duration::from_secs(config.lease_duration_seconds),
+    );
+    tracing::info!(
+        lease = %lease.name,
+        lease_namespace = %lease.namespace,
+        identity = %lease.identity,
+        duration = ?lease.lease_duration,
+        "leader election on: standby until this replica holds the lease"
+    );
+    let release_limit = lease.lease_duration;
+    health.set_election(Election::Standby { healthy: false });
+    let elector = LeaderElector::new(client, lease);
+    let handle = elector.handle();
+    tokio::spawn(handle.clone().mirror(health.clone(), leader_gauge));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let elector = tokio::spawn(elector.run(async move {
+        let _ = stopped.await;
+    }));
+    // Stop the elector (it releases the Lease if it names this replica)
+    // and wait for it, bounded.
+    let stop_elector = async move {
+        let _ = stop.send(());
+        if tokio::time::timeout(release_limit, elector).await.is_err() {
+            tracing::warn!("the leader elector did not stop in time");
+        }
+    };
+
+    let leading = tokio::select! {
+        biased;
+        () = shutdown.clone().requested() => None,
+        led = handle.acquired() => Some(led),
+    };
+    let result = match leading {
+        None => Ok(()),
+        Some(false) => Err(anyhow_like::Error(
+            "the leader elector stopped unexpectedly".into(),
+        )),
+        Some(true) => {
+            tracing::info!("leading: starting the controller");
+            let controller =
+                reconcile_until(api, ctx, health, config.concurrency, shutdown.clone());
+            let forced = shutdown.forced();
+            let gated = handle
+                .while_leader(async move {
+                    tokio::select! {
+                        () = controller => {}
+                        () = forced => tracing::warn!("forced shutdown"),
+                    }
+                })
+                .await;
+            match gated {
+                Gated::Completed(()) => Ok(()),
+                Gated::Lost => Err(anyhow_like::Error(
+                    "lost the leader lease: stopped reconciling at once; exiting so that \
+                     Kubernetes restarts this replica as a standby"
+                        .into(),
+                )),
+            }
+        }
+    };
+    stop_elector.await;
+    result
+}
+
+/// Watch Rollouts (trimmed cache) and run the kube-runtime Controller until
+/// `shutdown` is requested (graceful: in-flight reconciles finish). Dropping
+/// this future stops everything at once, aborting in-flight reconciles.
+async fn reconcile_until(
+    api: Api<Rollout>,
+    ctx: Arc<Context>,
+    health: Health,
+    concurrency: u16,
+    shutdown: Shutdown,
+) {
+    health.set_ready(false);
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(trim)
         .reflect(writer)
         .touched_objects();
-    {
+    let synced = {
         let reader = reader.clone();
         let health = health.clone();
-        tokio::spawn(async move {
+        async move {
             if reader.wait_until_ready().await.is_ok() {
                 health.set_ready(true);
                 tracing::info!(rollouts = reader.len(), "rollout cache synced");
             }
-        });
-    }
-    tracing::info!(namespace = ?config.namespace, "rollwise operator started");
-    Controller::for_stream(stream, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        .shutdown_on_signal()
+            std::future::pending::<()>().await
+        }
+    };
+    let controller = Controller::for_stream(stream, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown.requested())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile did not complete");
             }
-        })
-        .await;
-    http.abort();
-    tracing::info!("rollwise operator stopped");
-    Ok(())
+        });
+    tokio::select! {
+        () = controller => {}
+        () = synced => {}
+    }
+}
+
+/// SIGTERM / Ctrl+C: the first asks for a graceful shutdown, the second
+/// forces it.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<u8>);
+
+impl Shutdown {
+    fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(0u8);
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                        None
+                    }
+                };
+            loop {
+                #[cfg(unix)]
+                let term_signal = async {
+                    match term.as_mut() {
+                        Some(s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let term_signal = std::future::pending::<()>();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    () = term_signal => {}
+                }
+                tx.send_modify(|n| *n = n.saturating_add(1));
+                if *tx.borrow() == 1 {
+                    tracing::info!("graceful shutdown requested; signal again to force it");
+                }
+            }
+        });
+        Shutdown(rx)
+    }
+
+    async fn at_least(self, n: u8) {
+        let mut rx = self.0;
+        if rx.wait_for(|v| *v >= n).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves at the first signal.
+    fn requested(self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+        self.at_least(1)
+    }
+
+    /// Resolves at the second signal.
+    fn forced(self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+        self.at_least(2)
+    }
 }
 
 /// A tiny error type for the binary's top level (no anyhow dependency).

@@ -58,8 +58,8 @@ pub fn http_route(name: &str, stable: &str) -> Value {
     })
 }
 
-/// The demo's Rollout: 5% → 33% → 50% → 100% with short pauses and an
-/// error-rate check every 15 s.
+/// The demo's Rollout: 5% → 33% → 50% → 100% with short pauses, an
+/// error-rate threshold and a canary-vs-stable comparison every 15 s.
 pub fn rollout(name: &str, stable: &str, canary: &str, route: &str) -> Rollout {
     serde_json::from_value(json!({
         "apiVersion": "rollwise.io/v1alpha1", "kind": "Rollout",
@@ -77,6 +77,13 @@ pub fn rollout(name: &str, stable: &str, canary: &str, route: &str) -> Rollout {
             "analysis": {
                 "interval": "15s",
                 "prometheus": {"address": "http://prometheus.demo:9090"},
+                "compare": [{
+                    "name": "http-errors",
+                    "requests": "sum(increase(http_requests_total{service=\"{{service}}\"}[{{window}}]))",
+                    "failures": "sum(increase(http_requests_total{service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
+                    "tolerance": 0.01
+                }],
+                "maxExtraFailures": 200,
                 "metrics": [{
                     "name": "error-rate",
                     "query": "sum(rate(http_requests_total{service=\"{{service}}\",code=~\"5..\"}[1m])) / sum(rate(http_requests_total{service=\"{{service}}\"}[1m]))",

@@ -58,7 +58,7 @@ impl Sim {
     pub fn with_client(client: kube::Client, seed: u64) -> Sim {
         let start: Timestamp = "2026-03-02T09:00:00Z".parse().expect("static timestamp");
         let clock = ManualClock::new(start);
-        let traffic = Traffic::new(seed, 50.0, start);
+        let traffic = Traffic::new(seed, 200.0, start);
         traffic.set_error_rate("checkout-v1", 0.005);
         let ctx = Context::new(client.clone(), Metrics::new(), Some("demo".into()))
             .with_clock(Arc::new(clock.clone()))
@@ -227,7 +227,7 @@ async fn run(seed: u64, quiet: bool) -> Result<bool, String> {
         "rollwise demo: an in-memory cluster (Deployments checkout-v1/v2, their Services, HTTPRoute `checkout`),"
     );
     println!(
-        "simulated traffic of 50 req/s and the operator's real reconcile loop on a virtual clock.\n"
+        "simulated traffic of 200 req/s and the operator's real reconcile loop on a virtual clock.\n"
     );
 
     // 1. A healthy version: promoted step by step.

@@ -116,6 +116,23 @@ impl Traffic {
             .unwrap_or((0, 0))
     }
 
+    /// (requests, failures) a service served in the `window` ending now;
+    /// `None` when it never served anything (no series).
+    pub fn over(&self, service: &str, window: Duration) -> Option<(u64, u64)> {
+        let s = self.lock();
+        let since = s
+            .now
+            .checked_sub(SignedDuration::try_from(window).unwrap_or_default())
+            .unwrap_or(s.now);
+        s.series.get(service).map(|series| {
+            series
+                .buckets
+                .iter()
+                .filter(|(t, _, _)| *t > since)
+                .fold((0, 0), |(r, f), (_, n, e)| (r + n, f + e))
+        })
+    }
+
     /// (requests, failures) a service served in total.
     pub fn totals(&self, service: &str) -> (u64, u64) {
         let s = self.lock();
@@ -163,6 +180,24 @@ impl MetricsProvider for SimulatedPrometheus {
                 "the simulated Prometheus only knows service error rates, not {query:?}"
             ));
         };
+        // Counting queries (`sum(increase(...[Ns]))`) for comparisons.
+        if query.contains("increase(") {
+            let window = query
+                .split('[')
+                .nth(1)
+                .and_then(|w| w.split(']').next())
+                .and_then(|w| w.strip_suffix('s'))
+                .and_then(|w| w.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(WINDOW);
+            let failures_query = query.contains("code=~\"5..\"");
+            return match self.0.over(service, window) {
+                None => QueryOutcome::NoData("query returned no series".into()),
+                Some((requests, failures)) => {
+                    QueryOutcome::Value(if failures_query { failures } else { requests } as f64)
+                }
+            };
+        }
         let (requests, failures) = self.0.window(service);
         if requests == 0 {
             return QueryOutcome::NoData(

@@ -1,1 +1,364 @@
-//! Notifications on rollout transitions (being written).
+//! Notifications on rollout transitions: webhooks told when a rollout
+//! starts, advances, pauses, is rolled back, promoted or aborted.
+//!
+//! Two layers:
+//! - this module is pure: which transitions are worth a notification
+//!   ([`notifications_for`]), which webhook wants which ([`wants`]) and the
+//!   two payload formats ([`Notification::json_payload`],
+//!   [`Notification::slack_payload`]);
+//! - [`Notifier`] delivers them from one background task fed by a bounded
+//!   queue, so reconciliation never waits for a webhook.
+//!
+//! A rollback caused by the analysis (`AnalysisFailed`, `MetricsUnavailable`)
+//! is ONE notification of kind [`NotificationKind::RolledBack`] that also
+//! counts as [`NotificationKind::AnalysisFailed`]: a webhook filtering on
+//! either receives it, once, with the analysis numbers. (The engine rolls
+//! back on every analysis failure, so a separate "analysis failed" message
+//! would only repeat the rollback.)
+
+mod deliver;
+
+pub use deliver::{Notifier, NotifierOptions};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::analysis::fmt_num;
+use crate::api::{MetricStatus, Phase, Rollout, RolloutStatus, WebhookSpec};
+use crate::plan::Transition;
+
+/// What happened, as users name it in `spec.notifications.webhooks[].events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotificationKind {
+    Started,
+    StepAdvanced,
+    Paused,
+    AnalysisFailed,
+    RolledBack,
+    Promoted,
+    Aborted,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 7] = [
+        Self::Started,
+        Self::StepAdvanced,
+        Self::Paused,
+        Self::AnalysisFailed,
+        Self::RolledBack,
+        Self::Promoted,
+        Self::Aborted,
+    ];
+
+    /// The PascalCase name used in `events` filters and payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "Started",
+            Self::StepAdvanced => "StepAdvanced",
+            Self::Paused => "Paused",
+            Self::AnalysisFailed => "AnalysisFailed",
+            Self::RolledBack => "RolledBack",
+            Self::Promoted => "Promoted",
+            Self::Aborted => "Aborted",
+        }
+    }
+
+    /// Parse an `events` entry (ASCII case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The notification a transition reason (see `plan::Transition`) gives,
+    /// if any. `AnalysisFailed` and `MetricsUnavailable` (both roll back)
+    /// give [`RolledBack`](Self::RolledBack); see [`kinds_for_reason`](Self::kinds_for_reason)
+    /// for every kind such a notification counts as.
+    pub fn from_reason(reason: &str) -> Option<Self> {
+        match reason {
+            "RolloutStarted" | "NewCanary" | "Retry" => Some(Self::Started),
+            "WeightChanged" | "StepAdvanced" => Some(Self::StepAdvanced),
+            "Paused" => Some(Self::Paused),
+            "AnalysisFailed" | "MetricsUnavailable" => Some(Self::RolledBack),
+            "Promoted" | "RolloutCompleted" => Some(Self::Promoted),
+            "Aborted" => Some(Self::Aborted),
+            _ => None,
+        }
+    }
+
+    /// Every kind a notification for this reason counts as, for `events`
+    /// filters: a rollback by the analysis is both `AnalysisFailed` and
+    /// `RolledBack`. Empty when the reason gives no notification.
+    pub fn kinds_for_reason(reason: &str) -> Vec<Self> {
+        match reason {
+            "AnalysisFailed" | "MetricsUnavailable" => vec![Self::AnalysisFailed, Self::RolledBack],
+            other => Self::from_reason(other).into_iter().collect(),
+        }
+    }
+
+    fn emoji(self) -> &'static str {
+        match self {
+            Self::Started => "\u{1F680}",               // rocket
+            Self::StepAdvanced => "\u{25B6}\u{FE0F}",   // play
+            Self::Paused => "\u{23F8}\u{FE0F}",         // pause
+            Self::AnalysisFailed => "\u{26A0}\u{FE0F}", // warning
+            Self::RolledBack => "\u{23EA}",             // rewind
+            Self::Promoted => "\u{2705}",               // check mark
+            Self::Aborted => "\u{1F6D1}",               // stop sign
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Started => "rollout started",
+            Self::StepAdvanced => "step advanced",
+            Self::Paused => "paused",
+            Self::AnalysisFailed => "analysis failed",
+            Self::RolledBack => "rolled back",
+            Self::Promoted => "promoted",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+impl std::fmt::Display for NotificationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The payload format of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// The whole [`Notification`] as JSON (the default).
+    #[default]
+    Json,
+    /// `{"text": "..."}`: Slack incoming webhooks, and the services that
+    /// accept the same payload (Mattermost, Rocket.Chat, Teams workflows).
+    Slack,
+}
+
+impl Format {
+    /// `json` or `slack` (ASCII case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Some(Self::Json),
+            "slack" => Some(Self::Slack),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Slack => "slack",
+        }
+    }
+}
+
+/// One notification: what happened to which Rollout, with the analysis
+/// numbers that led to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub kind: NotificationKind,
+    pub rollout: String,
+    pub namespace: String,
+    /// The phase after the transition.
+    pub phase: Phase,
+    /// The engine's transition reason (e.g. `AnalysisFailed`).
+    pub reason: String,
+    pub message: String,
+    /// "current/total".
+    pub step: String,
+    /// The canary weight the router carries after the transition.
+    pub canary_weight: i32,
+    /// The latest evaluation of each metric.
+    pub analysis: Vec<MetricStatus>,
+    pub at: Timestamp,
+}
+
+impl Notification {
+    /// Every kind this notification counts as for `events` filters (its
+    /// `kind` first).
+    pub fn kinds(&self) -> Vec<NotificationKind> {
+        let mut kinds = vec![self.kind];
+        for k in NotificationKind::kinds_for_reason(&self.reason) {
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+        kinds
+    }
+
+    /// Does this notification pass an `events` filter? No filter, or an
+    /// empty one, passes everything; names are matched ignoring ASCII case.
+    pub fn matches(&self, events: Option<&[String]>) -> bool {
+        match events {
+            None | Some([]) => true,
+            Some(events) => {
+                let kinds = self.kinds();
+                events
+                    .iter()
+                    .filter_map(|e| NotificationKind::parse(e))
+                    .any(|k| kinds.contains(&k))
+            }
+        }
+    }
+
+    /// Title line words: "analysis failed, rolled back" for a rollback by
+    /// the analysis.
+    fn title(&self) -> String {
+        if self.kind == NotificationKind::RolledBack
+            && self.kinds().contains(&NotificationKind::AnalysisFailed)
+        {
+            format!(
+                "{}, {}",
+                NotificationKind::AnalysisFailed.title(),
+                NotificationKind::RolledBack.title()
+            )
+        } else {
+            self.kind.title().to_string()
+        }
+    }
+
+    /// The `json` format: every field, with the analysis as in the Rollout's
+    /// status (`value`, `min`, `max`, `verdict`, `failures`, ...).
+    pub fn json_payload(&self) -> Value {
+        let analysis: Vec<Value> = self
+            .analysis
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+            .collect();
+        json!({
+            "kind": self.kind.as_str(),
+            "events": self.kinds().iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "rollout": self.rollout,
+            "namespace": self.namespace,
+            "phase": self.phase.as_str(),
+            "reason": self.reason,
+            "message": self.message,
+            "step": self.step,
+            "canaryWeight": self.canary_weight,
+            "analysis": analysis,
+            "at": self.at.to_string(),
+        })
+    }
+
+    /// The plain-text form used by the `slack` format (not escaped).
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "{} {}/{}: {}\n{}\nphase {}, step {}, canary {}%",
+            self.kind.emoji(),
+            self.namespace,
+            self.rollout,
+            self.title(),
+            self.message,
+            self.phase.as_str(),
+            if self.step.is_empty() {
+                "-"
+            } else {
+                &self.step
+            },
+            self.canary_weight,
+        );
+        for m in &self.analysis {
+            out.push_str("\n- ");
+            out.push_str(&metric_line(m));
+        }
+        out
+    }
+
+    /// The `slack` format: `{"text": "..."}` with an emoji per kind, the
+    /// rollout, phase, message and each metric's value against its bound.
+    pub fn slack_payload(&self) -> Value {
+        json!({ "text": slack_escape(&self.text()) })
+    }
+
+    /// The payload in the given format.
+    pub fn payload(&self, format: Format) -> Value {
+        match format {
+            Format::Json => self.json_payload(),
+            Format::Slack => self.slack_payload(),
+        }
+    }
+}
+
+/// `error-rate = 0.031 vs <= 0.02: Fail (2 failed, limit 1)`.
+fn metric_line(m: &MetricStatus) -> String {
+    let value = match m.value {
+        Some(v) => fmt_num(v),
+        None => "no value".to_string(),
+    };
+    let bound = match (m.min, m.max) {
+        (Some(lo), Some(hi)) => format!("within [{}, {}]", fmt_num(lo), fmt_num(hi)),
+        (None, Some(hi)) => format!("<= {}", fmt_num(hi)),
+        (Some(lo), None) => format!(">= {}", fmt_num(lo)),
+        (None, None) => "unbounded".to_string(),
+    };
+    let mut line = format!(
+        "{} = {value} vs {bound}: {} ({} failed, limit {})",
+        m.name, m.verdict, m.failures, m.failure_limit
+    );
+    if m.value.is_none() && !m.message.is_empty() {
+        line.push_str(": ");
+        line.push_str(&m.message);
+    }
+    line
+}
+
+/// Slack reads `&`, `<` and `>` as control characters.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The notifications a reconcile's transitions give, in order, at most one
+/// per kind (a promote on the last step reports `Promoted` and
+/// `RolloutCompleted`: one `Promoted` notification). `status` is the status
+/// after the decision was carried out (phase, step, read-back weight).
+pub fn notifications_for(
+    rollout: &Rollout,
+    status: &RolloutStatus,
+    transitions: &[Transition],
+    at: Timestamp,
+) -> Vec<Notification> {
+    let mut out: Vec<Notification> = Vec::new();
+    for t in transitions {
+        let Some(kind) = NotificationKind::from_reason(t.reason) else {
+            continue;
+        };
+        if let Some(existing) = out.iter_mut().find(|n| n.kind == kind) {
+            if !existing.message.contains(&t.message) {
+                existing.message.push_str("; ");
+                existing.message.push_str(&t.message);
+            }
+            continue;
+        }
+        out.push(Notification {
+            kind,
+            rollout: rollout.name_any(),
+            namespace: rollout.namespace().unwrap_or_default(),
+            phase: status.phase,
+            reason: t.reason.to_string(),
+            message: t.message.clone(),
+            step: status.step.clone(),
+            canary_weight: status.canary_weight,
+            analysis: status.analysis.clone(),
+            at,
+        });
+    }
+    out
+}
+
+/// The Rollout's webhooks that want this notification.
+pub fn wants<'a>(rollout: &'a Rollout, n: &Notification) -> Vec<&'a WebhookSpec> {
+    rollout
+        .spec
+        .notifications
+        .iter()
+        .flat_map(|s| s.webhooks.iter())
+        .filter(|w| n.matches(w.events.as_deref()))
+        .collect()
+}

@@ -529,6 +529,7 @@ fn record_analysis(
         comparisons.push(cs);
     }
     st.comparisons = comparisons;
+    st.last_analysis_at = Some(time(round.at));
     if let Some(max) = plan.max_extra_failures {
         let (used, upper, _) = budget.unwrap_or_else(|| {
             st.budget.as_ref().map(|b| (b.used, b.upper, 0.0)).unwrap_or((0.0, 0.0, 0.0))
@@ -536,7 +537,7 @@ fn record_analysis(
         st.budget = Some(BudgetStatus { used: round2(used), upper: round2(upper), max });
         // Roll back *before* the budget is spent: when what is used plus
         // what the next interval will likely cost at this weight reaches it.
-        let next = projected_extra(plan, st, round.at, 1.0).unwrap_or(0.0);
+        let next = projected_extra(plan, st, round.at, st.canary_weight.clamp(0, 100) as u8).unwrap_or(0.0);
         if rollback.is_none() && used + next >= max {
             rollback = Some((
                 "BudgetExhausted",
@@ -636,16 +637,20 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
 }
 
 /// Extra failed requests the canary would likely cause in the next
-/// interval, at `weight_factor` times its current traffic, from the latest
-/// comparisons (point estimates).
-fn projected_extra(plan: &Plan, st: &RolloutStatus, now: Timestamp, weight_factor: f64) -> Option<f64> {
+/// interval at `weight` percent, from the latest comparisons (point
+/// estimates; the traffic rate is that of both sides together, so a weight
+/// just raised is accounted for).
+fn projected_extra(plan: &Plan, st: &RolloutStatus, now: Timestamp, weight: u8) -> Option<f64> {
     let since = st.canary_traffic_since.as_ref()?.0;
-    let window = since.duration_until(now).as_secs_f64().max(1.0);
+    // The counts cover the window up to the latest analysis round.
+    let end = st.last_analysis_at.as_ref().map(|t| t.0).unwrap_or(now);
+    let window = since.duration_until(end).as_secs_f64().max(1.0);
     st.comparisons
         .iter()
         .filter(|c| c.canary_requests > 0.0)
         .map(|c| {
-            let per_interval = c.canary_requests / window * plan.interval.as_secs_f64() * weight_factor;
+            let total_rate = (c.canary_requests + c.stable_requests) / window;
+            let per_interval = total_rate * plan.interval.as_secs_f64() * weight as f64 / 100.0;
             per_interval * (c.canary_rate - c.stable_rate).max(0.0)
         })
         .reduce(f64::max)
@@ -721,7 +726,7 @@ fn budget_guard(plan: &Plan, st: &RolloutStatus, now: Timestamp, from: u8, to: u
         return None;
     }
     let used = st.budget.as_ref().map(|b| b.used).unwrap_or(0.0);
-    let next = projected_extra(plan, st, now, to as f64 / from as f64)?;
+    let next = projected_extra(plan, st, now, to)?;
     (used + next >= max).then(|| {
         format!(
             "holding at {from}%: at {to}% the canary would likely cause about {} more extra failed requests in the next {} (used {} of {})",
