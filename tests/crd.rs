@@ -74,7 +74,7 @@ fn a_step_with_both_kinds_is_rejected() {
     let e = with(|o| o["spec"]["steps"] = json!([{"setWeight": 5, "pause": {}}]));
     assert!(
         e.iter()
-            .any(|m| m.contains("exactly one of setWeight or pause")),
+            .any(|m| m.contains("exactly one of setWeight, pause or setHeaderRoute")),
         "{e:?}"
     );
 }
@@ -171,4 +171,44 @@ fn printer_columns_and_short_name_are_what_kubectl_shows() {
             .status
             .is_some()
     );
+}
+
+#[test]
+fn tolerance_accepts_a_rate_or_a_percentage_only() {
+    let compare = |t: Value| {
+        with(|o| {
+            o["spec"]["analysis"]["compare"] = json!([{
+                "name": "errors",
+                "requests": "sum(increase(r{service=\"{{service}}\"}[{{window}}]))",
+                "failures": "sum(increase(f{service=\"{{service}}\"}[{{window}}]))",
+                "tolerance": t
+            }]);
+        })
+    };
+    assert_eq!(compare(json!(0.005)), Vec::<String>::new());
+    assert_eq!(compare(json!("20%")), Vec::<String>::new());
+    // A bad tolerance passes admission (untyped field) but the operator
+    // names it in the Ready condition.
+    let mut obj = example_rollout();
+    obj["spec"]["analysis"]["compare"] = json!([{
+        "name": "errors",
+        "requests": "sum(increase(r{service=\"{{service}}\"}[{{window}}]))",
+        "failures": "sum(increase(f{service=\"{{service}}\"}[{{window}}]))",
+        "tolerance": "fast"
+    }]);
+    let r: Rollout = serde_json::from_value(obj).unwrap();
+    let e = rollwise::api::validate(&r.spec).unwrap_err();
+    assert_eq!(e[0].field, "spec.analysis.compare[0].tolerance", "{e:?}");
+}
+
+#[test]
+fn header_route_steps_and_routers_are_checked_at_admission() {
+    let e = with(|o| {
+        o["spec"]["steps"] = json!([{"setHeaderRoute": {"name": "beta", "match": [{"header": {"name": "x", "value": "1"}, "cookie": {"name": "c", "value": "1"}}]}}])
+    });
+    assert!(e.iter().any(|m| m.contains("either a header or a cookie")), "{e:?}");
+    let e = with(|o| o["spec"]["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "a"}, "nginx": {"ingress": "b"}}));
+    assert!(e.iter().any(|m| m.contains("exactly one traffic router")), "{e:?}");
+    let ok = with(|o| o["spec"]["trafficRouting"] = json!({"istio": {"virtualService": "checkout"}}));
+    assert_eq!(ok, Vec::<String>::new());
 }

@@ -15,8 +15,10 @@ use gateway_api::apis::standard::httproutes::{
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube_fake_client::{ClientBuilder, interceptor};
 use rollwise::api::{GatewayApiRouting, TrafficRouting};
-use rollwise::traffic::gateway_api::{GatewayApiRouter, MAX_WRITE_ATTEMPTS};
-use rollwise::traffic::{Backends, TrafficError, TrafficRouter, WeightReading, router_for};
+use rollwise::traffic::gateway_api::{GatewayApiRouter, MAX_RULES, MAX_WRITE_ATTEMPTS};
+use rollwise::traffic::{
+    Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading, router_for,
+};
 use serde_json::{Value, json};
 
 const NS: &str = "shop";
@@ -29,6 +31,7 @@ fn backends() -> Backends {
         namespace: NS.into(),
         stable_service: STABLE.into(),
         canary_service: CANARY.into(),
+        ..Default::default()
     }
 }
 
@@ -599,6 +602,7 @@ async fn router_for_builds_the_gateway_api_router() {
         gateway_api: Some(GatewayApiRouting {
             http_route: ROUTE.into(),
         }),
+        ..Default::default()
     };
     let router = router_for(client.clone(), &routing, backends()).expect("a router");
     assert_eq!(router.name(), "gatewayAPI");
@@ -611,4 +615,416 @@ async fn router_for_builds_the_gateway_api_router() {
             (CANARY.into(), Some(8080), Some(60)),
         ]
     );
+}
+
+// 8. Header routes (A/B).
+
+fn header_route(name: &str, headers: &[(&str, &str)]) -> HeaderRoute {
+    HeaderRoute {
+        name: name.into(),
+        matches: headers
+            .iter()
+            .map(|(n, v)| Match::Header {
+                name: (*n).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+    }
+}
+
+/// Names of the rules of the stored route (`-` for an unnamed rule).
+fn rule_names(route: &Value) -> Vec<String> {
+    route["spec"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or("-").to_owned())
+        .collect()
+}
+
+/// A user route with a weighted main rule (two matches, a filter, a
+/// timeout) and an unrelated admin rule.
+fn ab_route() -> Value {
+    route(json!([
+        {
+            "name": "main",
+            "matches": [
+                { "path": { "type": "PathPrefix", "value": "/" } },
+                {
+                    "path": { "type": "PathPrefix", "value": "/api" },
+                    "headers": [{ "type": "Exact", "name": "x-env", "value": "prod" }],
+                },
+            ],
+            "filters": [{
+                "type": "RequestHeaderModifier",
+                "requestHeaderModifier": { "set": [{ "name": "x-routed-by", "value": "gateway" }] },
+            }],
+            "timeouts": { "request": "10s" },
+            "backendRefs": [
+                { "name": STABLE, "port": 8080, "weight": 80 },
+                { "name": CANARY, "port": 8080, "weight": 20 },
+            ],
+        },
+        {
+            "matches": [{ "path": { "type": "PathPrefix", "value": "/admin" } }],
+            "backendRefs": [{ "name": "admin", "port": 80 }],
+        },
+    ]))
+}
+
+#[tokio::test]
+async fn header_route_rule_is_added_first_then_updated_then_removed() {
+    let client = client_with(vec![ab_route()]).await;
+    let original = stored(&client).await;
+    let router = router(&client);
+
+    router
+        .set_header_routes(&[header_route("beta", &[("x-beta", "true")])])
+        .await
+        .expect("add");
+
+    let after = stored(&client).await;
+    assert_eq!(rule_names(&after), ["rollwise-beta", "main", "-"]);
+    insta::assert_yaml_snapshot!("header_route_added", after["spec"]["rules"][0]);
+    // The user rules are untouched, and so is everything else.
+    assert_eq!(after["spec"]["rules"][1], original["spec"]["rules"][0]);
+    assert_eq!(after["spec"]["rules"][2], original["spec"]["rules"][1]);
+    assert_eq!(after["spec"]["parentRefs"], original["spec"]["parentRefs"]);
+    assert_eq!(router.current_weight().await.expect("read"), reading(20));
+
+    // Updated: a new value and a second header; still one rule, same place.
+    router
+        .set_header_routes(&[header_route(
+            "beta",
+            &[("x-beta", "yes"), ("x-tenant", "acme")],
+        )])
+        .await
+        .expect("update");
+    let after = stored(&client).await;
+    assert_eq!(rule_names(&after), ["rollwise-beta", "main", "-"]);
+    insta::assert_yaml_snapshot!("header_route_updated", after["spec"]["rules"][0]["matches"]);
+
+    // A second route goes first too, in the order given.
+    router
+        .set_header_routes(&[
+            header_route("alpha", &[("x-alpha", "1")]),
+            header_route("beta", &[("x-beta", "yes"), ("x-tenant", "acme")]),
+        ])
+        .await
+        .expect("two routes");
+    assert_eq!(
+        rule_names(&stored(&client).await),
+        ["rollwise-alpha", "rollwise-beta", "main", "-"]
+    );
+
+    // Removed: the route is exactly the user's again.
+    router.set_header_routes(&[]).await.expect("remove");
+    let after = stored(&client).await;
+    assert_eq!(after["spec"], original["spec"]);
+}
+
+#[tokio::test]
+async fn header_routes_unchanged_make_no_write() {
+    let patches = Arc::new(AtomicU32::new(0));
+    let client = client_with_interceptor(vec![ab_route()], counting_patches(&patches)).await;
+    let routes = [header_route("beta", &[("x-beta", "true")])];
+
+    router(&client)
+        .set_header_routes(&routes)
+        .await
+        .expect("add");
+    router(&client)
+        .set_header_routes(&routes)
+        .await
+        .expect("again");
+    // Weights move without touching the header rule, and back.
+    router(&client).set_weight(20).await.expect("same weight");
+    assert_eq!(patches.load(Ordering::SeqCst), 1);
+    router(&client)
+        .set_header_routes(&[])
+        .await
+        .expect("remove");
+    router(&client).set_header_routes(&[]).await.expect("again");
+    assert_eq!(patches.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn header_route_keeps_weights_and_weights_keep_header_route() {
+    let client = client_with(vec![ab_route()]).await;
+    let router = router(&client);
+    router
+        .set_header_routes(&[header_route("beta", &[("x-beta", "true")])])
+        .await
+        .expect("add");
+    let with_route = stored(&client).await;
+
+    assert_eq!(router.set_weight(50).await.expect("set"), reading(50));
+
+    let after = stored(&client).await;
+    assert_eq!(after["spec"]["rules"][0], with_route["spec"]["rules"][0]);
+    assert_eq!(
+        refs(&after, 1),
+        vec![
+            (STABLE.into(), Some(8080), Some(50)),
+            (CANARY.into(), Some(8080), Some(50)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn one_header_rule_per_stable_rule() {
+    let client = client_with(vec![route(json!([
+        {
+            "matches": [{ "path": { "type": "PathPrefix", "value": "/shop" } }],
+            "backendRefs": [{ "name": STABLE, "port": 8080 }],
+        },
+        // No matches: everything else (PathPrefix /).
+        { "backendRefs": [{ "name": STABLE, "port": 9090 }] },
+        // Already requires x-beta=false: cannot also be x-beta=true.
+        {
+            "matches": [{ "path": { "type": "Exact", "value": "/old" }, "headers": [{ "name": "X-Beta", "value": "false" }] }],
+            "backendRefs": [{ "name": STABLE, "port": 8080 }],
+        },
+    ]))])
+    .await;
+
+    router(&client)
+        .set_header_routes(&[header_route("beta", &[("x-beta", "true")])])
+        .await
+        .expect("add");
+
+    let after = stored(&client).await;
+    assert_eq!(
+        rule_names(&after),
+        ["rollwise-beta-1", "rollwise-beta-2", "-", "-", "-"]
+    );
+    insta::assert_yaml_snapshot!(
+        "header_route_per_stable_rule",
+        json!([after["spec"]["rules"][0], after["spec"]["rules"][1]])
+    );
+}
+
+#[tokio::test]
+async fn cookie_and_unexpressible_routes_are_unsupported_and_write_nothing() {
+    let patches = Arc::new(AtomicU32::new(0));
+    let client = client_with_interceptor(vec![ab_route()], counting_patches(&patches)).await;
+    let before = stored(&client).await;
+
+    let cookie = HeaderRoute {
+        name: "beta".into(),
+        matches: vec![
+            Match::Header {
+                name: "x-beta".into(),
+                value: "true".into(),
+            },
+            Match::Cookie {
+                name: "beta".into(),
+                value: "always".into(),
+            },
+        ],
+    };
+    let err = router(&client)
+        .set_header_routes(&[cookie])
+        .await
+        .expect_err("cookie");
+    assert!(
+        matches!(&err, TrafficError::Unsupported { router: "gatewayAPI", what } if what.contains("cookie")),
+        "{err:?}"
+    );
+    assert!(err.is_configuration());
+    assert_eq!(err.metric_label(), "router_unsupported");
+
+    for refused in [
+        vec![header_route("beta", &[])],
+        vec![header_route("beta", &[("x-a", "1"), ("X-A", "2")])],
+        vec![
+            header_route("beta", &[("x-a", "1")]),
+            header_route("beta", &[("x-b", "1")]),
+        ],
+    ] {
+        let err = router(&client)
+            .set_header_routes(&refused)
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, TrafficError::Unsupported { .. }), "{err:?}");
+    }
+
+    // Too many rules for one HTTPRoute (16 at most).
+    let many: Vec<HeaderRoute> = (0..MAX_RULES)
+        .map(|i| header_route(&format!("r{i}"), &[("x-r", "1")]))
+        .collect();
+    let err = router(&client)
+        .set_header_routes(&many)
+        .await
+        .expect_err("too many");
+    assert!(matches!(err, TrafficError::Unsupported { .. }), "{err:?}");
+
+    assert_eq!(patches.load(Ordering::SeqCst), 0);
+    assert_eq!(stored(&client).await, before);
+}
+
+#[tokio::test]
+async fn restore_stable_removes_header_rules_and_restores_100_0() {
+    let client = client_with(vec![ab_route()]).await;
+    let original = stored(&client).await;
+    let router = router(&client);
+    router
+        .set_header_routes(&[header_route("beta", &[("x-beta", "true")])])
+        .await
+        .expect("add");
+
+    router.restore_stable().await.expect("restore");
+
+    let after = stored(&client).await;
+    assert_eq!(rule_names(&after), ["main", "-"]);
+    assert_eq!(
+        refs(&after, 0),
+        vec![
+            (STABLE.into(), Some(8080), Some(100)),
+            (CANARY.into(), Some(8080), Some(0)),
+        ]
+    );
+    assert_eq!(after["spec"]["rules"][1], original["spec"]["rules"][1]);
+    assert_eq!(router.current_weight().await.expect("read"), reading(0));
+}
+
+#[tokio::test]
+async fn restore_stable_removes_header_rules_even_without_stable_backend() {
+    // The user dropped the stable ref; our rule still sends x-beta to the canary.
+    let client = client_with(vec![route(json!([
+        {
+            "name": "rollwise-beta",
+            "matches": [{ "headers": [{ "type": "Exact", "name": "x-beta", "value": "true" }] }],
+            "backendRefs": [{ "name": CANARY, "port": 8080, "weight": 1 }],
+        },
+        { "backendRefs": [{ "name": "other", "port": 80 }] },
+    ]))])
+    .await;
+
+    router(&client).restore_stable().await.expect("restore");
+
+    assert_eq!(rule_names(&stored(&client).await), ["-"]);
+}
+
+#[tokio::test]
+async fn weight_reading_ignores_rollwise_rules() {
+    // Our rule even carries a stable ref here: it must not count.
+    let client = client_with(vec![route(json!([
+        {
+            "name": "rollwise-beta",
+            "matches": [{ "headers": [{ "type": "Exact", "name": "x-beta", "value": "true" }] }],
+            "backendRefs": [
+                { "name": STABLE, "port": 8080, "weight": 0 },
+                { "name": CANARY, "port": 8080, "weight": 1 },
+            ],
+        },
+        { "backendRefs": [
+            { "name": STABLE, "port": 8080, "weight": 90 },
+            { "name": CANARY, "port": 8080, "weight": 10 },
+        ] },
+    ]))])
+    .await;
+    let router = router(&client);
+    assert_eq!(router.current_weight().await.expect("read"), reading(10));
+    // set_weight only weights the user rule.
+    assert_eq!(router.set_weight(30).await.expect("set"), reading(30));
+    let after = stored(&client).await;
+    assert_eq!(
+        refs(&after, 0),
+        vec![
+            (STABLE.into(), Some(8080), Some(0)),
+            (CANARY.into(), Some(8080), Some(1)),
+        ]
+    );
+    assert_eq!(
+        refs(&after, 1),
+        vec![
+            (STABLE.into(), Some(8080), Some(70)),
+            (CANARY.into(), Some(8080), Some(30)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_edit_during_header_route_write_is_not_lost() {
+    let patches = Arc::new(AtomicU32::new(0));
+    let seen = patches.clone();
+    let funcs = interceptor::Funcs::new().patch(move |ctx| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Someone else adds a rule and a hostname right before our
+            // (now stale) patch lands.
+            let edit = json!({
+                "spec": {
+                    "hostnames": ["beta.example.com"],
+                    "rules": [
+                        { "name": "main", "backendRefs": [{ "name": STABLE, "port": 8080 }] },
+                        { "name": "docs",
+                          "matches": [{ "path": { "type": "PathPrefix", "value": "/docs" } }],
+                          "backendRefs": [{ "name": "docs", "port": 80 }] },
+                    ],
+                },
+            });
+            ctx.client
+                .patch::<HttpRoute>(ctx.namespace, ctx.name, &edit, ctx.params)?;
+        }
+        Ok(None)
+    });
+    let client = client_with_interceptor(
+        vec![route(
+            json!([{ "name": "main", "backendRefs": [{ "name": STABLE, "port": 8080 }] }]),
+        )],
+        funcs,
+    )
+    .await;
+
+    router(&client)
+        .set_header_routes(&[header_route("beta", &[("x-beta", "true")])])
+        .await
+        .expect("add");
+
+    assert_eq!(patches.load(Ordering::SeqCst), 2, "one conflict, one retry");
+    let after = stored(&client).await;
+    assert_eq!(after["spec"]["hostnames"], json!(["beta.example.com"]));
+    assert_eq!(rule_names(&after), ["rollwise-beta", "main", "docs"]);
+    assert_eq!(refs(&after, 0), vec![(CANARY.into(), Some(8080), Some(1))]);
+    assert_eq!(refs(&after, 2), vec![("docs".into(), Some(80), None)]);
+}
+
+#[tokio::test]
+async fn pruned_rule_names_are_rolled_back_and_refused() {
+    // Stand-in for an API server whose HTTPRoute CRD predates rules[].name:
+    // it prunes the field on every write.
+    let funcs = interceptor::Funcs::new().patch(|ctx| {
+        let mut patch = ctx.patch.clone();
+        if let Some(rules) = patch["spec"]["rules"].as_array_mut() {
+            for rule in rules {
+                if let Some(rule) = rule.as_object_mut() {
+                    rule.remove("name");
+                }
+            }
+        }
+        let stored = ctx
+            .client
+            .patch::<HttpRoute>(ctx.namespace, ctx.name, &patch, ctx.params)?;
+        Ok(Some(serde_json::to_value(stored).expect("json")))
+    });
+    let client = client_with_interceptor(
+        vec![route(
+            json!([{ "backendRefs": [{ "name": STABLE, "port": 8080 }] }]),
+        )],
+        funcs,
+    )
+    .await;
+    let before = stored(&client).await;
+
+    let err = router(&client)
+        .set_header_routes(&[header_route("beta", &[("x-beta", "true")])])
+        .await
+        .expect_err("names pruned");
+
+    assert!(
+        matches!(&err, TrafficError::Unsupported { what, .. } if what.contains("rules[].name")),
+        "{err:?}"
+    );
+    assert_eq!(stored(&client).await["spec"], before["spec"]);
 }

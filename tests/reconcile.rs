@@ -691,3 +691,77 @@ async fn the_exposure_budget_rolls_back_and_is_shown_in_status() {
     assert!(b.used < b.max && b.upper >= b.used, "{b:?}");
     assert_eq!(weight_of(&sim, "checkout-v2").await, 0);
 }
+
+// ------------------------------------------- routers, draining, scaling
+
+async fn replicas_of(sim: &Sim, name: &str) -> (i32, Option<String>) {
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(sim.client.clone(), cluster::NAMESPACE);
+    let d = api.get(name).await.unwrap();
+    (
+        d.spec.and_then(|s| s.replicas).unwrap_or(0),
+        d.metadata.annotations.and_then(|a| a.get("rollwise.io/scaled-down-from").cloned()),
+    )
+}
+
+#[tokio::test]
+async fn the_replicas_router_promotes_in_whole_pods_keeping_capacity() {
+    let sim = Sim::standard(31).await.unwrap();
+    let patch = json!({"spec": {
+        "trafficRouting": {"gatewayAPI": null, "replicas": {}},
+        "analysis": null,
+        "steps": [{"setWeight": 33}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}, {"setWeight": 100}]
+    }});
+    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        sim.reconcile().await.unwrap();
+        let (s, _) = replicas_of(&sim, "checkout-v1").await;
+        let (c, _) = replicas_of(&sim, "checkout-v2").await;
+        assert_eq!(s + c, 3, "capacity kept at the stable's original 3 pods");
+        if seen.last() != Some(&c) {
+            seen.push(c);
+        }
+        if phase(&sim.rollout().await.unwrap()).is_terminal() {
+            break;
+        }
+        sim.tick(STEP).await.unwrap();
+    }
+    let r = sim.rollout().await.unwrap();
+    assert_eq!(phase(&r), Phase::Succeeded, "{}", r.status.as_ref().unwrap().message);
+    // 33% of 3 pods is 1 pod (reads back as 33%), 50% is 2 (67%), 100% is 3.
+    assert_eq!(seen, vec![0, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn the_canary_is_scaled_down_after_a_rollback_and_restored_on_retry() {
+    let sim = Sim::standard(32).await.unwrap();
+    sim.traffic.set_error_rate("checkout-v2", 0.3);
+    let patch = json!({"spec": {"canary": {"scaleDownOnRollback": true}}});
+    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let r = run_until(&sim, MAX, |r| phase(r).is_terminal()).await;
+    assert_eq!(phase(&r), Phase::RolledBack);
+    assert!(r.status.as_ref().unwrap().canary_scaled_down);
+    assert_eq!(replicas_of(&sim, "checkout-v2").await, (0, Some("3".to_string())));
+    assert_eq!(replicas_of(&sim, "checkout-v1").await.0, 3, "stable untouched");
+    annotate(&sim, "retry").await;
+    sim.reconcile().await.unwrap();
+    assert_eq!(replicas_of(&sim, "checkout-v2").await, (3, None));
+}
+
+#[tokio::test]
+async fn the_old_version_is_drained_after_promotion_and_the_delay() {
+    let sim = Sim::standard(33).await.unwrap();
+    sim.traffic.set_error_rate("checkout-v2", 0.005);
+    let patch = json!({"spec": {"stable": {"scaleDownAfter": "10m"}}});
+    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let r = run_until(&sim, MAX, |r| phase(r).is_terminal()).await;
+    assert_eq!(phase(&r), Phase::Succeeded);
+    assert_eq!(replicas_of(&sim, "checkout-v1").await.0, 3, "not before the delay");
+    let r = run_until(&sim, Duration::from_secs(900), |r| r.status.as_ref().unwrap().stable_scaled_down).await;
+    assert!(r.status.as_ref().unwrap().stable_scaled_down);
+    assert_eq!(replicas_of(&sim, "checkout-v1").await, (0, Some("3".to_string())));
+    assert!(event_reasons(&sim).await.iter().any(|r| r == "StableScaledDown"));
+    // Deleting the Rollout now keeps traffic on the new version (the old
+    // one has no pods) and deletes nothing.
+    assert_eq!(weight_of(&sim, "checkout-v2").await, 100);
+}

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::{RolloutSpec, Step};
+use crate::traffic::{HeaderRoute, Match, capabilities};
 
 /// Default analysis interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -36,6 +37,8 @@ pub enum PlanStep {
     SetWeight(u8),
     /// `None`: wait for a manual promote.
     Pause(Option<Duration>),
+    /// Set (or, with no matches, remove) the A/B route `Plan::routes[i]`.
+    HeaderRoute(u16),
 }
 
 /// A validated threshold metric.
@@ -76,6 +79,16 @@ pub struct Plan {
     pub paused: bool,
     /// `service[/deployment]` of the canary.
     pub canary_ref: String,
+    /// The A/B routes the steps refer to.
+    pub routes: Vec<HeaderRoute>,
+    /// Blue/green instead of a weighted canary.
+    pub blue_green: Option<PlanBlueGreen>,
+    /// Drain the old version this long after a promotion.
+    pub stable_scale_down_after: Option<Duration>,
+    /// Scale the canary to zero after a rollback or abort.
+    pub canary_scale_down_on_rollback: bool,
+    /// The router's spec name (`gatewayAPI`, `nginx`, ...).
+    pub router: &'static str,
 }
 
 impl Plan {
@@ -87,15 +100,74 @@ impl Plan {
             .take(index.saturating_add(1))
             .filter_map(|s| match s {
                 PlanStep::SetWeight(w) => Some(*w),
-                PlanStep::Pause(_) => None,
+                _ => None,
             })
             .next_back()
             .unwrap_or(0)
     }
 
+    /// The A/B routes active at step `index`: replay the setHeaderRoute
+    /// steps up to it (a route without matches removes its name).
+    pub fn header_routes(&self, index: usize) -> Vec<HeaderRoute> {
+        let mut active: Vec<HeaderRoute> = Vec::new();
+        for s in self.steps.iter().take(index.saturating_add(1)) {
+            if let PlanStep::HeaderRoute(i) = s
+                && let Some(r) = self.routes.get(*i as usize)
+            {
+                active.retain(|a| a.name != r.name);
+                if !r.matches.is_empty() {
+                    active.push(r.clone());
+                }
+            }
+        }
+        active
+    }
+
     pub fn has_analysis(&self) -> bool {
         !self.metrics.is_empty() || !self.compare.is_empty()
     }
+}
+
+/// Blue/green settings of a plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanBlueGreen {
+    pub auto_promote: bool,
+    pub preview: Duration,
+    pub scale_down_delay: Duration,
+}
+
+/// Check an A/B route against what the router can express.
+fn header_route(h: &super::HeaderRouteStep, field: &str, router: &'static str) -> Result<HeaderRoute, FieldError> {
+    let caps = capabilities(router);
+    let fail = |message: String| FieldError { field: field.to_string(), message };
+    if !is_dns_label(&h.name) {
+        return Err(fail(format!("name {:?} must be a DNS label", h.name)));
+    }
+    let mut matches = Vec::with_capacity(h.matches.len());
+    for (j, m) in h.matches.iter().enumerate() {
+        match (&m.header, &m.cookie) {
+            (Some(nv), None) => {
+                if !caps.header {
+                    return Err(fail(format!("the {router} router cannot route by header")));
+                }
+                if nv.name.is_empty() {
+                    return Err(fail(format!("match[{j}].header.name must not be empty")));
+                }
+                matches.push(Match::Header { name: nv.name.clone(), value: nv.value.clone() });
+            }
+            (None, Some(nv)) => {
+                if !caps.cookie {
+                    return Err(fail(format!("the {router} router cannot route by cookie")));
+                }
+                if nv.name.is_empty() {
+                    return Err(fail(format!("match[{j}].cookie.name must not be empty")));
+                }
+                matches.push(Match::Cookie { name: nv.name.clone(), value: nv.value.clone() });
+            }
+            _ => return Err(fail(format!("match[{j}] must be either a header or a cookie"))),
+        }
+    }
+    Ok(HeaderRoute { name: h.name.clone(), matches })
 }
 
 /// Parse a Go-style duration (`30s`, `2m`, `1h30m`, `1.5h`).
@@ -191,13 +263,52 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
             "must name an HTTPRoute".into(),
         ),
         Some(_) => {}
+        None if spec.traffic_routing.count() > 0 => {}
         None => err(
             "spec.trafficRouting",
-            "exactly one traffic router must be set (gatewayAPI)".into(),
+            "exactly one traffic router must be set (gatewayAPI, nginx, istio, smi, traefik or replicas)".into(),
         ),
     }
 
+    let router = spec.traffic_routing.kind().unwrap_or("none");
+    let mut routes: Vec<HeaderRoute> = Vec::new();
+    let mut errors_from_routes: Vec<FieldError> = Vec::new();
+    let mut blue_green = None;
     let steps = match &spec.steps {
+        None if spec.blue_green.is_some() => {
+            let bg = spec.blue_green.as_ref().expect("checked");
+            let mut out = Vec::new();
+            if let Some(h) = &bg.preview_route {
+                match header_route(h, "spec.blueGreen.previewRoute", router) {
+                    Ok(route) => {
+                        out.push(PlanStep::HeaderRoute(routes.len() as u16));
+                        routes.push(route);
+                    }
+                    Err(e) => errors_from_routes.push(e),
+                }
+            }
+            let preview = match bg.preview_duration.as_deref().map(parse_duration) {
+                None => Duration::from_secs(60),
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    err("spec.blueGreen.previewDuration", e);
+                    Duration::ZERO
+                }
+            };
+            let scale_down_delay = match bg.scale_down_delay.as_deref().map(parse_duration) {
+                None => Duration::from_secs(30),
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    err("spec.blueGreen.scaleDownDelay", e);
+                    Duration::ZERO
+                }
+            };
+            let auto = bg.auto_promote.unwrap_or(true);
+            out.push(PlanStep::Pause(auto.then_some(preview)));
+            out.push(PlanStep::SetWeight(100));
+            blue_green = Some(PlanBlueGreen { auto_promote: auto, preview, scale_down_delay });
+            out
+        }
         None => default_steps(),
         Some(steps) if steps.is_empty() => {
             err(
@@ -206,12 +317,17 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
             );
             Vec::new()
         }
+        Some(_) if spec.blue_green.is_some() => {
+            err("spec.steps", "blueGreen has its own flow: omit steps".into());
+            Vec::new()
+        }
         Some(steps) => {
             let mut out = Vec::with_capacity(steps.len());
             let mut last_weight: Option<i32> = None;
-            for (i, Step { set_weight, pause }) in steps.iter().enumerate() {
-                match (set_weight, pause) {
-                    (Some(w), None) => {
+            for (i, step) in steps.iter().enumerate() {
+                let Step { set_weight, pause, set_header_route } = step;
+                match (set_weight, pause, set_header_route) {
+                    (Some(w), None, None) => {
                         if !(0..=100).contains(w) {
                             err(
                                 &format!("spec.steps[{i}].setWeight"),
@@ -227,14 +343,24 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
                         }
                         last_weight = Some(*w);
                     }
-                    (None, Some(p)) => match p.duration.as_deref().map(parse_duration) {
+                    (None, Some(p), None) => match p.duration.as_deref().map(parse_duration) {
                         None => out.push(PlanStep::Pause(None)),
                         Some(Ok(d)) => out.push(PlanStep::Pause(Some(d))),
                         Some(Err(e)) => err(&format!("spec.steps[{i}].pause.duration"), e),
                     },
+                    (None, None, Some(h)) => {
+                        let field = format!("spec.steps[{i}].setHeaderRoute");
+                        match header_route(h, &field, router) {
+                            Ok(route) => {
+                                out.push(PlanStep::HeaderRoute(routes.len() as u16));
+                                routes.push(route);
+                            }
+                            Err(e) => errors_from_routes.push(e),
+                        }
+                    }
                     _ => err(
                         &format!("spec.steps[{i}]"),
-                        "a step sets exactly one of setWeight or pause".into(),
+                        "a step sets exactly one of setWeight, pause or setHeaderRoute".into(),
                     ),
                 }
             }
@@ -365,6 +491,55 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         }
     }
 
+    // Router-specific checks.
+    let caps = capabilities(router);
+    if let Some(max) = caps.max_header_routes {
+        let most = (0..steps.len()).map(|i| {
+            let mut names: Vec<&str> = Vec::new();
+            for s in steps.iter().take(i + 1) {
+                if let PlanStep::HeaderRoute(r) = s {
+                    let r = &routes[*r as usize];
+                    names.retain(|n| *n != r.name);
+                    if !r.matches.is_empty() {
+                        names.push(&r.name);
+                    }
+                }
+            }
+            names.len()
+        }).max().unwrap_or(0);
+        if most > max && errors_from_routes.is_empty() {
+            err("spec.steps", format!("the {router} router can hold at most {max} header route(s) at once ({most} requested)"));
+        }
+    }
+    if router == "replicas" && (spec.stable.deployment.is_none() || spec.canary.deployment.is_none()) {
+        err("spec.trafficRouting.replicas", "the replicas router needs spec.stable.deployment and spec.canary.deployment".into());
+    }
+    if spec.traffic_routing.count() > 1 {
+        err("spec.trafficRouting", "exactly one traffic router must be set".into());
+    }
+    let stable_scale_down_after = match spec.stable.scale_down_after.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) => {
+            if spec.stable.deployment.is_none() {
+                err("spec.stable.scaleDownAfter", "needs spec.stable.deployment".into());
+            }
+            Some(d)
+        }
+        Some(Err(e)) => {
+            err("spec.stable.scaleDownAfter", e);
+            None
+        }
+    };
+    if spec.canary.scale_down_on_rollback && spec.canary.deployment.is_none() {
+        err("spec.canary.scaleDownOnRollback", "needs spec.canary.deployment".into());
+    }
+    if spec.canary.scale_down_after.is_some() {
+        err("spec.canary.scaleDownAfter", "applies to spec.stable only".into());
+    }
+    if spec.stable.scale_down_on_rollback {
+        err("spec.stable.scaleDownOnRollback", "applies to spec.canary only".into());
+    }
+    errors.extend(errors_from_routes);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -379,6 +554,11 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         prometheus,
         paused: spec.paused,
         canary_ref: version_ref_key(&spec.canary),
+        routes,
+        blue_green,
+        stable_scale_down_after,
+        canary_scale_down_on_rollback: spec.canary.scale_down_on_rollback,
+        router,
     })
 }
 
@@ -408,15 +588,18 @@ mod tests {
             stable: VersionRef {
                 service: "checkout-v1".into(),
                 deployment: Some("checkout-v1".into()),
+                ..Default::default()
             },
             canary: VersionRef {
                 service: "checkout-v2".into(),
                 deployment: Some("checkout-v2".into()),
+                ..Default::default()
             },
             traffic_routing: TrafficRouting {
                 gateway_api: Some(GatewayApiRouting {
                     http_route: "checkout".into(),
                 }),
+                ..Default::default()
             },
             steps: None,
             analysis: Some(AnalysisSpec {
@@ -436,6 +619,7 @@ mod tests {
             }),
             paused: false,
             notifications: None,
+            blue_green: None,
         }
     }
 
@@ -465,10 +649,12 @@ mod tests {
         let mut s = spec();
         s.steps = Some(vec![
             Step {
+                set_header_route: None,
                 set_weight: Some(50),
                 pause: None,
             },
             Step {
+                set_header_route: None,
                 set_weight: Some(20),
                 pause: None,
             },
@@ -481,16 +667,19 @@ mod tests {
         let mut s = spec();
         s.steps = Some(vec![
             Step {
+                set_header_route: None,
                 set_weight: Some(150),
                 pause: None,
             },
             Step {
+                set_header_route: None,
                 set_weight: None,
                 pause: Some(PauseStep {
                     duration: Some("2 minutes".into()),
                 }),
             },
             Step {
+                set_header_route: None,
                 set_weight: Some(10),
                 pause: Some(PauseStep::default()),
             },
@@ -537,20 +726,24 @@ mod tests {
         let mut s = spec();
         s.steps = Some(vec![
             Step {
+                set_header_route: None,
                 set_weight: Some(5),
                 pause: None,
             },
             Step {
+                set_header_route: None,
                 set_weight: None,
                 pause: Some(PauseStep {
                     duration: Some("2m".into()),
                 }),
             },
             Step {
+                set_header_route: None,
                 set_weight: None,
                 pause: Some(PauseStep::default()),
             },
             Step {
+                set_header_route: None,
                 set_weight: Some(100),
                 pause: None,
             },

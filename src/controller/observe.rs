@@ -26,7 +26,15 @@ pub struct References {
 
 /// Whether a Deployment is fully available: its controller has seen the
 /// latest spec, every replica is updated and available.
-pub fn deployment_readiness(name: &str, d: &Deployment) -> Readiness {
+#[cfg(test)]
+fn deployment_readiness(name: &str, d: &Deployment) -> Readiness {
+    deployment_readiness_with(name, d, false)
+}
+
+/// As [`deployment_readiness`]; with `zero_ok` (the replicas router, whose
+/// weight *is* the replica count) a Deployment scaled to 0 is ready: the
+/// router scales it up with the weight.
+pub fn deployment_readiness_with(name: &str, d: &Deployment, zero_ok: bool) -> Readiness {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let st = d.status.clone().unwrap_or_default();
     let generation = d.metadata.generation.unwrap_or(0);
@@ -38,7 +46,11 @@ pub fn deployment_readiness(name: &str, d: &Deployment) -> Readiness {
     let available = st.available_replicas.unwrap_or(0);
     let updated = st.updated_replicas.unwrap_or(0);
     if want == 0 {
-        return Readiness::NotReady(format!("deployment {name} is scaled to 0 replicas"));
+        return if zero_ok {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady(format!("deployment {name} is scaled to 0 replicas"))
+        };
     }
     if available < want || updated < want {
         return Readiness::NotReady(format!(
@@ -79,7 +91,7 @@ pub async fn references(client: &kube::Client, ns: &str, spec: &RolloutSpec) -> 
     let canary = match &spec.canary.deployment {
         None => Readiness::Ready,
         Some(name) => match with_timeout("get deployment", deployments.get_opt(name)).await? {
-            Some(d) => deployment_readiness(name, &d),
+            Some(d) => deployment_readiness_with(name, &d, spec.traffic_routing.replicas.is_some()),
             None => {
                 missing.push(MissingRef {
                     field: "spec.canary.deployment",

@@ -98,13 +98,29 @@ fn backends(ns: &str, r: &Rollout) -> Backends {
         namespace: ns.to_string(),
         stable_service: r.spec.stable.service.clone(),
         canary_service: r.spec.canary.service.clone(),
+        stable_deployment: r.spec.stable.deployment.clone(),
+        canary_deployment: r.spec.canary.deployment.clone(),
+        owner: r.controller_owner_ref(&()),
     }
 }
 
 async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     let ns = r.namespace().ok_or(Error::MissingObjectKey)?;
     let reference = r.object_ref(&());
-    if let Some(router) = router_for(
+    // After a promotion that drained the old version, "all traffic back to
+    // stable" would send it to a Deployment with no pods: keep it where it is.
+    let drained = r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded && s.stable_scaled_down);
+    if drained {
+        ctx.events
+            .publish(
+                &reference,
+                false,
+                "TrafficKept",
+                "Finalize",
+                "Rollout deleted after a promotion that drained the old version: traffic stays on the new version (the old Deployment's replica count is in its rollwise.io/scaled-down-from annotation)",
+            )
+            .await;
+    } else if let Some(router) = router_for(
         ctx.client.clone(),
         &r.spec.traffic_routing,
         backends(&ns, &r),
@@ -242,9 +258,20 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
 
     // What the route carries now.
     let reading = router.current_weight().await?;
-    let actual = reading
+    let carried = reading
         .canary
         .unwrap_or(prev.canary_weight.clamp(0, 100) as u8);
+    // A router that can only approximate a weight (the replicas router works
+    // in whole pods: 33% of 10 pods reads back as 40%) carries, for the
+    // desired weight, what it read back right after setting it. While the
+    // route still carries exactly that, the desired weight is in place.
+    let approximated = prev.desired_weight != prev.canary_weight
+        && reading.canary == Some(prev.canary_weight.clamp(0, 100) as u8);
+    let actual = if approximated {
+        prev.desired_weight.clamp(0, 100) as u8
+    } else {
+        carried
+    };
 
     // A manual action, if any.
     let raw_action = r.annotations().get(ACTION_ANNOTATION).cloned();
@@ -294,7 +321,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     let obs = Observation {
         generation,
         canary: refs.canary,
-        actual_weight: reading.canary,
+        actual_weight: reading.canary.map(|_| actual),
         analysis,
         action,
     };
@@ -320,25 +347,26 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     // Act. Lowering the weight is recorded first (so a crash in between
     // cannot raise it again); raising is done first and recorded after the
     // read-back (so status never claims more than the route carries).
+    // A/B routes and opt-in scaling are carried out before the final status
+    // write, which records that they were done.
     let rv = r.resource_version();
+    let mut rv_now = rv.clone();
+    if decision.weight < actual {
+        let mut first = next.clone();
+        first.canary_weight = carried as i32;
+        let written = status::write_status(&api, &name, rv.as_deref(), &first).await?;
+        rv_now = written.resource_version();
+    }
     if decision.weight != actual {
-        if decision.weight < actual {
-            let mut first = next.clone();
-            first.canary_weight = actual as i32;
-            let written = status::write_status(&api, &name, rv.as_deref(), &first).await?;
-            let read_back = router.set_weight(decision.weight).await?;
-            next.canary_weight = read_back.canary.unwrap_or(decision.weight) as i32;
-            status::write_status(&api, &name, written.resource_version().as_deref(), &next).await?;
-        } else {
-            let read_back = router.set_weight(decision.weight).await?;
-            next.canary_weight = read_back.canary.unwrap_or(decision.weight) as i32;
-            status::write_status(&api, &name, rv.as_deref(), &next).await?;
-        }
+        let read_back = router.set_weight(decision.weight).await?;
+        next.canary_weight = read_back.canary.unwrap_or(decision.weight) as i32;
     } else {
-        next.canary_weight = actual as i32;
-        if next != prev {
-            status::write_status(&api, &name, rv.as_deref(), &next).await?;
-        }
+        next.canary_weight = carried as i32;
+    }
+    router.set_header_routes(&decision.header_routes).await?;
+    scale(ctx, &ns, &r, &decision.scale, &mut next).await?;
+    if decision.weight != actual || next != prev {
+        status::write_status(&api, &name, rv_now.as_deref(), &next).await?;
     }
 
     // The one-shot action is done: remove the annotation (only if it still
@@ -423,6 +451,36 @@ fn record_metrics(
             m.verdicts.with_label_values(&[v.as_str()]).inc();
         }
     }
+}
+
+/// Opt-in scaling (draining the old version, scaling down a rolled-back
+/// canary, restoring what rollwise scaled down). Never deletes anything.
+async fn scale(
+    ctx: &Context,
+    ns: &str,
+    r: &Rollout,
+    actions: &crate::plan::ScaleActions,
+    next: &mut RolloutStatus,
+) -> Result<()> {
+    use crate::traffic::scale;
+    if actions.restore {
+        for d in [&r.spec.stable.deployment, &r.spec.canary.deployment].into_iter().flatten() {
+            scale::restore(ctx.client.clone(), ns, d).await?;
+        }
+    }
+    if actions.scale_down_canary
+        && let Some(d) = &r.spec.canary.deployment
+    {
+        scale::scale_down(ctx.client.clone(), ns, d).await?;
+        next.canary_scaled_down = true;
+    }
+    if actions.scale_down_stable
+        && let Some(d) = &r.spec.stable.deployment
+    {
+        scale::scale_down(ctx.client.clone(), ns, d).await?;
+        next.stable_scaled_down = true;
+    }
+    Ok(())
 }
 
 /// Record an unusable spec or missing reference: phase Invalid, Ready=False

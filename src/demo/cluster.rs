@@ -128,17 +128,22 @@ pub async fn standard() -> Result<kube::Client, kube_fake_client::Error> {
     client(objects).await
 }
 
-/// Set a Deployment's available replicas (what the kubelet would do).
-pub async fn set_available(
-    client: &kube::Client,
-    name: &str,
-    available: i32,
-) -> Result<(), kube::Error> {
+/// Set a Deployment's available replicas and keep them there (pods that do
+/// not come up) until they reach the desired count again.
+pub async fn set_available(client: &kube::Client, name: &str, available: i32) -> Result<(), kube::Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let patch = json!({"status": {"availableReplicas": available, "readyReplicas": available}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
+    let want = api.get(name).await?.spec.and_then(|s| s.replicas).unwrap_or(1);
+    let stuck = if available < want { json!("true") } else { serde_json::Value::Null };
+    let marked = api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"rollwise.io/demo-stuck": stuck}}})),
+        )
+        .await?;
+    let patch = json!({"status": {"observedGeneration": marked.metadata.generation, "updatedReplicas": want,
+        "availableReplicas": available, "readyReplicas": available}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
 }
 
 /// Weights of the route's backendRefs by Service name (absent weight = 1),
@@ -166,4 +171,30 @@ pub async fn route_weights(
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// What the Deployment controller and the kubelet would do: every
+/// Deployment's pods become available at its desired replica count. Skips
+/// Deployments marked `rollwise.io/demo-stuck: "true"` (a canary that never
+/// comes up).
+pub async fn settle_deployments(client: &kube::Client) -> Result<(), kube::Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    for d in api.list(&Default::default()).await?.items {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let stuck = d.metadata.annotations.as_ref().and_then(|a| a.get("rollwise.io/demo-stuck")).is_some_and(|v| v == "true");
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let generation = d.metadata.generation.unwrap_or(0);
+        let st = d.status.clone().unwrap_or_default();
+        if stuck
+            || (st.observed_generation == Some(generation)
+                && st.available_replicas == Some(want)
+                && st.updated_replicas == Some(want))
+        {
+            continue;
+        }
+        let patch = serde_json::json!({"status": {"observedGeneration": generation, "replicas": want,
+            "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(())
 }

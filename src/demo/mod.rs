@@ -91,6 +91,7 @@ impl Sim {
     /// Move the clock by `dt`, serving traffic by the route's weights.
     pub async fn tick(&self, dt: Duration) -> Result<(), kube::Error> {
         self.clock.advance(dt);
+        cluster::settle_deployments(&self.client).await?;
         let weights = cluster::route_weights(&self.client, &self.route).await?;
         self.traffic.serve(self.clock.now(), dt, &weights);
         Ok(())

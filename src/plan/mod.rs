@@ -30,6 +30,7 @@ use crate::analysis::{
     CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, describe_bound, fmt_num, fmt_pct,
     judge,
 };
+use crate::traffic::{HeaderRoute, Match};
 use crate::api::{
     BudgetStatus, ComparisonStatus, DecisionRecord, MetricStatus, Phase, Plan, PlanStep,
     RolloutStatus, Verdict,
@@ -191,6 +192,21 @@ pub struct Decision {
     /// Set when a manual action was carried out or refused: the controller
     /// then removes the annotation.
     pub action: Option<ActionOutcome>,
+    /// The A/B routes the router must carry (none once the rollout is over).
+    pub header_routes: Vec<HeaderRoute>,
+    /// Deployments to scale (opt-in draining; never deletes anything).
+    pub scale: ScaleActions,
+}
+
+/// Opt-in scaling the controller carries out with the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScaleActions {
+    /// Scale the old (stable) Deployment to zero, recording its replicas.
+    pub scale_down_stable: bool,
+    /// Scale the canary Deployment to zero, recording its replicas.
+    pub scale_down_canary: bool,
+    /// Restore any Deployment of this Rollout that rollwise scaled down.
+    pub restore: bool,
 }
 
 /// Status times are whole seconds (that is how they are persisted).
@@ -237,7 +253,10 @@ pub fn analysis_due_at(
     status: &RolloutStatus,
     actual_weight: u8,
 ) -> Option<Timestamp> {
-    if !plan.has_analysis() || status.phase.is_terminal() || actual_weight == 0 {
+    if !plan.has_analysis()
+        || status.phase.is_terminal()
+        || (actual_weight == 0 && plan.blue_green.is_none())
+    {
         return None;
     }
     if status.canary_ref != plan.canary_ref {
@@ -269,6 +288,7 @@ struct Builder<'a> {
     now: Timestamp,
     transitions: Vec<Transition>,
     action: Option<ActionOutcome>,
+    scale: ScaleActions,
 }
 
 impl Builder<'_> {
@@ -290,8 +310,9 @@ impl Builder<'_> {
         if self.st.verdict.is_empty() {
             self.st.verdict = "-".into();
         }
-        // The comparison window starts when the canary first gets traffic.
-        if weight > 0 && self.st.canary_traffic_since.is_none() {
+        // The comparison window starts when the canary first gets traffic
+        // (preview traffic from the start for blue/green).
+        if (weight > 0 || self.plan.blue_green.is_some()) && self.st.canary_traffic_since.is_none() {
             self.st.canary_traffic_since = Some(time(self.now));
         }
         self.st.message = message.clone();
@@ -307,6 +328,11 @@ impl Builder<'_> {
             }
             _ => requeue,
         };
+        let header_routes = if self.st.phase.is_terminal() {
+            Vec::new()
+        } else {
+            self.plan.header_routes(self.st.current_step_index.max(0) as usize)
+        };
         Decision {
             kind,
             reason,
@@ -316,6 +342,8 @@ impl Builder<'_> {
             requeue_after: requeue,
             transitions: self.transitions,
             action: self.action,
+            header_routes,
+            scale: self.scale,
         }
     }
 
@@ -362,7 +390,11 @@ impl Builder<'_> {
         st.comparisons.clear();
         st.budget = None;
         st.canary_traffic_since = None;
+        st.completed_at = None;
+        st.stable_scaled_down = false;
+        st.canary_scaled_down = false;
         st.verdict = "-".into();
+        self.scale.restore = true;
     }
 
     fn enter_step(&mut self, index: usize) {
@@ -373,6 +405,7 @@ impl Builder<'_> {
 
     fn complete(mut self, reason: &'static str, message: String) -> Decision {
         self.st.phase = Phase::Succeeded;
+        self.st.completed_at = Some(time(self.now));
         self.st.current_step_index = self.plan.steps.len() as i32;
         self.event(false, "RolloutCompleted", message.clone());
         self.finish(DecisionKind::Complete, reason, message, 100, IDLE_REQUEUE)
@@ -386,6 +419,10 @@ impl Builder<'_> {
         message: String,
     ) -> Decision {
         self.st.phase = phase;
+        // The controller sets `canaryScaledDown` once it is done.
+        if self.plan.canary_scale_down_on_rollback && !self.st.canary_scaled_down {
+            self.scale.scale_down_canary = true;
+        }
         self.event(true, reason, message.clone());
         self.finish(kind, reason, message, 0, IDLE_REQUEUE)
     }
@@ -537,8 +574,11 @@ fn record_analysis(
         st.budget = Some(BudgetStatus { used: round2(used), upper: round2(upper), max });
         // Roll back *before* the budget is spent: when what is used plus
         // what the next interval will likely cost at this weight reaches it.
+        // The projection uses the point estimate of the excess rate, which
+        // is noisy while canary failures are few: it is counted twice, so a
+        // budget is not overshot by one unlucky interval.
         let next = projected_extra(plan, st, round.at, st.canary_weight.clamp(0, 100) as u8).unwrap_or(0.0);
-        if rollback.is_none() && used + next >= max {
+        if rollback.is_none() && used + 2.0 * next >= max {
             rollback = Some((
                 "BudgetExhausted",
                 format!(
@@ -672,7 +712,7 @@ fn worst(a: Verdict, b: Verdict) -> Verdict {
 
 /// Why the analysis gate is closed, or `None` when it is open.
 fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'static str, String)> {
-    if !plan.has_analysis() || weight == 0 {
+    if !plan.has_analysis() || (weight == 0 && plan.blue_green.is_none()) {
         return None;
     }
     let summary = || {
@@ -708,6 +748,18 @@ fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'stati
     }
 }
 
+/// `header x-beta=true and cookie tester=1`.
+fn describe_matches(matches: &[Match]) -> String {
+    matches
+        .iter()
+        .map(|m| match m {
+            Match::Header { name, value } => format!("header {name}={value}"),
+            Match::Cookie { name, value } => format!("cookie {name}={value}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 /// Early promotion: the comparisons say the canary is within tolerance with
 /// confidence (and every threshold metric passes) in this step.
 fn evidence_fine(plan: &Plan, st: &RolloutStatus) -> bool {
@@ -726,7 +778,9 @@ fn budget_guard(plan: &Plan, st: &RolloutStatus, now: Timestamp, from: u8, to: u
         return None;
     }
     let used = st.budget.as_ref().map(|b| b.used).unwrap_or(0.0);
-    let next = projected_extra(plan, st, now, to)?;
+    // Counted twice, as for the rollback rule: the estimate is noisy, and
+    // the next check may come a little later than one interval.
+    let next = 2.0 * projected_extra(plan, st, now, to)?;
     (used + next >= max).then(|| {
         format!(
             "holding at {from}%: at {to}% the canary would likely cause about {} more extra failed requests in the next {} (used {} of {})",
@@ -756,6 +810,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         now,
         transitions: Vec::new(),
         action: None,
+        scale: ScaleActions::default(),
     };
     let ready = obs.canary == Readiness::Ready;
 
@@ -886,9 +941,34 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             Phase::Aborted => "Aborted",
             _ => "RolledBack",
         };
+        // Opt-in: a canary scale-down after a rollback that did not happen
+        // yet (or failed) is asked for again.
+        if matches!(b.st.phase, Phase::RolledBack | Phase::Aborted)
+            && plan.canary_scale_down_on_rollback
+            && !b.st.canary_scaled_down
+        {
+            b.scale.scale_down_canary = true;
+        }
+        // Opt-in draining of the old version after a promotion.
+        let mut requeue = IDLE_REQUEUE;
+        if b.st.phase == Phase::Succeeded
+            && let Some(after) = plan.stable_scale_down_after
+            && !b.st.stable_scaled_down
+        {
+            let delay = after + plan.blue_green.map(|g| g.scale_down_delay).unwrap_or_default();
+            let done = b.st.completed_at.as_ref().map(|t| t.0).unwrap_or(now);
+            let due = done.checked_add(signed(delay)).unwrap_or(done);
+            if now >= due {
+                // The controller sets `stableScaledDown` once it is done.
+                b.scale.scale_down_stable = true;
+                b.event(false, "StableScaledDown", format!("the old version was drained {} after the promotion: scaled to 0 (its replica count is kept in the rollwise.io/scaled-down-from annotation)", human(delay)));
+            } else {
+                requeue = requeue.min(to_std(now.duration_until(due)));
+            }
+        }
         // Keep the record of the decision that ended the rollout.
         let keep = b.st.last_decision.clone();
-        let mut d = b.finish(DecisionKind::Hold, reason, msg, weight, IDLE_REQUEUE);
+        let mut d = b.finish(DecisionKind::Hold, reason, msg, weight, requeue);
         if keep.is_some() {
             d.status.last_decision = keep;
         }
@@ -988,6 +1068,10 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             IDLE_REQUEUE,
                         )
                     }
+                    PlanStep::HeaderRoute(_) => {
+                        let msg = format!("step {}/{steps}: A/B route next", index + 1);
+                        b.finish(DecisionKind::Advance, "StepAdvanced", msg, actual, TRANSITION_REQUEUE)
+                    }
                     PlanStep::Pause(Some(d)) => {
                         let msg = format!(
                             "step {}/{steps}: pausing {} at {actual}%",
@@ -1032,6 +1116,33 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 b.event(false, "WeightChanged", msg.clone());
             }
             b.finish(DecisionKind::SetWeight, "SetWeight", msg, w, WEIGHT_REQUEUE)
+        }
+        PlanStep::HeaderRoute(r) => {
+            let route = plan.routes.get(r as usize);
+            let (reason, msg) = match route {
+                Some(route) if route.matches.is_empty() => (
+                    "HeaderRouteRemoved",
+                    format!("step {}/{steps}: A/B route {} removed", index + 1, route.name),
+                ),
+                Some(route) => (
+                    "HeaderRouteSet",
+                    format!(
+                        "step {}/{steps}: requests matching {} go to the canary (A/B route {})",
+                        index + 1,
+                        describe_matches(&route.matches),
+                        route.name
+                    ),
+                ),
+                None => ("StepAdvanced", format!("step {}/{steps} done", index + 1)),
+            };
+            b.event(false, reason, msg.clone());
+            let weight = actual.min(plan.target_weight(index));
+            if index + 1 >= steps {
+                return b.complete("AllStepsDone", format!("all {steps} steps done: 100% canary"));
+            }
+            b.enter_step(index + 1);
+            b.st.phase = Phase::Progressing;
+            b.finish(DecisionKind::Advance, reason, msg, weight, TRANSITION_REQUEUE)
         }
         PlanStep::Pause(duration) => {
             let target = plan.target_weight(index);

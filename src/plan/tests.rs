@@ -34,6 +34,11 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
         compare: vec![],
         confidence: 0.99,
         max_extra_failures: None,
+        routes: vec![],
+        blue_green: None,
+        stable_scale_down_after: None,
+        canary_scale_down_on_rollback: false,
+        router: "gatewayAPI",
     }
 }
 
@@ -138,6 +143,9 @@ impl World {
         let d = decide(&self.plan, &self.status, &obs, self.now);
         self.weight = d.weight;
         self.status = d.status.clone();
+        // What the controller records after carrying out the scaling.
+        self.status.stable_scaled_down |= d.scale.scale_down_stable;
+        self.status.canary_scaled_down |= d.scale.scale_down_canary;
         self.status.canary_weight = d.weight as i32;
         self.now = self
             .now
@@ -608,6 +616,162 @@ fn comparison_query_errors_count_toward_the_error_limit() {
     assert_eq!(w.status.phase, Phase::RolledBack);
     assert_eq!(w.decisions.last().unwrap().reason, "MetricsUnavailable");
     assert!(w.status.comparisons[0].message.contains("bad counts"));
+}
+
+// ------------------------------------------- A/B routes, blue/green, drain
+
+fn plan_from(spec: serde_json::Value) -> Plan {
+    let spec: crate::api::RolloutSpec = serde_json::from_value(spec).unwrap();
+    crate::api::validate(&spec).unwrap()
+}
+
+fn base_spec() -> serde_json::Value {
+    serde_json::json!({
+        "stable": {"service": "app-v1", "deployment": "app-v1"},
+        "canary": {"service": "app-v2", "deployment": "app-v2"},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "app"}},
+        "analysis": {"interval": "30s", "prometheus": {"address": "http://p"},
+                     "metrics": [{"name": "error-rate", "query": "q", "max": 0.01, "failureLimit": 1}]}
+    })
+}
+
+#[test]
+fn header_routes_are_carried_while_progressing_and_removed_at_the_end() {
+    let mut spec = base_spec();
+    spec["steps"] = serde_json::json!([
+        {"setHeaderRoute": {"name": "beta", "match": [{"header": {"name": "x-beta", "value": "true"}}]}},
+        {"setWeight": 20}, {"pause": {"duration": "1m"}}, {"setWeight": 100}
+    ]);
+    let mut w = World::new(plan_from(spec));
+    let mut saw_route = false;
+    for _ in 0..200 {
+        let d = w.step(&healthy, None).clone();
+        if !d.status.phase.is_terminal() && d.status.current_step_index >= 1 {
+            assert_eq!(d.header_routes.len(), 1, "{:?}", d.reason);
+            assert_eq!(d.header_routes[0].name, "beta");
+            saw_route = true;
+        }
+        if d.status.phase.is_terminal() {
+            assert!(d.header_routes.is_empty(), "removed at promotion");
+            break;
+        }
+    }
+    assert!(saw_route);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+    assert!(w.decisions.iter().any(|d| d.reason == "HeaderRouteSet"));
+}
+
+#[test]
+fn a_rollback_removes_the_header_routes() {
+    let mut spec = base_spec();
+    spec["steps"] = serde_json::json!([
+        {"setHeaderRoute": {"name": "beta", "match": [{"header": {"name": "x-beta", "value": "true"}}]}},
+        {"setWeight": 20}, {"pause": {"duration": "10m"}}, {"setWeight": 100}
+    ]);
+    let mut w = World::new(plan_from(spec));
+    w.run(&failing, 200);
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    assert!(w.decisions.last().unwrap().header_routes.is_empty());
+}
+
+#[test]
+fn blue_green_previews_without_weight_then_switches_at_once() {
+    let mut spec = base_spec();
+    spec["blueGreen"] = serde_json::json!({"previewDuration": "2m"});
+    let mut w = World::new(plan_from(spec));
+    w.run(&healthy, 200);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+    assert_eq!(w.weights(), vec![0, 100], "one switch from 0 to 100");
+    // The analysis ran on preview traffic before the switch.
+    let switch = w.decisions.iter().position(|d| d.weight == 100).unwrap();
+    assert!(w.decisions[..switch].iter().any(|d| d.status.verdict == "Pass"));
+}
+
+#[test]
+fn blue_green_with_a_failing_preview_never_gets_traffic() {
+    let mut spec = base_spec();
+    spec["blueGreen"] = serde_json::json!({"previewDuration": "2m"});
+    let mut w = World::new(plan_from(spec));
+    w.run(&failing, 200);
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    assert_eq!(w.weights(), vec![0]);
+}
+
+#[test]
+fn blue_green_without_auto_promote_waits_for_promote() {
+    let mut spec = base_spec();
+    spec["blueGreen"] = serde_json::json!({"autoPromote": false});
+    let mut w = World::new(plan_from(spec));
+    for _ in 0..100 {
+        w.step(&healthy, None);
+    }
+    assert_eq!((w.weight, w.status.phase), (0, Phase::Paused));
+    w.step(&healthy, Some(ManualAction::Promote));
+    w.run(&healthy, 20);
+    assert_eq!((w.weight, w.status.phase), (100, Phase::Succeeded));
+}
+
+#[test]
+fn the_old_version_is_drained_once_after_the_delay() {
+    let mut spec = base_spec();
+    spec["steps"] = serde_json::json!([{"setWeight": 50}, {"setWeight": 100}]);
+    spec["stable"]["scaleDownAfter"] = serde_json::json!("10m");
+    let mut w = World::new(plan_from(spec));
+    w.run(&healthy, 50);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+    let done = w.status.completed_at.clone().unwrap().0;
+    let mut drained_at = None;
+    for _ in 0..20 {
+        let d = w.step(&healthy, None).clone();
+        if d.scale.scale_down_stable {
+            assert!(drained_at.is_none(), "drained twice");
+            drained_at = Some(w.decisions.last().unwrap().status.last_analysis_at.clone());
+            let since = w.now.duration_since(done);
+            assert!(since >= SignedDuration::from_mins(10), "drained after {since:?}");
+        }
+    }
+    assert!(w.status.stable_scaled_down);
+    assert!(w.decisions.iter().any(|d| d.transitions.iter().any(|t| t.reason == "StableScaledDown")));
+}
+
+#[test]
+fn the_canary_is_scaled_down_on_rollback_and_restored_on_retry() {
+    let mut spec = base_spec();
+    spec["canary"]["scaleDownOnRollback"] = serde_json::json!(true);
+    let mut w = World::new(plan_from(spec));
+    w.run(&failing, 100);
+    let rollback = w.decisions.last().unwrap();
+    assert!(rollback.scale.scale_down_canary);
+    assert!(w.status.canary_scaled_down);
+    // Asked once: the next reconciles do not ask again.
+    assert!(!w.step(&failing, None).scale.scale_down_canary);
+    let d = w.step(&healthy, Some(ManualAction::Retry)).clone();
+    assert!(d.scale.restore);
+    assert!(!d.status.canary_scaled_down);
+}
+
+#[test]
+fn routers_that_cannot_express_a_route_are_rejected_by_name() {
+    let mut spec = base_spec();
+    spec["steps"] = serde_json::json!([
+        {"setHeaderRoute": {"name": "beta", "match": [{"cookie": {"name": "beta", "value": "1"}}]}},
+        {"setWeight": 100}
+    ]);
+    let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
+    let e = crate::api::validate(&s).unwrap_err();
+    assert_eq!(e[0].field, "spec.steps[0].setHeaderRoute");
+    assert!(e[0].message.contains("gatewayAPI router cannot route by cookie"), "{e:?}");
+    spec["trafficRouting"] = serde_json::json!({"traefik": {"weightedService": "app"}});
+    spec["steps"][0]["setHeaderRoute"]["match"] = serde_json::json!([{"header": {"name": "x", "value": "1"}}]);
+    let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
+    let e = crate::api::validate(&s).unwrap_err();
+    assert!(e[0].message.contains("traefik router cannot route by header"), "{e:?}");
+    spec["trafficRouting"] = serde_json::json!({"replicas": {}});
+    spec["steps"] = serde_json::json!([{"setWeight": 100}]);
+    spec["canary"].as_object_mut().unwrap().remove("deployment");
+    let s: crate::api::RolloutSpec = serde_json::from_value(spec).unwrap();
+    let e = crate::api::validate(&s).unwrap_err();
+    assert!(e.iter().any(|e| e.field == "spec.trafficRouting.replicas"), "{e:?}");
 }
 
 // ---------------------------------------------------------------- properties

@@ -91,6 +91,45 @@
 //! found`), and `CrdMissing` otherwise. `CrdMissing` also covers a cluster
 //! whose Gateway API CRDs predate `v1`.
 //!
+//! # Header routes (A/B)
+//!
+//! [`TrafficRouter::set_header_routes`] adds one rule per header route and
+//! per rule that references the stable Service, named `rollwise-<route>`
+//! (`rollwise-<route>-<n>`, n = 1.., when several rules reference the stable
+//! Service). The rule name is the only marker: a rule whose `name` starts
+//! with [`HEADER_RULE_PREFIX`] is rollwise's, every other rule is the user's
+//! and is never changed by this (the prefix is reserved). Such a rule has:
+//! - `matches`: each match of the stable rule (a rule without matches matches
+//!   `PathPrefix /`) with the route's headers appended to its `headers`, as
+//!   `type: Exact`. A header already constrained by that match (names compare
+//!   case-insensitively) is not added twice when the condition is the same
+//!   exact value; when it differs, that match could never be satisfied by
+//!   both and is left out (a rule left with no match is not added);
+//! - `filters` and `timeouts`: copied from the stable rule, so a request
+//!   routed by header is processed like the same request without it (only
+//!   the backend differs);
+//! - `backendRefs`: only the canary Service, with the stable ref's `port` and
+//!   `weight: 1`.
+//!
+//! rollwise's rules are placed before all user rules (Gateway API gives
+//! precedence to the match with more header matches anyway; first in the
+//! list breaks remaining ties). Each call rebuilds the complete set of
+//! rollwise rules, so routes are added, updated and removed in one write, with
+//! the same write manners as the weights (merge patch with the read
+//! resourceVersion, retried on conflict, no write when nothing changes). The
+//! weights only ever look at user rules: rollwise's rules are skipped when
+//! finding the rules that reference the stable Service and when reading the
+//! weight. [`TrafficRouter::restore_stable`] removes them.
+//!
+//! Refused with [`TrafficError::Unsupported`], before any API call: a cookie
+//! match (an HTTPRoute cannot match a cookie), a route without matches, two
+//! routes with the same name, a route that needs one header to have two
+//! values, and more rules in total than an HTTPRoute allows
+//! ([`MAX_RULES`]). `rules[].name` exists from Gateway API v1.2; an API server
+//! with older CRDs prunes it, which would make the added rules unrecognisable:
+//! when the written route comes back without them, the router removes the
+//! rules it just added (they are the first ones) and answers `Unsupported`.
+//!
 //! # Test double limits
 //!
 //! The tests run against `kube-fake-client`. It applies merge patches with
@@ -117,7 +156,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::Status;
 use serde_json::{Value, json};
 
-use super::{Backends, TrafficError, TrafficRouter, WeightReading};
+use super::{Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading};
 
 /// Upper bound of every API call the router makes.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +173,13 @@ pub const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
 const BACKOFF_BASE: Duration = Duration::from_millis(20);
 
 const KIND: &str = "HTTPRoute";
+
+/// Names of the rules this router adds for header routes start with this;
+/// rules named so are rollwise's (the prefix is reserved).
+pub const HEADER_RULE_PREFIX: &str = "rollwise-";
+
+/// Most rules an HTTPRoute may hold (`maxItems` of `spec.rules`).
+pub const MAX_RULES: usize = 16;
 
 /// Drives the weights of one HTTPRoute. See the module docs.
 pub struct GatewayApiRouter {
@@ -164,6 +210,27 @@ impl GatewayApiRouter {
     /// Set the stable/canary weights, retrying on conflicts; returns the
     /// read-back of the object the API server holds afterwards.
     async fn write_weight(&self, canary: u8) -> Result<WeightReading, TrafficError> {
+        let canary_service = &self.backends.canary_service;
+        let outcome = self
+            .modify("weights", |original| {
+                let targets = self.stable_rules(original)?;
+                let mut rules = original.to_vec();
+                apply_weight(&mut rules, &targets, canary, canary_service);
+                Ok(rules)
+            })
+            .await?;
+        self.reading_of(&outcome.object)
+    }
+
+    /// Read the route, compute new `spec.rules` from the current ones with
+    /// `change`, and write them with a merge patch carrying the
+    /// resourceVersion that was read; on a conflict, re-read and recompute,
+    /// up to [`MAX_WRITE_ATTEMPTS`] times. No write when `change` returns the
+    /// rules unchanged. Returns the object the API server holds afterwards.
+    async fn modify<F>(&self, what: &'static str, mut change: F) -> Result<Modified, TrafficError>
+    where
+        F: FnMut(&[Value]) -> Result<Vec<Value>, TrafficError> + Send,
+    {
         let params = PatchParams {
             field_manager: Some(crate::api::FIELD_MANAGER.into()),
             ..Default::default()
@@ -171,12 +238,13 @@ impl GatewayApiRouter {
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
             let current = self.fetch().await?;
             let original = self.rules_of(&current)?;
-            let targets = self.stable_rules(original)?;
-            let mut rules = original.to_vec();
-            apply_weight(&mut rules, &targets, canary, &self.backends.canary_service);
+            let rules = change(original)?;
             if rules == original {
-                tracing::debug!(route = %self.route, canary, "HTTPRoute already carries the weights; no write");
-                return self.reading_of(&current);
+                tracing::debug!(route = %self.route, what, "HTTPRoute already as wanted; no write");
+                return Ok(Modified {
+                    object: current,
+                    wrote: false,
+                });
             }
             let Some(resource_version) = current.metadata.resource_version.as_deref() else {
                 return Err(self.malformed("the object has no metadata.resourceVersion"));
@@ -192,8 +260,11 @@ impl GatewayApiRouter {
             .await
             {
                 Ok(written) => {
-                    tracing::info!(route = %self.route, canary, attempt, "HTTPRoute weights set");
-                    return self.reading_of(&written);
+                    tracing::info!(route = %self.route, what, attempt, "HTTPRoute updated");
+                    return Ok(Modified {
+                        object: written,
+                        wrote: true,
+                    });
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     tracing::debug!(route = %self.route, attempt, "HTTPRoute changed under us; re-reading");
@@ -208,6 +279,104 @@ impl GatewayApiRouter {
             kind: KIND,
             name: self.route.clone(),
             attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+
+    /// The rules for `routes` (rollwise's, in order) followed by the user
+    /// rules of `original` (see the module docs).
+    fn with_header_rules(
+        &self,
+        original: &[Value],
+        routes: &[ValidRoute],
+    ) -> Result<Vec<Value>, TrafficError> {
+        let user: Vec<Value> = original.iter().filter(|r| !is_ours(r)).cloned().collect();
+        if routes.is_empty() {
+            return Ok(user);
+        }
+        let targets = self.stable_rules(&user)?;
+        let mut rules = Vec::with_capacity(routes.len() * targets.len() + user.len());
+        for route in routes {
+            for (n, target) in targets.iter().enumerate() {
+                let name = if targets.len() == 1 {
+                    format!("{HEADER_RULE_PREFIX}{}", route.name)
+                } else {
+                    format!("{HEADER_RULE_PREFIX}{}-{}", route.name, n + 1)
+                };
+                match header_rule(
+                    &user[target.index],
+                    target.stable,
+                    &route.headers,
+                    name,
+                    &self.backends.canary_service,
+                ) {
+                    Some(rule) => rules.push(rule),
+                    None => tracing::warn!(
+                        route = %self.route,
+                        header_route = %route.name,
+                        rule = target.index,
+                        "every match of this rule already requires other values of the route's headers; no header-route rule for it"
+                    ),
+                }
+            }
+        }
+        if rules.len() + user.len() > MAX_RULES {
+            return Err(TrafficError::Unsupported {
+                router: "gatewayAPI",
+                what: format!(
+                    "add {} header-route rule(s) to HTTPRoute {:?}: it has {} rule(s) and an HTTPRoute holds at most {MAX_RULES}",
+                    rules.len(),
+                    self.route,
+                    user.len()
+                ),
+            });
+        }
+        rules.extend(user);
+        Ok(rules)
+    }
+
+    /// After a write that should have left `expected` rollwise rules at the
+    /// head of `spec.rules`: when the server dropped their names (CRDs older
+    /// than Gateway API v1.2 prune `rules[].name`), remove those rules again
+    /// and refuse.
+    async fn check_names_kept(
+        &self,
+        written: &DynamicObject,
+        expected: usize,
+    ) -> Result<(), TrafficError> {
+        let rules = self.rules_of(written)?;
+        let kept = rules.iter().filter(|r| is_ours(r)).count();
+        if kept >= expected {
+            return Ok(());
+        }
+        tracing::error!(
+            route = %self.route,
+            expected,
+            kept,
+            "the API server dropped spec.rules[].name; removing the header-route rules just added"
+        );
+        let rollback = json!({
+            "metadata": { "resourceVersion": written.metadata.resource_version },
+            "spec": { "rules": rules.get(expected..).unwrap_or_default() },
+        });
+        let params = PatchParams {
+            field_manager: Some(crate::api::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        if let Err(e) = bounded(
+            "patch",
+            self.api
+                .patch(&self.route, &params, &Patch::Merge(&rollback)),
+        )
+        .await
+        {
+            tracing::error!(route = %self.route, error = %e, "could not remove the unnamed header-route rules; remove the first {expected} rule(s) by hand");
+        }
+        Err(TrafficError::Unsupported {
+            router: "gatewayAPI",
+            what: format!(
+                "route by header on HTTPRoute {:?}: the API server drops spec.rules[].name (Gateway API CRDs older than v1.2), which rollwise needs to recognise its rules",
+                self.route
+            ),
         })
     }
 
@@ -226,6 +395,9 @@ impl GatewayApiRouter {
         let namespace = &self.backends.namespace;
         let mut found = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
+            if is_ours(rule) {
+                continue;
+            }
             let refs = match rule.get("backendRefs") {
                 None | Some(Value::Null) => continue,
                 Some(Value::Array(refs)) => refs,
@@ -358,25 +530,204 @@ impl TrafficRouter for GatewayApiRouter {
     }
 
     /// Stable 100, canary 0 in every rule that references the stable
-    /// Service; a canary ref is kept (weight 0), never removed. A route (or
-    /// namespace) that is gone, or that no longer references the stable
-    /// Service, has nothing to restore: `Ok`. A `CrdMissing` is still an
-    /// error: `httproutes` not being served at `v1` does not prove that no
-    /// older-version route still sends traffic to the canary.
+    /// Service, and rollwise's header-route rules removed, in one write; a
+    /// canary ref is kept (weight 0), never removed. A route (or namespace)
+    /// that is gone has nothing to restore: `Ok`; one that no longer
+    /// references the stable Service only loses rollwise's rules. A
+    /// `CrdMissing` is still an error: `httproutes` not being served at `v1`
+    /// does not prove that no older-version route still sends traffic to the
+    /// canary.
     async fn restore_stable(&self) -> Result<(), TrafficError> {
-        match self.write_weight(0).await {
-            Ok(_) => Ok(()),
-            Err(TrafficError::RouteNotFound { .. }) => {
-                tracing::info!(route = %self.route, "HTTPRoute is gone; nothing to restore");
+        let canary_service = &self.backends.canary_service;
+        let mut no_stable = false;
+        let result = self
+            .modify("restore", |original| {
+                no_stable = false;
+                let mut rules: Vec<Value> =
+                    original.iter().filter(|r| !is_ours(r)).cloned().collect();
+                match self.stable_rules(&rules) {
+                    Ok(targets) => apply_weight(&mut rules, &targets, 0, canary_service),
+                    Err(TrafficError::NoStableBackend { .. }) => no_stable = true,
+                    Err(e) => return Err(e),
+                }
+                Ok(rules)
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                if no_stable {
+                    tracing::warn!(route = %self.route, "HTTPRoute no longer references the stable Service; nothing to restore but rollwise's rules");
+                }
                 Ok(())
             }
-            Err(TrafficError::NoStableBackend { .. }) => {
-                tracing::warn!(route = %self.route, "HTTPRoute no longer references the stable Service; nothing to restore");
+            Err(TrafficError::RouteNotFound { .. }) => {
+                tracing::info!(route = %self.route, "HTTPRoute is gone; nothing to restore");
                 Ok(())
             }
             Err(e) => Err(e),
         }
     }
+
+    /// See the module docs (# Header routes).
+    async fn set_header_routes(&self, routes: &[HeaderRoute]) -> Result<(), TrafficError> {
+        let routes = validate_routes(routes)?;
+        let mut expected = 0;
+        let outcome = self
+            .modify("header routes", |original| {
+                let rules = self.with_header_rules(original, &routes)?;
+                expected = rules.iter().filter(|r| is_ours(r)).count();
+                Ok(rules)
+            })
+            .await?;
+        if outcome.wrote {
+            self.check_names_kept(&outcome.object, expected).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`GatewayApiRouter::modify`] leaves behind.
+struct Modified {
+    /// The object as the API server holds it afterwards.
+    object: DynamicObject,
+    /// Whether a write was made.
+    wrote: bool,
+}
+
+/// A header route reduced to what an HTTPRoute can express.
+#[derive(Debug, Clone)]
+struct ValidRoute {
+    name: String,
+    /// `(name, value)` exact header matches, without duplicates.
+    headers: Vec<(String, String)>,
+}
+
+/// Check `routes` against what an HTTPRoute can express (see the module docs).
+fn validate_routes(routes: &[HeaderRoute]) -> Result<Vec<ValidRoute>, TrafficError> {
+    let unsupported = |what: String| TrafficError::Unsupported {
+        router: "gatewayAPI",
+        what,
+    };
+    let mut valid: Vec<ValidRoute> = Vec::with_capacity(routes.len());
+    for route in routes {
+        if valid.iter().any(|v| v.name == route.name) {
+            return Err(unsupported(format!(
+                "hold two header routes with the same name {:?}",
+                route.name
+            )));
+        }
+        if route.matches.is_empty() {
+            return Err(unsupported(format!(
+                "add header route {:?} without any match (it would send every request to the canary)",
+                route.name
+            )));
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for m in &route.matches {
+            match m {
+                Match::Cookie { name, .. } => {
+                    return Err(unsupported(format!(
+                        "route by cookie ({name:?} in header route {:?}): an HTTPRoute has no cookie match",
+                        route.name
+                    )));
+                }
+                Match::Header { name, value } => {
+                    match headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                        Some((_, v)) if v == value => {}
+                        Some((_, v)) => {
+                            return Err(unsupported(format!(
+                                "match header {name:?} to both {v:?} and {value:?} (header route {:?})",
+                                route.name
+                            )));
+                        }
+                        None => headers.push((name.clone(), value.clone())),
+                    }
+                }
+            }
+        }
+        valid.push(ValidRoute {
+            name: route.name.clone(),
+            headers,
+        });
+    }
+    Ok(valid)
+}
+
+/// Whether a rule is one rollwise added for a header route.
+fn is_ours(rule: &Value) -> bool {
+    rule.get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.starts_with(HEADER_RULE_PREFIX))
+}
+
+/// The header-route rule for `stable_rule` (see the module docs); `None` when
+/// none of its matches can be combined with `headers`.
+fn header_rule(
+    stable_rule: &Value,
+    stable_ref: usize,
+    headers: &[(String, String)],
+    name: String,
+    canary_service: &str,
+) -> Option<Value> {
+    let base = match stable_rule.get("matches").and_then(Value::as_array) {
+        Some(matches) if !matches.is_empty() => matches.clone(),
+        _ => vec![json!({ "path": { "type": "PathPrefix", "value": "/" } })],
+    };
+    let matches: Vec<Value> = base
+        .into_iter()
+        .filter_map(|m| with_headers(m, headers))
+        .collect();
+    if matches.is_empty() {
+        return None;
+    }
+    let mut backend = json!({ "name": canary_service, "weight": 1 });
+    if let Some(port) = stable_rule["backendRefs"][stable_ref]
+        .get("port")
+        .filter(|p| !p.is_null())
+    {
+        backend["port"] = port.clone();
+    }
+    let mut rule = serde_json::Map::new();
+    rule.insert("name".into(), Value::String(name));
+    rule.insert("matches".into(), Value::Array(matches));
+    for key in ["filters", "timeouts"] {
+        if let Some(v) = stable_rule.get(key).filter(|v| !v.is_null()) {
+            rule.insert(key.into(), v.clone());
+        }
+    }
+    rule.insert("backendRefs".into(), json!([backend]));
+    Some(Value::Object(rule))
+}
+
+/// `m` with the exact header matches `headers` added; `None` when `m`
+/// already puts another condition on one of those headers.
+fn with_headers(mut m: Value, headers: &[(String, String)]) -> Option<Value> {
+    let obj = m.as_object_mut()?;
+    let mut list = match obj.get("headers") {
+        Some(Value::Array(list)) => list.clone(),
+        _ => Vec::new(),
+    };
+    for (name, value) in headers {
+        let existing = list.iter().find(|h| {
+            h.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        });
+        match existing {
+            Some(h) => {
+                let exact = h
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|t| t == "Exact");
+                if !(exact && h.get("value").and_then(Value::as_str) == Some(value)) {
+                    return None;
+                }
+            }
+            None => list.push(json!({ "type": "Exact", "name": name, "value": value })),
+        }
+    }
+    obj.insert("headers".into(), Value::Array(list));
+    Some(m)
 }
 
 /// A rule that references the stable Service.
@@ -458,7 +809,7 @@ fn classify_not_found(status: &Status, route: &str) -> NotFound {
 
 /// Backoff before conflict retry `attempt + 1`: `BACKOFF_BASE * 2^(attempt-1)`
 /// plus a random jitter of up to the same amount.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let base = BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1)).min(64);
     let base_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
     let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % base_ms;
@@ -466,7 +817,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Run an API call under [`CALL_TIMEOUT`].
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     operation: &'static str,
     call: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, kube::Error> {

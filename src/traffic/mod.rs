@@ -7,6 +7,12 @@ use async_trait::async_trait;
 use crate::api::TrafficRouting;
 
 pub mod gateway_api;
+pub mod istio;
+pub mod nginx;
+pub mod replicas;
+pub mod scale;
+pub mod smi;
+pub mod traefik;
 
 /// Errors of the routing layer. A `metric_label` per variant, never a Debug
 /// string in a metric label.
@@ -44,6 +50,9 @@ pub enum TrafficError {
         #[source]
         source: kube::Error,
     },
+    /// The router cannot do what the Rollout asks (e.g. a cookie match).
+    #[error("the {router} router cannot {what}")]
+    Unsupported { router: &'static str, what: String },
     /// The route object has a shape we cannot work with.
     #[error("{kind} {name:?} is malformed: {message}")]
     Malformed {
@@ -63,6 +72,7 @@ impl TrafficError {
             TrafficError::Conflict { .. } => "route_conflict",
             TrafficError::Api { .. } => "route_api",
             TrafficError::Malformed { .. } => "route_malformed",
+            TrafficError::Unsupported { .. } => "router_unsupported",
         }
     }
 
@@ -75,6 +85,7 @@ impl TrafficError {
                 | TrafficError::NoStableBackend { .. }
                 | TrafficError::CrdMissing { .. }
                 | TrafficError::Malformed { .. }
+                | TrafficError::Unsupported { .. }
         )
     }
 }
@@ -86,12 +97,54 @@ pub struct WeightReading {
     pub canary: Option<u8>,
 }
 
-/// The stable and canary Services a router moves traffic between.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The stable and canary versions a router moves traffic between.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Backends {
     pub namespace: String,
     pub stable_service: String,
     pub canary_service: String,
+    /// The Deployments, when the spec names them (the replicas router needs both).
+    pub stable_deployment: Option<String>,
+    pub canary_deployment: Option<String>,
+    /// The Rollout, as owner of objects a router creates (canary Ingress,
+    /// TrafficSplit), so they are garbage-collected with it.
+    pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+}
+
+/// One A/B match: a header or a cookie with an exact value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    Header { name: String, value: String },
+    Cookie { name: String, value: String },
+}
+
+/// Requests matching all of `matches` go to the canary, whatever the weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRoute {
+    /// DNS label; routers name the objects/rules they add after it.
+    pub name: String,
+    pub matches: Vec<Match>,
+}
+
+/// What a router can express (the README's router table comes from this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub header: bool,
+    pub cookie: bool,
+    /// At most this many header routes at once (`None`: no limit).
+    pub max_header_routes: Option<usize>,
+    pub mirroring: bool,
+}
+
+/// The capabilities of each router kind (as named in the spec).
+pub fn capabilities(kind: &str) -> Capabilities {
+    let none = Capabilities { header: false, cookie: false, max_header_routes: Some(0), mirroring: false };
+    match kind {
+        "gatewayAPI" => Capabilities { header: true, cookie: false, max_header_routes: None, mirroring: false },
+        "nginx" => Capabilities { header: true, cookie: true, max_header_routes: Some(1), mirroring: false },
+        "istio" => Capabilities { header: true, cookie: true, max_header_routes: None, mirroring: false },
+        _ => none,
+    }
 }
 
 #[async_trait]
@@ -107,9 +160,23 @@ pub trait TrafficRouter: Send + Sync {
     /// Set the canary weight (stable gets `100 - weight`), preserving every
     /// other field of the route, then read it back.
     async fn set_weight(&self, canary_weight: u8) -> Result<WeightReading, TrafficError>;
-    /// Return all traffic to stable (finalizer, abort, rollback). A route
-    /// that is already gone is not an error.
+    /// Return all traffic to stable (finalizer, abort, rollback) and remove
+    /// every header route this router added. A route that is already gone
+    /// is not an error.
     async fn restore_stable(&self) -> Result<(), TrafficError>;
+    /// Make the router's A/B routes exactly `routes` (add, update, remove
+    /// the ones rollwise manages; never touch others). Idempotent: no write
+    /// when nothing changes.
+    async fn set_header_routes(&self, routes: &[HeaderRoute]) -> Result<(), TrafficError> {
+        if routes.is_empty() {
+            Ok(())
+        } else {
+            Err(TrafficError::Unsupported {
+                router: self.name(),
+                what: "route requests by header or cookie".into(),
+            })
+        }
+    }
 }
 
 /// Build the router the spec names.
@@ -118,11 +185,23 @@ pub fn router_for(
     routing: &TrafficRouting,
     backends: Backends,
 ) -> Option<Box<dyn TrafficRouter>> {
-    routing.gateway_api.as_ref().map(|g| {
-        Box::new(gateway_api::GatewayApiRouter::new(
-            client,
-            g.http_route.clone(),
-            backends,
-        )) as Box<dyn TrafficRouter>
-    })
+    if let Some(g) = &routing.gateway_api {
+        return Some(Box::new(gateway_api::GatewayApiRouter::new(client, g.http_route.clone(), backends)));
+    }
+    if let Some(n) = &routing.nginx {
+        return Some(Box::new(nginx::NginxRouter::new(client, n.clone(), backends)));
+    }
+    if let Some(i) = &routing.istio {
+        return Some(Box::new(istio::IstioRouter::new(client, i.clone(), backends)));
+    }
+    if let Some(s) = &routing.smi {
+        return Some(Box::new(smi::SmiRouter::new(client, s.clone(), backends)));
+    }
+    if let Some(t) = &routing.traefik {
+        return Some(Box::new(traefik::TraefikRouter::new(client, t.clone(), backends)));
+    }
+    if routing.replicas.is_some() {
+        return Some(Box::new(replicas::ReplicasRouter::new(client, backends)));
+    }
+    None
 }
