@@ -167,6 +167,25 @@ fn header_route(h: &super::HeaderRouteStep, field: &str, router: &'static str) -
             _ => return Err(fail(format!("match[{j}] must be either a header or a cookie"))),
         }
     }
+    if matches.is_empty() {
+        // No match: the step removes the route (nothing to check).
+        return Ok(HeaderRoute { name: h.name.clone(), matches });
+    }
+    if router == "nginx" {
+        // ingress-nginx: one canary-by-header and/or canary-by-cookie, ORed
+        // by nginx; a cookie can only be matched with the value "always".
+        if matches.len() > 1 {
+            return Err(fail("the nginx router can express only one match per route (ingress-nginx ORs header and cookie)".into()));
+        }
+        if let Some(Match::Cookie { value, .. }) = matches.first()
+            && value != "always"
+        {
+            return Err(fail(format!("the nginx router can match a cookie only with the value \"always\" (ingress-nginx canary-by-cookie), not {value:?}")));
+        }
+    }
+    if let Some(Match::Header { name, .. }) = matches.iter().find(|m| matches!(m, Match::Header { value, .. } if value.is_empty())) {
+        return Err(fail(format!("header {name:?} needs a value")));
+    }
     Ok(HeaderRoute { name: h.name.clone(), matches })
 }
 

@@ -766,6 +766,14 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
     let e = crate::api::validate(&s).unwrap_err();
     assert!(e[0].message.contains("traefik router cannot route by header"), "{e:?}");
+    spec["trafficRouting"] = serde_json::json!({"nginx": {"ingress": "app"}});
+    spec["steps"][0]["setHeaderRoute"]["match"] = serde_json::json!([{"cookie": {"name": "beta", "value": "1"}}]);
+    let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
+    let e = crate::api::validate(&s).unwrap_err();
+    assert!(e[0].message.contains("only with the value \"always\""), "{e:?}");
+    spec["steps"][0]["setHeaderRoute"]["match"] = serde_json::json!([{"cookie": {"name": "beta", "value": "always"}}]);
+    let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
+    assert!(crate::api::validate(&s).is_ok());
     spec["trafficRouting"] = serde_json::json!({"replicas": {}});
     spec["steps"] = serde_json::json!([{"setWeight": 100}]);
     spec["canary"].as_object_mut().unwrap().remove("deployment");
