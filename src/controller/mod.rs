@@ -10,7 +10,7 @@ mod run;
 
 pub use context::{Context, PrometheusProviders, ProviderFactory};
 pub use reconcile::{error_policy, reconcile};
-pub use run::{RunConfig, run};
+pub use run::{RunConfig, run, trim, trim_meta};
 
 /// Errors of the operator's own machinery (a failed canary is not an error:
 /// it is a decision recorded in status).

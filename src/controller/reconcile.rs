@@ -74,16 +74,18 @@ async fn ensure_finalizer(api: &Api<Rollout>, r: Arc<Rollout>) -> Result<Arc<Rol
 
 /// Transient errors requeue within seconds, with jitter.
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .errors
-        .with_label_values(&[error.metric_label()])
-        .inc();
-    tracing::warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), category = error.metric_label(), error = %error, "reconcile failed");
+    retry_after(&rollout.name_any(), rollout.namespace().as_deref(), error, &ctx)
+}
+
+/// Count and log a failed reconcile; when to try again.
+pub(crate) fn retry_after(name: &str, namespace: Option<&str>, error: &Error, ctx: &Context) -> Action {
+    ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
+    tracing::warn!(rollout = %name, namespace = ?namespace, category = error.metric_label(), error = %error, "reconcile failed");
     let base = match error.metric_label() {
         "conflict" => Duration::from_millis(500),
         _ => Duration::from_secs(5),
     };
-    Action::requeue(base + jitter(&rollout.name_any(), base / 2))
+    Action::requeue(base + jitter(name, base / 2))
 }
 
 fn jitter(seed: &str, max: Duration) -> Duration {

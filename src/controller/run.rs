@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use tokio::sync::watch;
 
-use super::{Context, error_policy, reconcile};
+use super::{Context, reconcile};
 use crate::api::{ACTION_ANNOTATION, Rollout};
 use crate::http::{self, Election, Health};
 use crate::leader::{self, Gated, LeaderElector, LeaseConfig};
@@ -78,10 +80,45 @@ impl RunConfig {
 /// fields and foreign annotations (notably `last-applied-configuration`,
 /// often larger than the rest of the object).
 pub fn trim(r: &mut Rollout) {
-    r.managed_fields_mut().clear();
-    let annotations = r.annotations_mut();
-    annotations.retain(|k, _| k == ACTION_ANNOTATION);
-    r.meta_mut().owner_references = None;
+    trim_meta_fields(r.meta_mut());
+}
+
+/// What the operator caches of each Rollout: its metadata only (the watch
+/// is a metadata watch), trimmed to what triggers and keys a reconcile.
+/// Every reconcile reads the one Rollout it works on, fresh.
+pub fn trim_meta(r: &mut PartialObjectMeta<Rollout>) {
+    trim_meta_fields(&mut r.metadata);
+}
+
+fn trim_meta_fields(m: &mut kube::api::ObjectMeta) {
+    m.managed_fields = None;
+    m.owner_references = None;
+    m.labels = None;
+    m.creation_timestamp = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.retain(|k, _| k == ACTION_ANNOTATION);
+        if a.is_empty() {
+            m.annotations = None;
+        }
+    }
+}
+
+/// The controller's reconcile on a cached metadata entry: read the Rollout,
+/// then run [`reconcile`]. A Rollout gone in the meantime needs nothing.
+async fn reconcile_meta(meta: Arc<PartialObjectMeta<Rollout>>, ctx: Arc<Context>) -> super::Result<Action> {
+    let (Some(ns), Some(name)) = (meta.metadata.namespace.clone(), meta.metadata.name.clone()) else {
+        return Err(super::Error::MissingObjectKey);
+    };
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    match super::with_timeout("get rollout", api.get_opt(&name)).await? {
+        Some(r) => reconcile(Arc::new(r), ctx).await,
+        None => Ok(Action::await_change()),
+    }
+}
+
+fn error_policy_meta(meta: Arc<PartialObjectMeta<Rollout>>, error: &super::Error, ctx: Arc<Context>) -> Action {
+    let name = meta.metadata.name.clone().unwrap_or_default();
+    super::reconcile::retry_after(&name, meta.metadata.namespace.as_deref(), error, &ctx)
 }
 
 pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result<()> {
@@ -255,10 +292,15 @@ async fn reconcile_until(
     shutdown: Shutdown,
 ) {
     health.set_ready(false);
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
+    let (reader, writer) = reflector::store::<PartialObjectMeta<Rollout>>();
+    // A metadata-only watch of the same scope.
+    let meta: Api<PartialObjectMeta<Rollout>> = match api.namespace() {
+        Some(ns) => Api::namespaced(api.clone().into_client(), ns),
+        None => Api::all(api.clone().into_client()),
+    };
+    let stream = watcher(meta, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(trim)
+        .modify(trim_meta)
         .reflect(writer)
         .touched_objects();
     let synced = {
@@ -275,7 +317,7 @@ async fn reconcile_until(
     let controller = Controller::for_stream(stream, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.requested())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_meta, error_policy_meta, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile did not complete");
