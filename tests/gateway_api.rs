@@ -5,39 +5,25 @@
 //! merge-patch path. It has no field ownership and treats SSA as a merge patch,
 //! so nothing here says anything about server-side apply.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::routers::{
+    self, CANARY, NS, STABLE, assert_built, backends, counting_patches, reading,
+};
 use gateway_api::apis::standard::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteSpec,
 };
-use kube::api::{Api, ApiResource, DynamicObject};
 use kube_fake_client::{ClientBuilder, interceptor};
 use rollwise::api::{GatewayApiRouting, TrafficRouting};
 use rollwise::traffic::gateway_api::{GatewayApiRouter, MAX_RULES, MAX_WRITE_ATTEMPTS};
-use rollwise::traffic::{
-    Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading, router_for,
-};
+use rollwise::traffic::{HeaderRoute, Match, TrafficError, TrafficRouter, router_for};
 use serde_json::{Value, json};
 
-const NS: &str = "shop";
 const ROUTE: &str = "web";
-const STABLE: &str = "web-stable";
-const CANARY: &str = "web-canary";
-
-fn backends() -> Backends {
-    Backends {
-        namespace: NS.into(),
-        stable_service: STABLE.into(),
-        canary_service: CANARY.into(),
-        ..Default::default()
-    }
-}
-
-fn reading(w: u8) -> WeightReading {
-    WeightReading { canary: Some(w) }
-}
 
 /// A raw HTTPRoute with the given rules.
 fn route(rules: Value) -> Value {
@@ -62,34 +48,11 @@ fn weighted_route(stable: u32, canary: u32) -> Value {
     }]))
 }
 
-async fn client_with(objects: Vec<Value>) -> kube::Client {
-    ClientBuilder::new()
-        .with_resource::<HttpRoute>()
-        .with_runtime_objects(objects)
-        .build()
-        .await
-        .expect("fake client")
-}
-
-async fn client_with_interceptor(objects: Vec<Value>, funcs: interceptor::Funcs) -> kube::Client {
-    ClientBuilder::new()
-        .with_resource::<HttpRoute>()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .expect("fake client")
-}
+// `client_with`, `client_with_interceptor` and `stored` (the HttpRoute `NS/ROUTE`).
+routers::fixtures!(HttpRoute, ROUTE);
 
 fn router(client: &kube::Client) -> GatewayApiRouter {
     GatewayApiRouter::new(client.clone(), ROUTE.into(), backends())
-}
-
-/// The stored route, as raw JSON (nothing dropped by a typed struct).
-async fn stored(client: &kube::Client) -> Value {
-    let resource = ApiResource::erase::<HttpRoute>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
-    serde_json::to_value(api.get(ROUTE).await.expect("route")).expect("json")
 }
 
 fn resource_version(route: &Value) -> String {
@@ -113,14 +76,6 @@ fn refs(route: &Value, rule: usize) -> Vec<(String, Option<u64>, Option<u64>)> {
             )
         })
         .collect()
-}
-
-fn counting_patches(counter: &Arc<AtomicU32>) -> interceptor::Funcs {
-    let counter = counter.clone();
-    interceptor::Funcs::new().patch(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(None)
-    })
 }
 
 // 1. One rule: the canary ref is added with the stable's port.
@@ -260,27 +215,20 @@ async fn set_weight_preserves_every_other_field() {
 #[tokio::test]
 async fn concurrent_edit_is_not_lost() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |ctx| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Someone else edits the route right before our (now stale)
-            // patch lands: a new rule and a new hostname.
-            let edit = json!({
-                "metadata": { "annotations": { "edited-by": "someone-else" } },
-                "spec": {
-                    "hostnames": ["beta.example.com"],
-                    "rules": [
-                        { "backendRefs": [{ "name": STABLE, "port": 8080 }] },
-                        { "matches": [{ "path": { "type": "PathPrefix", "value": "/admin" } }],
-                          "backendRefs": [{ "name": "admin", "port": 80 }] },
-                    ],
-                },
-            });
-            ctx.client
-                .patch::<HttpRoute>(ctx.namespace, ctx.name, &edit, ctx.params)?;
-        }
-        Ok(None)
+    // Someone else edits the route right before our (now stale) patch
+    // lands: a new rule and a new hostname.
+    let edit = json!({
+        "metadata": { "annotations": { "edited-by": "someone-else" } },
+        "spec": {
+            "hostnames": ["beta.example.com"],
+            "rules": [
+                { "backendRefs": [{ "name": STABLE, "port": 8080 }] },
+                { "matches": [{ "path": { "type": "PathPrefix", "value": "/admin" } }],
+                  "backendRefs": [{ "name": "admin", "port": 80 }] },
+            ],
+        },
     });
+    let funcs = routers::concurrent_edit::<HttpRoute>(&patches, edit);
     let client = client_with_interceptor(
         vec![route(
             json!([{ "backendRefs": [{ "name": STABLE, "port": 8080 }] }]),
@@ -314,13 +262,7 @@ async fn concurrent_edit_is_not_lost() {
 #[tokio::test]
 async fn persistent_conflicts_give_up_with_conflict_error() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |_| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        Err(kube_fake_client::Error::Conflict(
-            "the object has been modified; please apply your changes to the latest version and try again".into(),
-        ))
-    });
+    let funcs = routers::conflicting_patches(&patches);
     let client = client_with_interceptor(vec![weighted_route(100, 0)], funcs).await;
     let before = stored(&client).await;
 
@@ -452,7 +394,7 @@ async fn verify_accepts_a_drivable_route() {
 async fn verify_reports_crd_missing_when_httproutes_are_not_served() {
     // No `.with_resource::<HttpRoute>()`: the fake answers like an API server
     // without the CRD (404 "the server could not find the requested resource").
-    let client = ClientBuilder::new().build().await.expect("fake client");
+    let client = routers::client_without_crds().await;
     let err = router(&client).verify().await.expect_err("no CRD");
     assert!(
         matches!(&err, TrafficError::CrdMissing { crd } if crd == "httproutes.gateway.networking.k8s.io"),
@@ -557,18 +499,13 @@ async fn set_weight_to_carried_weight_makes_no_write() {
 // set_weight returns what the API server returned, not what was asked.
 #[tokio::test]
 async fn set_weight_reads_back_the_servers_answer() {
-    let funcs = interceptor::Funcs::new().patch(|ctx| {
-        // Stand-in for a mutating webhook that caps the canary at 25%.
-        let mut stored: Value = ctx
-            .client
-            .patch::<HttpRoute>(ctx.namespace, ctx.name, ctx.patch, ctx.params)
-            .map(|r| serde_json::to_value(r).expect("json"))?;
+    // Stand-in for a mutating webhook that caps the canary at 25%.
+    let funcs = routers::adjusted_answers::<HttpRoute>(|stored| {
         let refs = stored["spec"]["rules"][0]["backendRefs"]
             .as_array_mut()
             .expect("refs");
         refs[0]["weight"] = json!(75);
         refs[1]["weight"] = json!(25);
-        Ok(Some(stored))
     });
     let client = client_with_interceptor(vec![weighted_route(100, 0)], funcs).await;
 
@@ -605,9 +542,7 @@ async fn router_for_builds_the_gateway_api_router() {
         ..Default::default()
     };
     let router = router_for(client.clone(), &routing, backends()).expect("a router");
-    assert_eq!(router.name(), "gatewayAPI");
-    assert_eq!(router.current_weight().await.expect("read"), reading(5));
-    assert_eq!(router.set_weight(60).await.expect("set"), reading(60));
+    assert_built(router.as_ref(), "gatewayAPI", 5).await;
     assert_eq!(
         refs(&stored(&client).await, 0),
         vec![
@@ -948,27 +883,20 @@ async fn weight_reading_ignores_rollwise_rules() {
 #[tokio::test]
 async fn concurrent_edit_during_header_route_write_is_not_lost() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |ctx| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Someone else adds a rule and a hostname right before our
-            // (now stale) patch lands.
-            let edit = json!({
-                "spec": {
-                    "hostnames": ["beta.example.com"],
-                    "rules": [
-                        { "name": "main", "backendRefs": [{ "name": STABLE, "port": 8080 }] },
-                        { "name": "docs",
-                          "matches": [{ "path": { "type": "PathPrefix", "value": "/docs" } }],
-                          "backendRefs": [{ "name": "docs", "port": 80 }] },
-                    ],
-                },
-            });
-            ctx.client
-                .patch::<HttpRoute>(ctx.namespace, ctx.name, &edit, ctx.params)?;
-        }
-        Ok(None)
+    // Someone else adds a rule and a hostname right before our (now stale)
+    // patch lands.
+    let edit = json!({
+        "spec": {
+            "hostnames": ["beta.example.com"],
+            "rules": [
+                { "name": "main", "backendRefs": [{ "name": STABLE, "port": 8080 }] },
+                { "name": "docs",
+                  "matches": [{ "path": { "type": "PathPrefix", "value": "/docs" } }],
+                  "backendRefs": [{ "name": "docs", "port": 80 }] },
+            ],
+        },
     });
+    let funcs = routers::concurrent_edit::<HttpRoute>(&patches, edit);
     let client = client_with_interceptor(
         vec![route(
             json!([{ "name": "main", "backendRefs": [{ "name": STABLE, "port": 8080 }] }]),

@@ -5,55 +5,22 @@
 //! conflict retry and field preservation are exercised for real. It does not
 //! run Istio's validation webhook.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use kube::CustomResource;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube_fake_client::{ClientBuilder, interceptor};
+use common::routers::{
+    self, CANARY, NS, STABLE, VirtualService, assert_built, assert_crd_missing, backends,
+    counting_patches, reading,
+};
 use rollwise::api::{IstioRouting, IstioSubsets, TrafficRouting};
 use rollwise::traffic::gateway_api::MAX_WRITE_ATTEMPTS;
 use rollwise::traffic::istio::IstioRouter;
-use rollwise::traffic::{
-    Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading, router_for,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use rollwise::traffic::{HeaderRoute, Match, TrafficError, TrafficRouter, router_for};
+use serde_json::{Value, json};
 
-/// Test-only registration of the kind in the fake (the router itself uses
-/// `DynamicObject`); the spec is kept as raw JSON.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default)]
-#[kube(
-    group = "networking.istio.io",
-    version = "v1",
-    kind = "VirtualService",
-    plural = "virtualservices",
-    namespaced,
-    schema = "disabled",
-    derive = "Default"
-)]
-struct VirtualServiceSpec {
-    #[serde(flatten)]
-    fields: Map<String, Value>,
-}
-
-const NS: &str = "shop";
 const VS: &str = "web";
-const STABLE: &str = "web-stable";
-const CANARY: &str = "web-canary";
-
-fn backends() -> Backends {
-    Backends {
-        namespace: NS.into(),
-        stable_service: STABLE.into(),
-        canary_service: CANARY.into(),
-        ..Default::default()
-    }
-}
-
-fn reading(w: u8) -> WeightReading {
-    WeightReading { canary: Some(w) }
-}
 
 fn config() -> IstioRouting {
     IstioRouting {
@@ -95,34 +62,8 @@ fn weighted_vs(stable: u32, canary: u32) -> Value {
     }]))
 }
 
-async fn client_with(objects: Vec<Value>) -> kube::Client {
-    client_with_interceptor(objects, interceptor::Funcs::new()).await
-}
-
-async fn client_with_interceptor(objects: Vec<Value>, funcs: interceptor::Funcs) -> kube::Client {
-    ClientBuilder::new()
-        .with_resource::<VirtualService>()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .expect("fake client")
-}
-
-/// The stored VirtualService, as raw JSON.
-async fn stored(client: &kube::Client) -> Value {
-    let resource = ApiResource::erase::<VirtualService>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
-    serde_json::to_value(api.get(VS).await.expect("virtual service")).expect("json")
-}
-
-fn counting_patches(counter: &Arc<AtomicU32>) -> interceptor::Funcs {
-    let counter = counter.clone();
-    interceptor::Funcs::new().patch(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(None)
-    })
-}
+// `client_with`, `client_with_interceptor` and `stored` (the VirtualService `NS/VS`).
+routers::fixtures!(VirtualService, VS);
 
 /// `(host, subset, weight)` of each destination of `spec.http[route]`.
 fn dests(vs: &Value, route: usize) -> Vec<(String, Option<String>, Option<u64>)> {
@@ -273,27 +214,20 @@ async fn set_weight_preserves_every_other_field() {
 #[tokio::test]
 async fn concurrent_edit_is_not_lost() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |ctx| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Someone else adds a route and a host right before our (now
-            // stale) patch lands.
-            let edit = json!({
-                "metadata": { "annotations": { "edited-by": "someone-else" } },
-                "spec": {
-                    "hosts": ["beta.example.com"],
-                    "http": [
-                        { "name": "admin", "match": [{ "uri": { "prefix": "/admin" } }],
-                          "route": [{ "destination": { "host": "admin" } }] },
-                        { "name": "primary", "route": [{ "destination": { "host": STABLE } }] },
-                    ],
-                },
-            });
-            ctx.client
-                .patch::<VirtualService>(ctx.namespace, ctx.name, &edit, ctx.params)?;
-        }
-        Ok(None)
+    // Someone else adds a route and a host right before our (now stale)
+    // patch lands.
+    let edit = json!({
+        "metadata": { "annotations": { "edited-by": "someone-else" } },
+        "spec": {
+            "hosts": ["beta.example.com"],
+            "http": [
+                { "name": "admin", "match": [{ "uri": { "prefix": "/admin" } }],
+                  "route": [{ "destination": { "host": "admin" } }] },
+                { "name": "primary", "route": [{ "destination": { "host": STABLE } }] },
+            ],
+        },
     });
+    let funcs = routers::concurrent_edit::<VirtualService>(&patches, edit);
     let client = client_with_interceptor(
         vec![vs(json!([
             { "name": "primary", "route": [{ "destination": { "host": STABLE } }] },
@@ -324,11 +258,8 @@ async fn concurrent_edit_is_not_lost() {
 
 #[tokio::test]
 async fn persistent_conflicts_give_up_with_conflict_error() {
-    let funcs = interceptor::Funcs::new().patch(|_| {
-        Err(kube_fake_client::Error::Conflict(
-            "the object has been modified".into(),
-        ))
-    });
+    let patches = Arc::new(AtomicU32::new(0));
+    let funcs = routers::conflicting_patches(&patches);
     let client = client_with_interceptor(vec![weighted_vs(100, 0)], funcs).await;
     let before = stored(&client).await;
 
@@ -362,19 +293,11 @@ async fn set_weight_to_carried_weight_makes_no_write() {
 
 #[tokio::test]
 async fn set_weight_reads_back_the_servers_answer() {
-    let funcs = interceptor::Funcs::new().patch(|ctx| {
-        // Stand-in for a mutating webhook that caps the canary at 25%.
-        let mut stored = serde_json::to_value(ctx.client.patch::<VirtualService>(
-            ctx.namespace,
-            ctx.name,
-            ctx.patch,
-            ctx.params,
-        )?)
-        .expect("json");
+    // Stand-in for a mutating webhook that caps the canary at 25%.
+    let funcs = routers::adjusted_answers::<VirtualService>(|stored| {
         let route = stored["spec"]["http"][0]["route"].as_array_mut().unwrap();
         route[0]["weight"] = json!(75);
         route[1]["weight"] = json!(25);
-        Ok(Some(stored))
     });
     let client = client_with_interceptor(vec![weighted_vs(100, 0)], funcs).await;
 
@@ -681,18 +604,8 @@ async fn virtual_service_without_stable_destination_is_no_stable_backend() {
 
 #[tokio::test]
 async fn crd_not_installed_is_crd_missing() {
-    let client = ClientBuilder::new().build().await.expect("fake client");
-    for err in [
-        router(&client).verify().await.expect_err("no CRD"),
-        router(&client).set_weight(10).await.expect_err("no CRD"),
-        router(&client).restore_stable().await.expect_err("no CRD"),
-    ] {
-        assert!(
-            matches!(&err, TrafficError::CrdMissing { crd } if crd == "virtualservices.networking.istio.io"),
-            "{err:?}"
-        );
-        assert!(err.is_configuration());
-    }
+    let client = routers::client_without_crds().await;
+    assert_crd_missing(&router(&client), "virtualservices.networking.istio.io").await;
 }
 
 #[tokio::test]
@@ -703,7 +616,5 @@ async fn router_for_builds_the_istio_router() {
         ..Default::default()
     };
     let router = router_for(client.clone(), &routing, backends()).expect("a router");
-    assert_eq!(router.name(), "istio");
-    assert_eq!(router.current_weight().await.expect("read"), reading(5));
-    assert_eq!(router.set_weight(60).await.expect("set"), reading(60));
+    assert_built(router.as_ref(), "istio", 5).await;
 }

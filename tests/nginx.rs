@@ -5,65 +5,32 @@
 //! real API server removes them with the apply itself); nothing here says
 //! anything about SSA field ownership.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use common::routers::{self, CANARY, NS, STABLE, assert_built, cookie, header, reading};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube_fake_client::{ClientBuilder, interceptor};
 use rollwise::api::{NginxRouting, TrafficRouting};
 use rollwise::traffic::nginx::{
     CANARY_BY_COOKIE, CANARY_BY_HEADER, CANARY_BY_HEADER_VALUE, CANARY_WEIGHT, HEADER_ROUTE,
     NginxRouter, canary_ingress_name,
 };
-use rollwise::traffic::{
-    Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading, router_for,
-};
+use rollwise::traffic::{Backends, HeaderRoute, Match, TrafficError, TrafficRouter, router_for};
 use serde_json::{Value, json};
 
-const NS: &str = "shop";
 const INGRESS: &str = "web";
-const STABLE: &str = "web-stable";
-const CANARY: &str = "web-canary";
 const CANARY_INGRESS: &str = "web-web-canary-canary";
-
-fn owner() -> OwnerReference {
-    OwnerReference {
-        api_version: "rollwise.io/v1alpha1".into(),
-        kind: "Rollout".into(),
-        name: "web".into(),
-        uid: "6b1f3c2e-0000-4000-8000-000000000001".into(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
 
 fn backends() -> Backends {
     Backends {
-        namespace: NS.into(),
-        stable_service: STABLE.into(),
-        canary_service: CANARY.into(),
-        owner: Some(owner()),
-        ..Default::default()
-    }
-}
-
-fn reading(w: u8) -> WeightReading {
-    WeightReading { canary: Some(w) }
-}
-
-fn header(name: &str, value: &str) -> Match {
-    Match::Header {
-        name: name.into(),
-        value: value.into(),
-    }
-}
-
-fn cookie(name: &str, value: &str) -> Match {
-    Match::Cookie {
-        name: name.into(),
-        value: value.into(),
+        owner: Some(routers::rollout_owner(
+            "6b1f3c2e-0000-4000-8000-000000000001",
+        )),
+        ..routers::backends()
     }
 }
 
@@ -116,20 +83,11 @@ fn user_ingress() -> Value {
 }
 
 async fn client_with(objects: Vec<Value>) -> kube::Client {
-    ClientBuilder::new()
-        .with_runtime_objects(objects)
-        .build()
-        .await
-        .expect("fake client")
+    client_with_interceptor(objects, interceptor::Funcs::new()).await
 }
 
 async fn client_with_interceptor(objects: Vec<Value>, funcs: interceptor::Funcs) -> kube::Client {
-    ClientBuilder::new()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .expect("fake client")
+    routers::client_from(ClientBuilder::new(), objects, funcs).await
 }
 
 fn router(client: &kube::Client) -> NginxRouter {
@@ -144,12 +102,7 @@ fn router(client: &kube::Client) -> NginxRouter {
 
 /// A stored Ingress as raw JSON.
 async fn stored(client: &kube::Client, name: &str) -> Option<Value> {
-    let resource = ApiResource::erase::<Ingress>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
-    api.get_opt(name)
-        .await
-        .expect("get")
-        .map(|o| serde_json::to_value(o).expect("json"))
+    routers::stored_opt::<Ingress>(client, NS, name).await
 }
 
 async fn user(client: &kube::Client) -> Value {
@@ -623,9 +576,7 @@ async fn router_for_builds_the_nginx_router() {
         ..Default::default()
     };
     let router = router_for(client.clone(), &routing, backends()).expect("a router");
-    assert_eq!(router.name(), "nginx");
-    assert_eq!(router.current_weight().await.expect("read"), reading(0));
-    assert_eq!(router.set_weight(60).await.expect("set"), reading(60));
+    assert_built(router.as_ref(), "nginx", 0).await;
     assert_eq!(
         annotation(&canary(&client).await, CANARY_WEIGHT),
         Some("60")

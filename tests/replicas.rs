@@ -2,8 +2,12 @@
 //! `kube-fake-client` (real merge patches, resourceVersion preconditions),
 //! plus property tests of the split rule.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::routers::{self, counting_patches, reading};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
@@ -13,7 +17,7 @@ use rollwise::api::TrafficRouting;
 use rollwise::demo::cluster::{self, NAMESPACE};
 use rollwise::traffic::replicas::{ORIGINAL_REPLICAS_ANNOTATION, ReplicasRouter, split};
 use rollwise::traffic::scale::{self, MAX_WRITE_ATTEMPTS, SCALED_DOWN_FROM_ANNOTATION};
-use rollwise::traffic::{Backends, TrafficError, TrafficRouter, WeightReading, router_for};
+use rollwise::traffic::{Backends, TrafficError, TrafficRouter, router_for};
 use serde_json::{Value, json};
 
 const STABLE: &str = "checkout-v1";
@@ -79,10 +83,6 @@ fn router(client: &kube::Client) -> ReplicasRouter {
     ReplicasRouter::new(client.clone(), backends())
 }
 
-fn reading(w: u8) -> WeightReading {
-    WeightReading { canary: Some(w) }
-}
-
 fn deployment(name: &str, replicas: i32) -> Value {
     serde_json::to_value(cluster::deployment(name, replicas, replicas)).expect("json")
 }
@@ -95,13 +95,8 @@ async fn ten() -> kube::Client {
 }
 
 async fn with_interceptor(objects: Vec<Value>, funcs: interceptor::Funcs) -> kube::Client {
-    ClientBuilder::new()
-        .with_status_subresource::<Deployment>()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .expect("fake client")
+    let builder = ClientBuilder::new().with_status_subresource::<Deployment>();
+    routers::client_from(builder, objects, funcs).await
 }
 
 async fn stored(client: &kube::Client, name: &str) -> Deployment {
@@ -145,14 +140,6 @@ async fn user_scales(client: &kube::Client, name: &str, replicas: i32) {
         )
         .await
         .expect("scale");
-}
-
-fn counting_patches(counter: &Arc<AtomicU32>) -> interceptor::Funcs {
-    let counter = counter.clone();
-    interceptor::Funcs::new().patch(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(None)
-    })
 }
 
 // ---------------------------------------------------------------- router
@@ -442,17 +429,10 @@ async fn the_growing_deployment_is_written_first() {
 #[tokio::test]
 async fn a_concurrent_change_is_retried_and_kept() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |ctx| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Someone else edits the Deployment right before our (now stale)
-            // patch lands.
-            let edit = json!({ "metadata": { "labels": { "edited-by": "someone-else" } } });
-            ctx.client
-                .patch::<Deployment>(ctx.namespace, ctx.name, &edit, ctx.params)?;
-        }
-        Ok(None)
-    });
+    // Someone else edits the Deployment right before our (now stale) patch
+    // lands.
+    let edit = json!({ "metadata": { "labels": { "edited-by": "someone-else" } } });
+    let funcs = routers::concurrent_edit::<Deployment>(&patches, edit);
     let client = with_interceptor(vec![deployment(STABLE, 10), deployment(CANARY, 0)], funcs).await;
 
     let got = router(&client).set_weight(33).await.expect("set_weight");
@@ -480,13 +460,7 @@ async fn a_concurrent_change_is_retried_and_kept() {
 #[tokio::test]
 async fn persistent_conflicts_give_up() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |_| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        Err(kube_fake_client::Error::Conflict(
-            "the object has been modified".into(),
-        ))
-    });
+    let funcs = routers::conflicting_patches(&patches);
     let client = with_interceptor(vec![deployment(STABLE, 10), deployment(CANARY, 0)], funcs).await;
     let err = router(&client).set_weight(50).await.expect_err("gives up");
     assert!(
@@ -605,16 +579,9 @@ async fn scale_helpers_handle_missing_and_idle_deployments() {
 #[tokio::test]
 async fn scale_down_retries_a_concurrent_change() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |ctx| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Someone scales it up between our read and our write.
-            let edit = json!({ "spec": { "replicas": 6 } });
-            ctx.client
-                .patch::<Deployment>(ctx.namespace, ctx.name, &edit, ctx.params)?;
-        }
-        Ok(None)
-    });
+    // Someone scales it up between our read and our write.
+    let edit = json!({ "spec": { "replicas": 6 } });
+    let funcs = routers::concurrent_edit::<Deployment>(&patches, edit);
     let client = with_interceptor(vec![deployment(CANARY, 4)], funcs).await;
 
     let recorded = scale::scale_down(client.clone(), NAMESPACE, CANARY)

@@ -5,68 +5,34 @@
 //! merge patch (creating the object when missing) and has no list-type
 //! semantics, so nothing here proves how a real API server merges the apply.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use common::routers::{
+    self, CANARY, NS, STABLE, TrafficSplit, assert_built, assert_crd_missing,
+    assert_header_routes_unsupported, counting_patches, header, reading,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::CustomResource;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube_fake_client::{ClientBuilder, interceptor};
 use rollwise::api::{SmiRouting, TrafficRouting};
 use rollwise::traffic::gateway_api::MAX_WRITE_ATTEMPTS;
 use rollwise::traffic::smi::SmiRouter;
-use rollwise::traffic::{
-    Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading, router_for,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use rollwise::traffic::{Backends, TrafficError, TrafficRouter, WeightReading, router_for};
+use serde_json::{Value, json};
 
-/// Test-only registration of the kind in the fake (the router itself uses
-/// `DynamicObject`); the spec is kept as raw JSON.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default)]
-#[kube(
-    group = "split.smi-spec.io",
-    version = "v1alpha2",
-    kind = "TrafficSplit",
-    plural = "trafficsplits",
-    namespaced,
-    schema = "disabled",
-    derive = "Default"
-)]
-struct TrafficSplitSpec {
-    #[serde(flatten)]
-    fields: Map<String, Value>,
-}
-
-const NS: &str = "shop";
 const SPLIT: &str = "web-split";
-const STABLE: &str = "web-stable";
-const CANARY: &str = "web-canary";
 const OWNER_UID: &str = "0b1c7e44-8d2a-4a55-9a53-2f7e4f8e4b11";
 
 fn owner() -> OwnerReference {
-    OwnerReference {
-        api_version: "rollwise.io/v1alpha1".into(),
-        kind: "Rollout".into(),
-        name: "web".into(),
-        uid: OWNER_UID.into(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
+    routers::rollout_owner(OWNER_UID)
 }
 
 fn backends() -> Backends {
     Backends {
-        namespace: NS.into(),
-        stable_service: STABLE.into(),
-        canary_service: CANARY.into(),
         owner: Some(owner()),
-        ..Default::default()
+        ..routers::backends()
     }
-}
-
-fn reading(w: u8) -> WeightReading {
-    WeightReading { canary: Some(w) }
 }
 
 fn config() -> SmiRouting {
@@ -101,40 +67,13 @@ fn our_split(stable: u32, canary: u32) -> Value {
     s
 }
 
-async fn client_with(objects: Vec<Value>) -> kube::Client {
-    client_with_interceptor(objects, interceptor::Funcs::new()).await
-}
-
-async fn client_with_interceptor(objects: Vec<Value>, funcs: interceptor::Funcs) -> kube::Client {
-    ClientBuilder::new()
-        .with_resource::<TrafficSplit>()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .expect("fake client")
-}
-
-fn api(client: &kube::Client) -> Api<DynamicObject> {
-    let resource = ApiResource::erase::<TrafficSplit>(&());
-    Api::namespaced_with(client.clone(), NS, &resource)
-}
-
-/// The stored TrafficSplit, as raw JSON.
-async fn stored(client: &kube::Client) -> Value {
-    serde_json::to_value(api(client).get(SPLIT).await.expect("traffic split")).expect("json")
-}
+// `client_with`, `client_with_interceptor` and `stored` (the TrafficSplit `NS/SPLIT`).
+routers::fixtures!(TrafficSplit, SPLIT);
 
 async fn exists(client: &kube::Client) -> bool {
-    api(client).get_opt(SPLIT).await.expect("get").is_some()
-}
-
-fn counting_patches(counter: &Arc<AtomicU32>) -> interceptor::Funcs {
-    let counter = counter.clone();
-    interceptor::Funcs::new().patch(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(None)
-    })
+    routers::stored_opt::<TrafficSplit>(client, NS, SPLIT)
+        .await
+        .is_some()
 }
 
 /// The parts of a TrafficSplit rollwise decides, for snapshots.
@@ -286,21 +225,14 @@ async fn a_split_labelled_for_another_rollout_is_not_ours() {
 #[tokio::test]
 async fn concurrent_edit_is_not_lost() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |ctx| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            let edit = json!({
-                "metadata": { "annotations": { "edited-by": "someone-else" } },
-                "spec": { "backends": [
-                    { "service": STABLE, "weight": 100 },
-                    { "service": "web-mirror", "weight": 3 },
-                ] },
-            });
-            ctx.client
-                .patch::<TrafficSplit>(ctx.namespace, ctx.name, &edit, ctx.params)?;
-        }
-        Ok(None)
+    let edit = json!({
+        "metadata": { "annotations": { "edited-by": "someone-else" } },
+        "spec": { "backends": [
+            { "service": STABLE, "weight": 100 },
+            { "service": "web-mirror", "weight": 3 },
+        ] },
     });
+    let funcs = routers::concurrent_edit::<TrafficSplit>(&patches, edit);
     let client = client_with_interceptor(
         vec![split(json!([{ "service": STABLE, "weight": 100 }]))],
         funcs,
@@ -330,11 +262,8 @@ async fn concurrent_edit_is_not_lost() {
 
 #[tokio::test]
 async fn persistent_conflicts_give_up_with_conflict_error() {
-    let funcs = interceptor::Funcs::new().patch(|_| {
-        Err(kube_fake_client::Error::Conflict(
-            "the object has been modified".into(),
-        ))
-    });
+    let patches = Arc::new(AtomicU32::new(0));
+    let funcs = routers::conflicting_patches(&patches);
     let client = client_with_interceptor(
         vec![split(json!([{ "service": STABLE, "weight": 100 }]))],
         funcs,
@@ -349,20 +278,12 @@ async fn persistent_conflicts_give_up_with_conflict_error() {
 
 #[tokio::test]
 async fn set_weight_reads_back_the_servers_answer() {
-    let funcs = interceptor::Funcs::new().patch(|ctx| {
-        // Stand-in for a mutating webhook that caps the canary at 25%.
-        let mut stored = serde_json::to_value(ctx.client.patch::<TrafficSplit>(
-            ctx.namespace,
-            ctx.name,
-            ctx.patch,
-            ctx.params,
-        )?)
-        .expect("json");
+    // Stand-in for a mutating webhook that caps the canary at 25%.
+    let funcs = routers::adjusted_answers::<TrafficSplit>(|stored| {
         stored["spec"]["backends"] = json!([
             { "service": STABLE, "weight": 75 },
             { "service": CANARY, "weight": 25 },
         ]);
-        Ok(Some(stored))
     });
     let client = client_with_interceptor(vec![our_split(100, 0)], funcs).await;
     assert_eq!(
@@ -470,41 +391,14 @@ async fn v1alpha1_quantity_weights_are_read_and_garbage_is_malformed() {
 
 #[tokio::test]
 async fn crd_not_installed_is_crd_missing() {
-    let client = ClientBuilder::new().build().await.expect("fake client");
-    for err in [
-        router(&client).verify().await.expect_err("no CRD"),
-        router(&client).set_weight(10).await.expect_err("no CRD"),
-        router(&client).restore_stable().await.expect_err("no CRD"),
-    ] {
-        assert!(
-            matches!(&err, TrafficError::CrdMissing { crd } if crd == "trafficsplits.split.smi-spec.io"),
-            "{err:?}"
-        );
-        assert!(err.is_configuration());
-    }
+    let client = routers::client_without_crds().await;
+    assert_crd_missing(&router(&client), "trafficsplits.split.smi-spec.io").await;
 }
 
 #[tokio::test]
 async fn header_routes_are_unsupported() {
     let client = client_with(vec![our_split(100, 0)]).await;
-    router(&client)
-        .set_header_routes(&[])
-        .await
-        .expect("none is fine");
-    let err = router(&client)
-        .set_header_routes(&[HeaderRoute {
-            name: "beta".into(),
-            matches: vec![Match::Header {
-                name: "x-beta".into(),
-                value: "1".into(),
-            }],
-        }])
-        .await
-        .expect_err("unsupported");
-    assert!(
-        matches!(err, TrafficError::Unsupported { router: "smi", .. }),
-        "{err:?}"
-    );
+    assert_header_routes_unsupported(&router(&client), "smi", vec![header("x-beta", "1")]).await;
 }
 
 #[tokio::test]
@@ -515,7 +409,5 @@ async fn router_for_builds_the_smi_router() {
         ..Default::default()
     };
     let router = router_for(client.clone(), &routing, backends()).expect("a router");
-    assert_eq!(router.name(), "smi");
-    assert_eq!(router.current_weight().await.expect("read"), reading(5));
-    assert_eq!(router.set_weight(60).await.expect("set"), reading(60));
+    assert_built(router.as_ref(), "smi", 5).await;
 }

@@ -4,55 +4,22 @@
 //! `metadata.resourceVersion` precondition, so the merge-patch path, the
 //! conflict retry and field preservation are exercised for real.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use kube::CustomResource;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube_fake_client::{ClientBuilder, interceptor};
+use common::routers::{
+    self, CANARY, NS, STABLE, TraefikService, assert_built, assert_crd_missing,
+    assert_header_routes_unsupported, backends, cookie, counting_patches, reading,
+};
 use rollwise::api::{TraefikRouting, TrafficRouting};
 use rollwise::traffic::gateway_api::MAX_WRITE_ATTEMPTS;
 use rollwise::traffic::traefik::TraefikRouter;
-use rollwise::traffic::{
-    Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading, router_for,
-};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use rollwise::traffic::{TrafficError, TrafficRouter, router_for};
+use serde_json::{Value, json};
 
-/// Test-only registration of the kind in the fake (the router itself uses
-/// `DynamicObject`); the spec is kept as raw JSON.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default)]
-#[kube(
-    group = "traefik.io",
-    version = "v1alpha1",
-    kind = "TraefikService",
-    plural = "traefikservices",
-    namespaced,
-    schema = "disabled",
-    derive = "Default"
-)]
-struct TraefikServiceSpec {
-    #[serde(flatten)]
-    fields: Map<String, Value>,
-}
-
-const NS: &str = "shop";
 const NAME: &str = "web-weighted";
-const STABLE: &str = "web-stable";
-const CANARY: &str = "web-canary";
-
-fn backends() -> Backends {
-    Backends {
-        namespace: NS.into(),
-        stable_service: STABLE.into(),
-        canary_service: CANARY.into(),
-        ..Default::default()
-    }
-}
-
-fn reading(w: u8) -> WeightReading {
-    WeightReading { canary: Some(w) }
-}
 
 fn config() -> TraefikRouting {
     TraefikRouting {
@@ -81,34 +48,8 @@ fn weighted(stable: u32, canary: u32) -> Value {
     ]))
 }
 
-async fn client_with(objects: Vec<Value>) -> kube::Client {
-    client_with_interceptor(objects, interceptor::Funcs::new()).await
-}
-
-async fn client_with_interceptor(objects: Vec<Value>, funcs: interceptor::Funcs) -> kube::Client {
-    ClientBuilder::new()
-        .with_resource::<TraefikService>()
-        .with_runtime_objects(objects)
-        .with_interceptor_funcs(funcs)
-        .build()
-        .await
-        .expect("fake client")
-}
-
-/// The stored TraefikService, as raw JSON.
-async fn stored(client: &kube::Client) -> Value {
-    let resource = ApiResource::erase::<TraefikService>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
-    serde_json::to_value(api.get(NAME).await.expect("traefik service")).expect("json")
-}
-
-fn counting_patches(counter: &Arc<AtomicU32>) -> interceptor::Funcs {
-    let counter = counter.clone();
-    interceptor::Funcs::new().patch(move |_| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Ok(None)
-    })
-}
+// `client_with`, `client_with_interceptor` and `stored` (the TraefikService `NS/NAME`).
+routers::fixtures!(TraefikService, NAME);
 
 #[tokio::test]
 async fn set_weight_adds_canary_with_stable_port_and_reads_back() {
@@ -185,24 +126,17 @@ async fn set_weight_preserves_every_other_field() {
 #[tokio::test]
 async fn concurrent_edit_is_not_lost() {
     let patches = Arc::new(AtomicU32::new(0));
-    let seen = patches.clone();
-    let funcs = interceptor::Funcs::new().patch(move |ctx| {
-        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-            let edit = json!({
-                "metadata": { "annotations": { "edited-by": "someone-else" } },
-                "spec": { "weighted": {
-                    "sticky": { "cookie": {} },
-                    "services": [
-                        { "name": "web-legacy", "port": 80, "weight": 1 },
-                        { "name": STABLE, "port": 80 },
-                    ],
-                } },
-            });
-            ctx.client
-                .patch::<TraefikService>(ctx.namespace, ctx.name, &edit, ctx.params)?;
-        }
-        Ok(None)
+    let edit = json!({
+        "metadata": { "annotations": { "edited-by": "someone-else" } },
+        "spec": { "weighted": {
+            "sticky": { "cookie": {} },
+            "services": [
+                { "name": "web-legacy", "port": 80, "weight": 1 },
+                { "name": STABLE, "port": 80 },
+            ],
+        } },
     });
+    let funcs = routers::concurrent_edit::<TraefikService>(&patches, edit);
     let client = client_with_interceptor(
         vec![service(json!([{ "name": STABLE, "port": 80 }]))],
         funcs,
@@ -233,11 +167,8 @@ async fn concurrent_edit_is_not_lost() {
 
 #[tokio::test]
 async fn persistent_conflicts_give_up_with_conflict_error() {
-    let funcs = interceptor::Funcs::new().patch(|_| {
-        Err(kube_fake_client::Error::Conflict(
-            "the object has been modified".into(),
-        ))
-    });
+    let patches = Arc::new(AtomicU32::new(0));
+    let funcs = routers::conflicting_patches(&patches);
     let client = client_with_interceptor(vec![weighted(100, 0)], funcs).await;
     let before = stored(&client).await;
     let err = router(&client).set_weight(10).await.expect_err("gives up");
@@ -263,21 +194,13 @@ async fn set_weight_to_carried_weight_makes_no_write() {
 
 #[tokio::test]
 async fn set_weight_reads_back_the_servers_answer() {
-    let funcs = interceptor::Funcs::new().patch(|ctx| {
-        // Stand-in for a mutating webhook that caps the canary at 25%.
-        let mut stored = serde_json::to_value(ctx.client.patch::<TraefikService>(
-            ctx.namespace,
-            ctx.name,
-            ctx.patch,
-            ctx.params,
-        )?)
-        .expect("json");
+    // Stand-in for a mutating webhook that caps the canary at 25%.
+    let funcs = routers::adjusted_answers::<TraefikService>(|stored| {
         let services = stored["spec"]["weighted"]["services"]
             .as_array_mut()
             .unwrap();
         services[0]["weight"] = json!(75);
         services[1]["weight"] = json!(25);
-        Ok(Some(stored))
     });
     let client = client_with_interceptor(vec![weighted(100, 0)], funcs).await;
     assert_eq!(
@@ -380,47 +303,14 @@ async fn ambiguous_stable_entries_are_malformed() {
 
 #[tokio::test]
 async fn crd_not_installed_is_crd_missing() {
-    let client = ClientBuilder::new().build().await.expect("fake client");
-    for err in [
-        router(&client).verify().await.expect_err("no CRD"),
-        router(&client).set_weight(10).await.expect_err("no CRD"),
-        router(&client).restore_stable().await.expect_err("no CRD"),
-    ] {
-        assert!(
-            matches!(&err, TrafficError::CrdMissing { crd } if crd == "traefikservices.traefik.io"),
-            "{err:?}"
-        );
-        assert!(err.is_configuration());
-    }
+    let client = routers::client_without_crds().await;
+    assert_crd_missing(&router(&client), "traefikservices.traefik.io").await;
 }
 
 #[tokio::test]
 async fn header_routes_are_unsupported() {
     let client = client_with(vec![weighted(100, 0)]).await;
-    router(&client)
-        .set_header_routes(&[])
-        .await
-        .expect("none is fine");
-    let err = router(&client)
-        .set_header_routes(&[HeaderRoute {
-            name: "beta".into(),
-            matches: vec![Match::Cookie {
-                name: "beta".into(),
-                value: "1".into(),
-            }],
-        }])
-        .await
-        .expect_err("unsupported");
-    assert!(
-        matches!(
-            err,
-            TrafficError::Unsupported {
-                router: "traefik",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_header_routes_unsupported(&router(&client), "traefik", vec![cookie("beta", "1")]).await;
 }
 
 #[tokio::test]
@@ -431,7 +321,5 @@ async fn router_for_builds_the_traefik_router() {
         ..Default::default()
     };
     let router = router_for(client.clone(), &routing, backends()).expect("a router");
-    assert_eq!(router.name(), "traefik");
-    assert_eq!(router.current_weight().await.expect("read"), reading(5));
-    assert_eq!(router.set_weight(60).await.expect("set"), reading(60));
+    assert_built(router.as_ref(), "traefik", 5).await;
 }

@@ -146,31 +146,18 @@
 // private helpers returning it too costs nothing extra.
 #![allow(clippy::result_large_err)]
 
-use std::future::Future;
-use std::hash::BuildHasher;
-use std::time::Duration;
-
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
 use async_trait::async_trait;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::core::Status;
 use serde_json::{Value, json};
 
+use super::raw::{api_error, backoff, bounded, named_like, set_weights, share};
 use super::{Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading};
 
-/// Upper bound of every API call the router makes.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How many conflicting writes the router tries before giving up with
-/// [`TrafficError::Conflict`].
-pub const MAX_WRITE_ATTEMPTS: u32 = 5;
+pub use super::raw::{CALL_TIMEOUT, MAX_WRITE_ATTEMPTS};
 
 /// The CRD that serves HTTPRoute, as reported in [`TrafficError::CrdMissing`].
 pub const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
-
-/// First backoff after a conflict; doubled per attempt, plus up to as much
-/// again of jitter.
-const BACKOFF_BASE: Duration = Duration::from_millis(20);
 
 const KIND: &str = "HTTPRoute";
 
@@ -480,25 +467,13 @@ impl GatewayApiRouter {
     }
 
     fn map_api_error(&self, error: kube::Error) -> TrafficError {
-        if let kube::Error::Api(status) = &error
-            && status.code == 404
-        {
-            return match classify_not_found(status, &self.route) {
-                NotFound::Object => TrafficError::RouteNotFound {
-                    kind: KIND,
-                    name: self.route.clone(),
-                    namespace: self.backends.namespace.clone(),
-                },
-                NotFound::ResourceType => TrafficError::CrdMissing {
-                    crd: HTTPROUTE_CRD.to_owned(),
-                },
-            };
-        }
-        TrafficError::Api {
-            kind: KIND,
-            name: self.route.clone(),
-            source: error,
-        }
+        api_error(
+            error,
+            KIND,
+            HTTPROUTE_CRD,
+            &self.backends.namespace,
+            &self.route,
+        )
     }
 }
 
@@ -750,22 +725,9 @@ fn apply_weight(rules: &mut [Value], targets: &[StableRule], canary: u8, canary_
         else {
             continue;
         };
-        match target.canary {
-            Some(c) => {
-                refs[target.stable]["weight"] = json!(100 - canary);
-                refs[c]["weight"] = json!(canary);
-            }
-            None if canary > 0 => {
-                refs[target.stable]["weight"] = json!(100 - canary);
-                let mut added = json!({ "name": canary_service, "weight": canary });
-                if let Some(port) = refs[target.stable].get("port").filter(|p| !p.is_null()) {
-                    added["port"] = port.clone();
-                }
-                refs.insert(target.stable + 1, added);
-            }
-            // No canary ref and no canary traffic wanted: already true.
-            None => {}
-        }
+        set_weights(refs, target.stable, target.canary, canary, |stable| {
+            named_like(stable, canary_service, canary)
+        });
     }
 }
 
@@ -778,142 +740,9 @@ fn is_service_ref(backend_ref: &Value, service: &str, namespace: &str) -> bool {
         && field("namespace").is_none_or(|ns| ns == namespace)
 }
 
-/// Canary share in percent, rounded half up; 0 when neither gets traffic.
-fn share(stable: u64, canary: u64) -> u8 {
-    let total = u128::from(stable) + u128::from(canary);
-    if total == 0 {
-        return 0;
-    }
-    let percent = (u128::from(canary) * 200 + total) / (2 * total);
-    u8::try_from(percent).unwrap_or(100)
-}
-
-/// Which thing a 404 says is missing.
-#[derive(Debug, PartialEq, Eq)]
-enum NotFound {
-    /// The route object.
-    Object,
-    /// The resource type (the CRD, or its v1 version, is not served).
-    ResourceType,
-}
-
-fn classify_not_found(status: &Status, route: &str) -> NotFound {
-    let named_in_details = status.details.as_ref().is_some_and(|d| !d.name.is_empty());
-    let named_in_message = status.message.contains(&format!("\"{route}\" not found"));
-    if named_in_details || named_in_message {
-        NotFound::Object
-    } else {
-        NotFound::ResourceType
-    }
-}
-
-/// Backoff before conflict retry `attempt + 1`: `BACKOFF_BASE * 2^(attempt-1)`
-/// plus a random jitter of up to the same amount.
-pub(super) fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1)).min(64);
-    let base_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
-    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % base_ms;
-    base + Duration::from_millis(jitter)
-}
-
-/// Run an API call under [`CALL_TIMEOUT`].
-pub(super) async fn bounded<T>(
-    operation: &'static str,
-    call: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, kube::Error> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(kube::Error::Service(Box::new(TimedOut {
-                operation,
-                after: CALL_TIMEOUT,
-            })))
-        })
-}
-
-/// An API call that did not answer within [`CALL_TIMEOUT`].
-#[derive(Debug, thiserror::Error)]
-#[error("{operation} timed out after {after:?}")]
-struct TimedOut {
-    operation: &'static str,
-    after: Duration,
-}
-
 #[cfg(test)]
 mod tests {
-    use kube::core::response::StatusDetails;
-
     use super::*;
-
-    fn status(message: &str, details: Option<StatusDetails>) -> Status {
-        Status {
-            code: 404,
-            message: message.into(),
-            reason: "NotFound".into(),
-            details,
-            ..Status::default()
-        }
-    }
-
-    #[test]
-    fn real_server_object_404_names_the_object_in_details() {
-        let s = status(
-            "httproutes.gateway.networking.k8s.io \"web\" not found",
-            Some(StatusDetails {
-                name: "web".into(),
-                group: "gateway.networking.k8s.io".into(),
-                kind: "httproutes".into(),
-                uid: String::new(),
-                causes: vec![],
-                retry_after_seconds: 0,
-            }),
-        );
-        assert_eq!(classify_not_found(&s, "web"), NotFound::Object);
-    }
-
-    #[test]
-    fn real_server_unserved_resource_404_is_the_resource_type() {
-        let empty = StatusDetails {
-            name: String::new(),
-            group: String::new(),
-            kind: String::new(),
-            uid: String::new(),
-            causes: vec![],
-            retry_after_seconds: 0,
-        };
-        let s = status(
-            "the server could not find the requested resource",
-            Some(empty),
-        );
-        assert_eq!(classify_not_found(&s, "web"), NotFound::ResourceType);
-        // Old API servers answer in plain text; kube keeps the text as message.
-        let plain = Status {
-            reason: "Failed to parse error data".into(),
-            ..status("404 page not found\n", None)
-        };
-        assert_eq!(classify_not_found(&plain, "web"), NotFound::ResourceType);
-    }
-
-    #[test]
-    fn share_rounds_half_up_and_handles_zero_total() {
-        assert_eq!(share(67, 33), 33);
-        assert_eq!(share(1, 1), 50);
-        assert_eq!(share(2, 1), 33);
-        assert_eq!(share(1, 2), 67);
-        assert_eq!(share(199, 1), 1); // 0.5 -> 1
-        assert_eq!(share(0, 0), 0);
-        assert_eq!(share(0, 5), 100);
-        assert_eq!(share(u64::MAX, u64::MAX), 50);
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_short() {
-        for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            let b = backoff(attempt);
-            let base = BACKOFF_BASE * 2u32.pow(attempt - 1);
-            assert!(b >= base && b < base * 2, "attempt {attempt}: {b:?}");
-        }
-    }
 
     #[test]
     fn service_ref_matching_respects_group_kind_namespace() {

@@ -68,7 +68,8 @@
 //! As for the Gateway API router (see [`super::gateway_api`]): a JSON merge
 //! patch carrying `metadata.resourceVersion` and the whole modified
 //! `spec.http` list, retried on 409 with a jittered backoff up to
-//! [`MAX_WRITE_ATTEMPTS`] times, then [`TrafficError::Conflict`]; no write
+//! [`MAX_WRITE_ATTEMPTS`](super::gateway_api::MAX_WRITE_ATTEMPTS) times,
+//! then [`TrafficError::Conflict`]; no write
 //! when nothing changes; every call bounded by [`CALL_TIMEOUT`](super::gateway_api::CALL_TIMEOUT); a 404 is
 //! [`TrafficError::RouteNotFound`] when it names the object and
 //! [`TrafficError::CrdMissing`] (`virtualservices.networking.istio.io`)
@@ -88,8 +89,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde_json::{Map, Value, json};
 
-use self::raw::{RawObject, share};
-use super::gateway_api::MAX_WRITE_ATTEMPTS;
+use super::raw::{RawObject, clamp, set_weights, share};
 use super::{Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading};
 use crate::api::IstioRouting;
 
@@ -386,22 +386,18 @@ impl IstioRouter {
             else {
                 continue;
             };
-            match target.canary {
-                Some(c) => {
-                    destinations[target.stable]["weight"] = json!(100 - canary);
-                    destinations[c]["weight"] = json!(canary);
-                }
-                None if canary > 0 => {
-                    destinations[target.stable]["weight"] = json!(100 - canary);
-                    let stable = &destinations[target.stable]["destination"];
-                    let added = json!({
-                        "destination": self.canary_destination(stable),
+            set_weights(
+                destinations,
+                target.stable,
+                target.canary,
+                canary,
+                |stable| {
+                    json!({
+                        "destination": self.canary_destination(&stable["destination"]),
                         "weight": canary,
-                    });
-                    destinations.insert(target.stable + 1, added);
-                }
-                None => {}
-            }
+                    })
+                },
+            );
         }
     }
 
@@ -494,7 +490,7 @@ impl TrafficRouter for IstioRouter {
     }
 
     async fn set_weight(&self, canary_weight: u8) -> Result<WeightReading, TrafficError> {
-        self.write_weight(raw::clamp(canary_weight, &self.object.name))
+        self.write_weight(clamp(canary_weight, &self.object.name))
             .await
     }
 
@@ -563,252 +559,6 @@ impl TrafficRouter for IstioRouter {
             })
             .await
             .map(|_| ())
-    }
-}
-
-/// Raw-JSON object access shared by the Istio, SMI and Traefik routers: the
-/// same manners as [`super::gateway_api`] (whose `bounded` and `backoff` it
-/// calls), i.e. calls bounded by [`CALL_TIMEOUT`](super::gateway_api::CALL_TIMEOUT), 404 classification, and
-/// merge patches carrying `metadata.resourceVersion`, retried on 409 with a
-/// jittered backoff.
-pub(super) mod raw {
-    use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-    use kube::core::Status;
-    use serde_json::Value;
-
-    use super::MAX_WRITE_ATTEMPTS;
-    use crate::traffic::TrafficError;
-    use crate::traffic::gateway_api::{backoff, bounded};
-
-    /// One named object of one kind, handled as raw JSON.
-    pub(in crate::traffic) struct RawObject {
-        api: Api<DynamicObject>,
-        pub(in crate::traffic) kind: &'static str,
-        crd: &'static str,
-        pub(in crate::traffic) name: String,
-        pub(in crate::traffic) namespace: String,
-    }
-
-    impl RawObject {
-        pub(in crate::traffic) fn new(
-            client: kube::Client,
-            resource: &ApiResource,
-            kind: &'static str,
-            crd: &'static str,
-            namespace: &str,
-            name: &str,
-        ) -> Self {
-            Self {
-                api: Api::namespaced_with(client, namespace, resource),
-                kind,
-                crd,
-                name: name.to_owned(),
-                namespace: namespace.to_owned(),
-            }
-        }
-
-        pub(in crate::traffic) async fn get(&self) -> Result<DynamicObject, TrafficError> {
-            bounded("get", self.api.get(&self.name))
-                .await
-                .map_err(|e| self.map_api_error(e))
-        }
-
-        /// `None` when the object does not exist (the resource type does).
-        pub(in crate::traffic) async fn get_opt(
-            &self,
-        ) -> Result<Option<DynamicObject>, TrafficError> {
-            match self.get().await {
-                Ok(obj) => Ok(Some(obj)),
-                Err(TrafficError::RouteNotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        }
-
-        /// Read, let `change` compute a merge patch from the object (`None`:
-        /// nothing to change), write it with the read resourceVersion; on a
-        /// conflict start over. Returns the object the server holds after
-        /// the write (or the one read, when nothing changed).
-        pub(in crate::traffic) async fn modify<F>(
-            &self,
-            change: F,
-        ) -> Result<DynamicObject, TrafficError>
-        where
-            F: Fn(&DynamicObject) -> Result<Option<Value>, TrafficError> + Send + Sync,
-        {
-            for attempt in 1..=MAX_WRITE_ATTEMPTS {
-                let current = self.get().await?;
-                let Some(patch) = change(&current)? else {
-                    tracing::debug!(kind = self.kind, name = %self.name, "already as wanted; no write");
-                    return Ok(current);
-                };
-                if let Some(written) = self.patch_at_version(&current, patch).await? {
-                    tracing::info!(kind = self.kind, name = %self.name, attempt, "route updated");
-                    return Ok(written);
-                }
-                self.pause_after_conflict(attempt).await;
-            }
-            Err(self.conflict())
-        }
-
-        /// Merge-patch `patch` on top of `current`, precondition
-        /// `current`'s resourceVersion. `None` on a 409.
-        pub(in crate::traffic) async fn patch_at_version(
-            &self,
-            current: &DynamicObject,
-            mut patch: Value,
-        ) -> Result<Option<DynamicObject>, TrafficError> {
-            let Some(resource_version) = current.metadata.resource_version.as_deref() else {
-                return Err(self.malformed("the object has no metadata.resourceVersion"));
-            };
-            patch["metadata"]["resourceVersion"] = Value::from(resource_version);
-            let params = PatchParams {
-                field_manager: Some(crate::api::FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            self.outcome(
-                bounded(
-                    "patch",
-                    self.api.patch(&self.name, &params, &Patch::Merge(&patch)),
-                )
-                .await,
-            )
-        }
-
-        /// Server-side apply of `body` (a whole object) with the field
-        /// manager `rollwise`. `None` on a 409.
-        pub(in crate::traffic) async fn apply(
-            &self,
-            body: &Value,
-            force: bool,
-        ) -> Result<Option<DynamicObject>, TrafficError> {
-            let mut params = PatchParams::apply(crate::api::FIELD_MANAGER);
-            params.force = force;
-            self.outcome(
-                bounded(
-                    "apply",
-                    self.api.patch(&self.name, &params, &Patch::Apply(body)),
-                )
-                .await,
-            )
-        }
-
-        fn outcome(
-            &self,
-            result: Result<DynamicObject, kube::Error>,
-        ) -> Result<Option<DynamicObject>, TrafficError> {
-            match result {
-                Ok(written) => Ok(Some(written)),
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    tracing::debug!(kind = self.kind, name = %self.name, message = %status.message, "changed under us");
-                    Ok(None)
-                }
-                Err(e) => Err(self.map_api_error(e)),
-            }
-        }
-
-        /// Sleep before the next attempt (none after the last one).
-        pub(in crate::traffic) async fn pause_after_conflict(&self, attempt: u32) {
-            if attempt < MAX_WRITE_ATTEMPTS {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-        }
-
-        pub(in crate::traffic) fn conflict(&self) -> TrafficError {
-            TrafficError::Conflict {
-                kind: self.kind,
-                name: self.name.clone(),
-                attempts: MAX_WRITE_ATTEMPTS,
-            }
-        }
-
-        pub(in crate::traffic) fn malformed(&self, message: impl Into<String>) -> TrafficError {
-            TrafficError::Malformed {
-                kind: self.kind,
-                name: self.name.clone(),
-                message: message.into(),
-            }
-        }
-
-        fn map_api_error(&self, error: kube::Error) -> TrafficError {
-            if let kube::Error::Api(status) = &error
-                && status.code == 404
-            {
-                return if names_object(status, &self.name) {
-                    TrafficError::RouteNotFound {
-                        kind: self.kind,
-                        name: self.name.clone(),
-                        namespace: self.namespace.clone(),
-                    }
-                } else {
-                    TrafficError::CrdMissing {
-                        crd: self.crd.to_owned(),
-                    }
-                };
-            }
-            TrafficError::Api {
-                kind: self.kind,
-                name: self.name.clone(),
-                source: error,
-            }
-        }
-    }
-
-    /// Whether a 404 is about the object (rather than its resource type);
-    /// see the Gateway API router's module docs.
-    fn names_object(status: &Status, name: &str) -> bool {
-        status.details.as_ref().is_some_and(|d| !d.name.is_empty())
-            || status.message.contains(&format!("\"{name}\" not found"))
-    }
-
-    /// A requested weight, clamped to 100 (with a warning).
-    pub(in crate::traffic) fn clamp(weight: u8, name: &str) -> u8 {
-        if weight > 100 {
-            tracing::warn!(%name, requested = weight, "canary weight above 100 clamped to 100");
-            100
-        } else {
-            weight
-        }
-    }
-
-    /// Canary share in percent, rounded half up; 0 when neither gets traffic.
-    pub(in crate::traffic) fn share(stable: u64, canary: u64) -> u8 {
-        let total = u128::from(stable) + u128::from(canary);
-        if total == 0 {
-            return 0;
-        }
-        let percent = (u128::from(canary) * 200 + total) / (2 * total);
-        u8::try_from(percent).unwrap_or(100)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn share_rounds_half_up() {
-            assert_eq!(share(67, 33), 33);
-            assert_eq!(share(199, 1), 1);
-            assert_eq!(share(0, 0), 0);
-            assert_eq!(share(0, 5), 100);
-        }
-
-        #[test]
-        fn not_found_names_object_by_details_or_message() {
-            let status = |message: &str| Status {
-                code: 404,
-                message: message.into(),
-                ..Status::default()
-            };
-            assert!(names_object(
-                &status("virtualservices.networking.istio.io \"web\" not found"),
-                "web"
-            ));
-            assert!(!names_object(
-                &status("the server could not find the requested resource"),
-                "web"
-            ));
-            assert!(!names_object(&status("404 page not found\n"), "web"));
-        }
     }
 }
 

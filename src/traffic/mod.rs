@@ -9,6 +9,7 @@ use crate::api::TrafficRouting;
 pub mod gateway_api;
 pub mod istio;
 pub mod nginx;
+mod raw;
 pub mod replicas;
 pub mod scale;
 pub mod smi;

@@ -110,7 +110,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 
-use super::gateway_api::{MAX_WRITE_ATTEMPTS, backoff, bounded};
+use super::raw::{MAX_WRITE_ATTEMPTS, backoff, bounded};
 use super::{Backends, HeaderRoute, Match, TrafficError, TrafficRouter, WeightReading};
 use crate::api::{FIELD_MANAGER, NginxRouting};
 

@@ -47,32 +47,23 @@
 // `TrafficError` holds a `kube::Error` inline; every caller returns it anyway.
 #![allow(clippy::result_large_err)]
 
-use std::future::Future;
-use std::hash::BuildHasher;
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::TrafficError;
+use super::raw::{backoff, bounded_on};
 
 /// The annotation [`scale_down`] records the drained Deployment's replica
 /// count in.
 pub const SCALED_DOWN_FROM_ANNOTATION: &str = "rollwise.io/scaled-down-from";
 
-/// Upper bound of every API call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How many conflicting writes are tried before giving up with
-/// [`TrafficError::Conflict`].
-pub const MAX_WRITE_ATTEMPTS: u32 = 5;
-
-/// First backoff after a conflict; doubled per attempt, plus up to as much
-/// again of jitter.
-const BACKOFF_BASE: Duration = Duration::from_millis(20);
+pub use super::raw::{CALL_TIMEOUT, MAX_WRITE_ATTEMPTS};
 
 pub(crate) const KIND: &str = "Deployment";
+
+/// What a timed-out call was on, as its error says.
+const ON: &str = " of a Deployment";
 
 /// Drain `deployment`: record its `spec.replicas` in
 /// [`SCALED_DOWN_FROM_ANNOTATION`] and set it to 0, in one write. Returns the
@@ -241,7 +232,7 @@ pub(crate) async fn guarded_patch(
             });
         };
         patch["metadata"]["resourceVersion"] = json!(resource_version);
-        match bounded("patch", api.patch(name, &params, &Patch::Merge(&patch))).await {
+        match bounded_on(ON, "patch", api.patch(name, &params, &Patch::Merge(&patch))).await {
             Ok(written) => return Ok(written),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 tracing::debug!(
@@ -270,7 +261,7 @@ pub(crate) async fn get(
     namespace: &str,
     name: &str,
 ) -> Result<Deployment, TrafficError> {
-    bounded("get", api.get(name))
+    bounded_on(ON, "get", api.get(name))
         .await
         .map_err(|e| map_api_error(e, namespace, name))
 }
@@ -292,50 +283,9 @@ fn map_api_error(error: kube::Error, namespace: &str, name: &str) -> TrafficErro
     }
 }
 
-/// Backoff before conflict retry `attempt + 1`: `BACKOFF_BASE * 2^(attempt-1)`
-/// plus a random jitter of up to the same amount.
-fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1)).min(64);
-    let base_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
-    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % base_ms;
-    base + Duration::from_millis(jitter)
-}
-
-/// Run an API call under [`CALL_TIMEOUT`].
-async fn bounded<T>(
-    operation: &'static str,
-    call: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, kube::Error> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(kube::Error::Service(Box::new(TimedOut {
-                operation,
-                after: CALL_TIMEOUT,
-            })))
-        })
-}
-
-/// An API call that did not answer within [`CALL_TIMEOUT`].
-#[derive(Debug, thiserror::Error)]
-#[error("{operation} of a Deployment timed out after {after:?}")]
-struct TimedOut {
-    operation: &'static str,
-    after: Duration,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_short() {
-        for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            let b = backoff(attempt);
-            let base = BACKOFF_BASE * 2u32.pow(attempt - 1);
-            assert!(b >= base && b < base * 2, "attempt {attempt}: {b:?}");
-        }
-    }
 
     #[test]
     fn annotation_counts_parse_strictly() {

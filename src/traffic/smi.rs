@@ -62,8 +62,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
 
-use super::gateway_api::MAX_WRITE_ATTEMPTS;
-use super::istio::raw::{RawObject, clamp, share};
+use super::raw::{MAX_WRITE_ATTEMPTS, Positions, RawObject, clamp, only_position, set_weights};
 use super::{Backends, TrafficError, TrafficRouter, WeightReading};
 use crate::api::SmiRouting;
 
@@ -88,13 +87,6 @@ pub struct SmiRouter {
     object: RawObject,
     root_service: String,
     backends: Backends,
-}
-
-/// Positions of the stable and canary backends in `spec.backends`.
-#[derive(Debug, Clone, Copy)]
-struct Positions {
-    stable: usize,
-    canary: Option<usize>,
 }
 
 impl SmiRouter {
@@ -184,19 +176,13 @@ impl SmiRouter {
     }
 
     fn positions(&self, backends: &[Value]) -> Result<Positions, TrafficError> {
-        let position = |service: &str| -> Result<Option<usize>, TrafficError> {
-            let mut hits = backends
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.get("service").and_then(Value::as_str) == Some(service))
-                .map(|(i, _)| i);
-            let first = hits.next();
-            if hits.next().is_some() {
-                return Err(self.object.malformed(format!(
-                    "spec.backends lists Service {service:?} more than once"
-                )));
-            }
-            Ok(first)
+        let position = |service: &str| {
+            only_position(
+                &self.object,
+                backends,
+                |b| b.get("service").and_then(Value::as_str) == Some(service),
+                || format!("spec.backends lists Service {service:?} more than once"),
+            )
         };
         let Some(stable) = position(&self.backends.stable_service)? else {
             return Err(TrafficError::NoStableBackend {
@@ -242,15 +228,8 @@ impl SmiRouter {
 
     fn reading_of(&self, obj: &DynamicObject) -> Result<WeightReading, TrafficError> {
         let backends = self.backends_of(obj)?;
-        let at = self.positions(backends)?;
-        let stable = self.weight_of(&backends[at.stable])?;
-        let canary = match at.canary {
-            Some(c) => self.weight_of(&backends[c])?,
-            None => 0,
-        };
-        Ok(WeightReading {
-            canary: Some(share(stable, canary)),
-        })
+        self.positions(backends)?
+            .reading(backends, |b| self.weight_of(b))
     }
 
     /// The reading when there is no TrafficSplit.
@@ -268,20 +247,13 @@ impl SmiRouter {
     ) -> Result<Option<Vec<Value>>, TrafficError> {
         let at = self.positions(backends)?;
         let mut new = backends.to_vec();
-        match at.canary {
-            Some(c) => {
-                new[at.stable]["weight"] = json!(100 - canary);
-                new[c]["weight"] = json!(canary);
-            }
-            None if canary > 0 => {
-                new[at.stable]["weight"] = json!(100 - canary);
-                new.insert(
-                    at.stable + 1,
-                    json!({ "service": self.backends.canary_service, "weight": canary }),
-                );
-            }
-            None => {}
-        }
+        set_weights(
+            &mut new,
+            at.stable,
+            at.canary,
+            canary,
+            |_| json!({ "service": self.backends.canary_service, "weight": canary }),
+        );
         Ok((new.as_slice() != backends).then_some(new))
     }
 

@@ -35,7 +35,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
 
-use super::istio::raw::{RawObject, clamp, share};
+use super::raw::{Positions, RawObject, clamp, named_like, only_position, set_weights};
 use super::{Backends, TrafficError, TrafficRouter, WeightReading};
 use crate::api::TraefikRouting;
 
@@ -55,13 +55,6 @@ fn resource() -> ApiResource {
 pub struct TraefikRouter {
     object: RawObject,
     backends: Backends,
-}
-
-/// Positions of the stable and canary entries in `spec.weighted.services`.
-#[derive(Debug, Clone, Copy)]
-struct Positions {
-    stable: usize,
-    canary: Option<usize>,
 }
 
 impl TraefikRouter {
@@ -109,20 +102,18 @@ impl TraefikRouter {
     }
 
     fn positions(&self, services: &[Value]) -> Result<Positions, TrafficError> {
-        let position = |service: &str| -> Result<Option<usize>, TrafficError> {
-            let mut hits = services
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| self.is_service(s, service))
-                .map(|(i, _)| i);
-            let first = hits.next();
-            if hits.next().is_some() {
-                return Err(self.object.malformed(format!(
-                    "spec.weighted.services lists Service {service:?} more than once; \
-                     cannot tell which one to weight"
-                )));
-            }
-            Ok(first)
+        let position = |service: &str| {
+            only_position(
+                &self.object,
+                services,
+                |s| self.is_service(s, service),
+                || {
+                    format!(
+                        "spec.weighted.services lists Service {service:?} more than once; \
+                         cannot tell which one to weight"
+                    )
+                },
+            )
         };
         let stable = position(&self.backends.stable_service)?.ok_or_else(|| self.no_stable())?;
         Ok(Positions {
@@ -145,15 +136,8 @@ impl TraefikRouter {
 
     fn reading_of(&self, obj: &DynamicObject) -> Result<WeightReading, TrafficError> {
         let services = self.services_of(obj)?;
-        let at = self.positions(services)?;
-        let stable = self.weight_of(&services[at.stable])?;
-        let canary = match at.canary {
-            Some(c) => self.weight_of(&services[c])?,
-            None => 0,
-        };
-        Ok(WeightReading {
-            canary: Some(share(stable, canary)),
-        })
+        self.positions(services)?
+            .reading(services, |s| self.weight_of(s))
     }
 
     async fn write_weight(&self, canary: u8) -> Result<WeightReading, TrafficError> {
@@ -163,22 +147,9 @@ impl TraefikRouter {
                 let services = self.services_of(current)?;
                 let at = self.positions(services)?;
                 let mut new = services.to_vec();
-                match at.canary {
-                    Some(c) => {
-                        new[at.stable]["weight"] = json!(100 - canary);
-                        new[c]["weight"] = json!(canary);
-                    }
-                    None if canary > 0 => {
-                        new[at.stable]["weight"] = json!(100 - canary);
-                        let mut added =
-                            json!({ "name": self.backends.canary_service, "weight": canary });
-                        if let Some(port) = new[at.stable].get("port").filter(|p| !p.is_null()) {
-                            added["port"] = port.clone();
-                        }
-                        new.insert(at.stable + 1, added);
-                    }
-                    None => {}
-                }
+                set_weights(&mut new, at.stable, at.canary, canary, |stable| {
+                    named_like(stable, &self.backends.canary_service, canary)
+                });
                 Ok((new.as_slice() != services)
                     .then(|| json!({ "spec": { "weighted": { "services": new } } })))
             })
