@@ -19,6 +19,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod simulate;
 pub mod status;
 pub mod telemetry;
 pub mod traffic;

@@ -33,6 +33,10 @@ enum Command {
     Run(RunConfig),
     /// Print the Rollout CRD as YAML (what crds/rollout.yaml holds).
     Crd,
+    /// Replay a Rollout against simulated or recorded traffic with a
+    /// virtual clock (the real engine) and show when it would promote or
+    /// roll back: timeline, summary, JSON or an SVG chart.
+    Simulate(rollwise::simulate::SimulateArgs),
     /// Run the real reconcile code against an in-memory cluster with
     /// simulated traffic: a healthy version is promoted, a faulty one rolled
     /// back. Exits non-zero if either outcome is not the expected one.
@@ -57,6 +61,7 @@ async fn main() -> ExitCode {
             print!("{}", rollwise::api::crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Simulate(args) => rollwise::simulate::main(args),
         #[cfg(feature = "demo")]
         Command::Demo { seed, quiet } => {
             telemetry::init(cli.log_format, Some(cli.log.as_deref().unwrap_or("warn")));

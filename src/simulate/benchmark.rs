@@ -1,0 +1,921 @@
+//! `rollwise simulate benchmark`: the decision-quality benchmark. Every
+//! scenario of the matrix runs `--trials` seeds under rollwise (the engine
+//! on `examples/simulate/rollout.yaml`), Flagger's and Argo Rollouts'
+//! documented examples — the same seeds for every policy — and the results
+//! are written as `docs/benchmarks/decision-quality.md`, with Wald's
+//! expected sample size as the statistical limit and the targets marked met
+//! or missed.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::scenario::{Base, Scenario};
+use super::stats::{Distribution, Quantile};
+use super::world::{Summary, human, run};
+use super::{PolicyName, parse_rollout};
+use crate::analysis::fmt_num;
+use crate::api::Plan;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchmarkArgs {
+    /// Seeds per scenario and policy.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub trials: u32,
+    /// Where to write the report (`-`: standard output).
+    #[arg(
+        long,
+        default_value = "docs/benchmarks/decision-quality.md",
+        value_name = "FILE"
+    )]
+    pub out: PathBuf,
+    /// The first seed (trial i uses seed + i, for every policy).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads (default: the available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// What a scenario tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The canary is as good as stable: any rollback is a false one.
+    Healthy,
+    /// Worse than stable but within the tolerance: a rollback is a false one.
+    WithinTolerance,
+    /// Clearly worse from the start: it should be rolled back, fast.
+    Bad,
+    /// Fine at first, bad later.
+    TurnsBad,
+}
+
+/// The scenario matrix: (file under examples/simulate, what it tests, text).
+pub const SCENARIOS: [(&str, Kind, &str); 8] = [
+    (
+        "healthy.yaml",
+        Kind::Healthy,
+        include_str!("../../examples/simulate/healthy.yaml"),
+    ),
+    (
+        "bad-canary.yaml",
+        Kind::Bad,
+        include_str!("../../examples/simulate/bad-canary.yaml"),
+    ),
+    (
+        "within-tolerance.yaml",
+        Kind::WithinTolerance,
+        include_str!("../../examples/simulate/within-tolerance.yaml"),
+    ),
+    (
+        "low-traffic.yaml",
+        Kind::Healthy,
+        include_str!("../../examples/simulate/low-traffic.yaml"),
+    ),
+    (
+        "low-traffic-bad.yaml",
+        Kind::Bad,
+        include_str!("../../examples/simulate/low-traffic-bad.yaml"),
+    ),
+    (
+        "bursty.yaml",
+        Kind::Healthy,
+        include_str!("../../examples/simulate/bursty.yaml"),
+    ),
+    (
+        "bursty-bad.yaml",
+        Kind::Bad,
+        include_str!("../../examples/simulate/bursty-bad.yaml"),
+    ),
+    (
+        "turns-bad.yaml",
+        Kind::TurnsBad,
+        include_str!("../../examples/simulate/turns-bad.yaml"),
+    ),
+];
+
+/// The Rollout rollwise runs in the benchmark.
+pub const ROLLOUT: &str = include_str!("../../examples/simulate/rollout.yaml");
+
+/// Wald's β for the bound.
+pub const WALD_BETA: f64 = 0.1;
+
+/// Wald's approximation of the expected number of observations an SPRT of
+/// `H0: p = p0` against `H1: p = p1` needs when the true rate is `p1`, with
+/// error probabilities `α` (deciding H1 under H0) and `β` (deciding H0
+/// under H1):
+///
+/// `E[N] = ((1−β)·ln((1−β)/α) + β·ln(β/(1−α))) / KL(p1‖p0)`,
+/// `KL(p1‖p0) = p1·ln(p1/p0) + (1−p1)·ln((1−p1)/(1−p0))`.
+pub fn wald_expected_n(p1: f64, p0: f64, alpha: f64, beta: f64) -> f64 {
+    let kl = p1 * (p1 / p0).ln() + (1.0 - p1) * ((1.0 - p1) / (1.0 - p0)).ln();
+    let numerator = (1.0 - beta) * ((1.0 - beta) / alpha).ln() + beta * (beta / (1.0 - alpha)).ln();
+    numerator / kl
+}
+
+/// One scenario's results: a distribution per policy.
+pub struct ScenarioResult {
+    pub file: &'static str,
+    pub kind: Kind,
+    pub scenario: Scenario,
+    pub by_policy: Vec<Distribution>,
+    /// Wald's E[N] for the canary's constant rate against stable + tolerance.
+    pub wald: Option<f64>,
+}
+
+impl ScenarioResult {
+    pub fn get(&self, p: PolicyName) -> &Distribution {
+        self.by_policy
+            .iter()
+            .find(|d| d.policy == p.as_str())
+            .expect("every policy ran")
+    }
+}
+
+/// The policy of one cell: a named one, or rollwise on another plan.
+#[derive(Clone, Copy)]
+enum CellPolicy<'a> {
+    Named(PolicyName),
+    Rollwise(&'a Plan),
+}
+
+/// Run `trials` seeds of every cell on `threads` workers; the summaries of
+/// each cell, in seed order. Each run depends only on its cell and seed, so
+/// the result does not depend on the number of threads.
+fn run_cells(
+    cells: &[(&Scenario, CellPolicy<'_>)],
+    plan: &Plan,
+    trials: u32,
+    seed: u64,
+    threads: usize,
+    progress: bool,
+) -> Vec<Vec<Summary>> {
+    let per_cell = trials as usize;
+    let jobs = cells.len() * per_cell;
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let threads = threads.clamp(1, 64);
+    let mut results: Vec<(usize, Summary)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        // Jobs are handed out one by one: long cells (low
+                        // traffic) are spread over all workers.
+                        let job = next.fetch_add(1, Ordering::Relaxed);
+                        if job >= jobs {
+                            break;
+                        }
+                        let (scenario, policy) = cells[job / per_cell];
+                        let trial = job % per_cell;
+                        let mut p = match policy {
+                            CellPolicy::Named(name) => name.make(plan),
+                            CellPolicy::Rollwise(other) => PolicyName::Rollwise.make(other),
+                        };
+                        let r = run(scenario, p.as_mut(), seed.wrapping_add(trial as u64));
+                        out.push((job, r.summary));
+                        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if progress && d.is_multiple_of((jobs / 20).max(1)) {
+                            eprintln!("  {}% ({d}/{jobs} runs)", d * 100 / jobs);
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("benchmark worker panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(job, _)| *job);
+    let mut summaries = results.into_iter().map(|(_, s)| s);
+    (0..cells.len())
+        .map(|_| summaries.by_ref().take(per_cell).collect())
+        .collect()
+}
+
+fn scenarios() -> Result<Vec<(&'static str, Kind, Scenario)>, String> {
+    SCENARIOS
+        .iter()
+        .map(|(file, kind, text)| {
+            Scenario::parse(text, Base::None)
+                .map(|s| (*file, *kind, s))
+                .map_err(|e| format!("{file}: {e}"))
+        })
+        .collect()
+}
+
+/// Run the matrix: `trials` seeds per scenario and policy on `threads`.
+pub fn run_matrix(
+    plan: &Plan,
+    trials: u32,
+    seed: u64,
+    threads: usize,
+    progress: bool,
+) -> Result<Vec<ScenarioResult>, String> {
+    let scenarios = scenarios()?;
+    let policies = PolicyName::ALL;
+    let cells: Vec<(&Scenario, CellPolicy<'_>)> = scenarios
+        .iter()
+        .flat_map(|(_, _, s)| policies.iter().map(move |p| (s, CellPolicy::Named(*p))))
+        .collect();
+    let summaries = run_cells(&cells, plan, trials, seed, threads, progress);
+    let confidence = plan.confidence;
+    let tolerance = plan.compare.first().map(|c| c.tolerance);
+    Ok(scenarios
+        .into_iter()
+        .enumerate()
+        .map(|(i, (file, kind, scenario))| {
+            let by_policy = policies
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    let runs = &summaries[i * policies.len() + j];
+                    Distribution::of(p.as_str(), runs, scenario.duration)
+                })
+                .collect();
+            let wald = match (scenario.constant_rates(), tolerance) {
+                (Some((ps, pc)), Some(tol)) => {
+                    let p0 = tol.allowed(ps);
+                    (pc > 0.0 && pc != p0)
+                        .then(|| wald_expected_n(pc, p0, 1.0 - confidence, WALD_BETA))
+                }
+                _ => None,
+            };
+            ScenarioResult {
+                file,
+                kind,
+                scenario,
+                by_policy,
+                wald,
+            }
+        })
+        .collect())
+}
+
+/// What the Rollout's own settings change: rollwise with one setting
+/// changed from the benchmark's Rollout, on a few scenarios.
+/// (label, what changes, the line that replaces the Rollout's comment line).
+pub const VARIANTS: [(&str, &str, &str); 2] = [
+    (
+        "interval 10s",
+        "`analysis.interval: 10s`: looks three times as often",
+        "    interval: 10s\n",
+    ),
+    (
+        "confidence 0.95",
+        "`analysis.confidence: 0.95`: false rollbacks up to 5% instead of 1%",
+        "    confidence: 0.95\n",
+    ),
+];
+
+/// The scenarios the variants run on.
+pub const VARIANT_SCENARIOS: [&str; 4] = [
+    "healthy.yaml",
+    "bad-canary.yaml",
+    "within-tolerance.yaml",
+    "turns-bad.yaml",
+];
+
+/// One variant's results: (scenario file, scenario name, distribution).
+pub struct VariantResult {
+    pub label: &'static str,
+    pub change: &'static str,
+    pub by_scenario: Vec<(&'static str, String, Distribution)>,
+}
+
+fn variant_plan(replacement: &str) -> Result<Plan, String> {
+    let line = "    # interval: omitted, 30s; confidence: omitted, 0.99\n";
+    if !ROLLOUT.contains(line) {
+        return Err(
+            "examples/simulate/rollout.yaml no longer has the line the variants replace".into(),
+        );
+    }
+    parse_rollout(&ROLLOUT.replace(line, replacement)).map(|(_, p)| p)
+}
+
+/// Run the variants.
+pub fn run_variants(
+    plan: &Plan,
+    trials: u32,
+    seed: u64,
+    threads: usize,
+    progress: bool,
+) -> Result<Vec<VariantResult>, String> {
+    let scenarios: Vec<(&'static str, Kind, Scenario)> = scenarios()?
+        .into_iter()
+        .filter(|(f, _, _)| VARIANT_SCENARIOS.contains(f))
+        .collect();
+    let plans: Vec<Plan> = VARIANTS
+        .iter()
+        .map(|(_, _, replacement)| variant_plan(replacement))
+        .collect::<Result<_, _>>()?;
+    let cells: Vec<(&Scenario, CellPolicy<'_>)> = plans
+        .iter()
+        .flat_map(|p| {
+            scenarios
+                .iter()
+                .map(move |(_, _, s)| (s, CellPolicy::Rollwise(p)))
+        })
+        .collect();
+    let summaries = run_cells(&cells, plan, trials, seed, threads, progress);
+    Ok(VARIANTS
+        .iter()
+        .enumerate()
+        .map(|(i, (label, change, _))| VariantResult {
+            label,
+            change,
+            by_scenario: scenarios
+                .iter()
+                .enumerate()
+                .map(|(j, (file, _, s))| {
+                    (
+                        *file,
+                        s.name.clone(),
+                        Distribution::of(
+                            "rollwise",
+                            &summaries[i * scenarios.len() + j],
+                            s.duration,
+                        ),
+                    )
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// `rollwise simulate benchmark`
+pub fn main(args: BenchmarkArgs) -> ExitCode {
+    let (_, plan) = match parse_rollout(ROLLOUT) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rollwise simulate benchmark: examples/simulate/rollout.yaml: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    eprintln!(
+        "rollwise simulate benchmark: {} scenarios × 3 policies × {} trials on {threads} thread(s)",
+        SCENARIOS.len(),
+        args.trials
+    );
+    let started = Instant::now();
+    let results = match run_matrix(&plan, args.trials, args.seed, threads, true) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rollwise simulate benchmark: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!(
+        "rollwise alone with one setting changed, on {} scenarios:",
+        VARIANT_SCENARIOS.len()
+    );
+    let variants = match run_variants(&plan, args.trials, args.seed, threads, true) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("rollwise simulate benchmark: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = render(&plan, &results, &variants, args.trials, args.seed);
+    let took = started.elapsed();
+    if args.out.as_os_str() == "-" {
+        print!("{report}");
+    } else {
+        if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            eprintln!(
+                "rollwise simulate benchmark: cannot create {}: {e}",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+        if let Err(e) = std::fs::write(&args.out, &report) {
+            eprintln!(
+                "rollwise simulate benchmark: cannot write {}: {e}",
+                args.out.display()
+            );
+            return ExitCode::from(2);
+        }
+        println!("wrote {}", args.out.display());
+    }
+    for t in targets(&plan, &results) {
+        println!(
+            "  {} {}: {}",
+            if t.met { "met   " } else { "MISSED" },
+            t.name,
+            t.measured
+        );
+    }
+    eprintln!("took {:.1}s", took.as_secs_f64());
+    ExitCode::SUCCESS
+}
+
+/// One target of the benchmark and whether it is met.
+pub struct Target {
+    pub name: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+fn q(x: Quantile) -> Option<f64> {
+    x.value()
+}
+
+fn ratio_text(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{}×", fmt_num(a / b)),
+        (Some(_), Some(_)) => "∞".into(),
+        _ => "n/a".into(),
+    }
+}
+
+/// Flagger's documented time to promote: maxWeight / stepWeight intervals.
+const FLAGGER_DOCUMENTED_PROMOTION: u64 = 25 * 60;
+
+/// The targets, measured.
+pub fn targets(plan: &Plan, results: &[ScenarioResult]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let alpha = 1.0 - plan.confidence;
+    let by_file = |f: &str| results.iter().find(|r| r.file == f);
+    if let Some(bad) = by_file("bad-canary.yaml") {
+        let rw = q(bad.get(PolicyName::Rollwise).median_failed_canary_requests);
+        let fl = q(bad.get(PolicyName::Flagger).median_failed_canary_requests);
+        let ar = q(bad.get(PolicyName::Argo).median_failed_canary_requests);
+        let met = match (rw, fl, ar) {
+            (Some(r), Some(f), Some(a)) => r * 10.0 <= f.min(a),
+            _ => false,
+        };
+        out.push(Target {
+            name: "10× errors: at least 10× fewer failed requests served by the canary than Flagger's and Argo's documented examples".into(),
+            measured: format!(
+                "median failed canary requests: rollwise {}, Flagger {} ({} as many), Argo {} ({} as many)",
+                bad.get(PolicyName::Rollwise).median_failed_canary_requests.count(),
+                bad.get(PolicyName::Flagger).median_failed_canary_requests.count(),
+                ratio_text(fl, rw),
+                bad.get(PolicyName::Argo).median_failed_canary_requests.count(),
+                ratio_text(ar, rw),
+            ),
+            met,
+        });
+    }
+    for r in results
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Healthy | Kind::WithinTolerance))
+    {
+        let d = r.get(PolicyName::Rollwise);
+        out.push(Target {
+            name: format!(
+                "{}: false rollbacks ≤ 1 − confidence = {}",
+                r.scenario.name,
+                fmt_pct(alpha)
+            ),
+            measured: format!(
+                "rollwise rolled back {} of {} ({}; 95% upper bound {}); Flagger {}, Argo {}",
+                d.rolled_back,
+                d.trials,
+                fmt_pct(d.rollback_rate),
+                fmt_pct(d.rollback_rate_upper95),
+                fmt_pct(r.get(PolicyName::Flagger).rollback_rate),
+                fmt_pct(r.get(PolicyName::Argo).rollback_rate),
+            ),
+            met: d.rollback_rate <= alpha,
+        });
+    }
+    if let Some(h) = by_file("healthy.yaml") {
+        let d = h.get(PolicyName::Rollwise);
+        let promoted_median = if d.promoted * 2 > d.trials {
+            q(d.median_time_to_decision)
+        } else {
+            None
+        };
+        out.push(Target {
+            name: format!(
+                "healthy canary: promoted no slower than Flagger's documented example ({})",
+                human(FLAGGER_DOCUMENTED_PROMOTION)
+            ),
+            measured: format!(
+                "rollwise median time to promote {} (p90 {}); Flagger simulated {}, Argo {}",
+                d.median_time_to_promote.time(),
+                d.p90_time_to_decision.time(),
+                h.get(PolicyName::Flagger).median_time_to_promote.time(),
+                h.get(PolicyName::Argo).median_time_to_promote.time(),
+            ),
+            met: promoted_median.is_some_and(|t| t <= FLAGGER_DOCUMENTED_PROMOTION as f64),
+        });
+    }
+    for r in results.iter().filter(|r| r.wald.is_some()) {
+        let wald = r.wald.unwrap_or(f64::NAN);
+        let d = r.get(PolicyName::Rollwise);
+        let n = q(d.median_canary_requests);
+        let decided = d.undecided * 2 < d.trials;
+        let ratio = n.map(|n| n / wald);
+        out.push(Target {
+            name: format!("{}: within 2× of Wald's bound", r.scenario.name),
+            measured: format!(
+                "rollwise median canary requests to decision {} vs Wald E[N] {}: {}{}",
+                d.median_canary_requests.count(),
+                fmt_num(wald.round()),
+                ratio
+                    .map(|x| format!("{}×", fmt_num(x)))
+                    .unwrap_or_else(|| "n/a".into()),
+                if decided {
+                    ""
+                } else {
+                    " (most runs undecided)"
+                }
+            ),
+            met: decided && ratio.is_some_and(|x| x <= 2.0),
+        });
+    }
+    out
+}
+
+fn fmt_pct(x: f64) -> String {
+    crate::analysis::fmt_pct(x)
+}
+
+fn outcome_cell(d: &Distribution) -> String {
+    format!("{} / {} / {}", d.promoted, d.rolled_back, d.undecided)
+}
+
+/// The report.
+pub fn render(
+    plan: &Plan,
+    results: &[ScenarioResult],
+    variants: &[VariantResult],
+    trials: u32,
+    seed: u64,
+) -> String {
+    let mut o = String::new();
+    let tolerance = plan
+        .compare
+        .first()
+        .map(|c| c.tolerance.describe())
+        .unwrap_or_else(|| "-".into());
+    let alpha = 1.0 - plan.confidence;
+    let flagger = PolicyName::Flagger.make(plan).describe();
+    let argo = PolicyName::Argo.make(plan).describe();
+    let rollwise = PolicyName::Rollwise.make(plan).describe();
+    let _ = writeln!(
+        o,
+        "# Decision quality: rollwise, Flagger and Argo Rollouts on the same traffic\n"
+    );
+    let _ = writeln!(
+        o,
+        "Generated by `rollwise simulate benchmark --trials {trials} --seed {seed}` \
+         (`cargo run --release -- simulate benchmark`); do not edit by hand. \
+         Every number comes from `rollwise simulate`'s virtual clock: each simulated \
+         second serves Poisson-distributed requests, split between stable and canary \
+         by the weight the policy under test set, each request failing with its \
+         version's error rate; the policy looks at that traffic exactly when its \
+         rules say. Trial *i* uses seed {seed}+*i* in every cell, so all three \
+         policies see the same request arrivals.\n"
+    );
+    let _ = writeln!(o, "## Policies\n");
+    let _ = writeln!(o, "| policy | configuration | source |");
+    let _ = writeln!(o, "|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| **rollwise** | {rollwise} | `examples/simulate/rollout.yaml`: the defaults (steps 5/33/50/100% with 5m pauses, interval 30s, confidence 0.99) plus one `compare` entry with tolerance {tolerance} (absolute: the canary may fail up to 0.5 percentage points more often than stable). The real engine: `validate` + `decide` + the sequential comparison, fed with the cumulative counts of both versions since the canary first got traffic. |"
+    );
+    let _ = writeln!(
+        o,
+        "| **Flagger** | {flagger} | Flagger's documented example, as summarised in `docs/mission.md` (\"1 min interval, threshold 10, step 2%, max 50% → at least 25 min to promote, 10 min to roll back\"); the minimum success rate 99% over 1m is its builtin `request-success-rate` example. Rules as in Flagger's scheduler: a failed check (or \"no values found\") increments the failed checks and holds; the threshold is checked at the start of the next tick (so 10 failed checks at 1…10 min roll back at 11 min); a passing check raises the weight by stepWeight, and a passing check at maxWeight promotes. |"
+    );
+    let _ = writeln!(
+        o,
+        "| **Argo Rollouts** | {argo} | Argo Rollouts' documented background-analysis example, as summarised in `docs/mission.md` (\"5 min interval, limit 3 → 20 min to detect\"): steps setWeight 20/40/60/80 each followed by `pause: {{duration: 10m}}`, `startingStep: 2`, `successCondition: result >= 0.95`, `failureLimit: 3`, query range `[5m]`. The AnalysisRun measures when it starts and every 5m after; a NaN result (no requests) fails the condition; the 4th failed measurement (> failureLimit) aborts: 15 min after the analysis starts, 25 min after the rollout starts. |"
+    );
+    let _ = writeln!(
+        o,
+        "\nThe anchors use their documentation's example thresholds (error rate above 1% for Flagger, above 5% for Argo) rather than a comparison with stable: that is what they document. rollwise's tolerance ({tolerance} over stable's 0.6%, i.e. 1.1%) is close to Flagger's 1% threshold.\n"
+    );
+
+    let _ = writeln!(o, "## Scenarios\n");
+    let _ = writeln!(
+        o,
+        "| scenario | file | traffic and error rates | what a good policy does |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for r in results {
+        let _ = writeln!(
+            o,
+            "| {} | `examples/simulate/{}` | {} | {} |",
+            r.scenario.name,
+            r.file,
+            r.scenario.describe_traffic(),
+            match r.kind {
+                Kind::Healthy => "promote, never roll back",
+                Kind::WithinTolerance => "promote (it is within the tolerance), never roll back",
+                Kind::Bad => "roll back after as few failed requests as possible",
+                Kind::TurnsBad => "promote nothing bad: roll back soon after it turns",
+            }
+        );
+    }
+
+    let _ = writeln!(o, "\n## Results ({trials} trials per cell)\n");
+    let _ = writeln!(
+        o,
+        "Outcomes are promoted / rolled back / undecided (the scenario's duration ran out). \
+         Times are from the start of the rollout; \"> d\" means more than half (or 10%) of the runs \
+         were still undecided at the scenario's end. *Failed canary requests* are failed requests \
+         served by the canary until the decision (the users who got an error from the new version); \
+         *canary requests* all requests it served until then. The Wald column is the statistical \
+         limit (below) and each policy's median canary requests divided by it; for rollwise, \
+         *to evidence* also gives the canary requests served until its comparison first \
+         concluded (Fine or Harm) — after that, a healthy canary still walks through the remaining \
+         steps, one analysis interval each, at higher weights.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | policy | promoted / rolled back / undecided | time to decision, median (p90) | time to promote, median | failed canary requests, median (p90) | canary requests, median | rollback rate (95% upper) | vs Wald E[N] |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    for r in results {
+        for (i, p) in PolicyName::ALL.iter().enumerate() {
+            let d = r.get(*p);
+            let mut wald = match (r.wald, q(d.median_canary_requests)) {
+                (Some(w), Some(n)) => format!(
+                    "{} / {} = {}×",
+                    fmt_num(n.round()),
+                    fmt_num(w.round()),
+                    fmt_num(n / w)
+                ),
+                _ => "n/a".into(),
+            };
+            if let (Some(w), Some(n)) = (r.wald, q(d.median_canary_requests_to_evidence))
+                && Some(n) != q(d.median_canary_requests)
+            {
+                let _ = write!(
+                    wald,
+                    "; to evidence {} = {}×",
+                    fmt_num(n.round()),
+                    fmt_num(n / w)
+                );
+            }
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} ({}) | {} | {} ({}) | {} | {} ({}) | {} |",
+                if i == 0 { r.scenario.name.as_str() } else { "" },
+                p.as_str(),
+                outcome_cell(d),
+                d.median_time_to_decision.time(),
+                d.p90_time_to_decision.time(),
+                d.median_time_to_promote.time(),
+                d.median_failed_canary_requests.count(),
+                d.p90_failed_canary_requests.count(),
+                d.median_canary_requests.count(),
+                fmt_pct(d.rollback_rate),
+                fmt_pct(d.rollback_rate_upper95),
+                wald
+            );
+        }
+    }
+
+    let _ = writeln!(o, "\n## Targets\n");
+    let _ = writeln!(o, "| target | measured | met |");
+    let _ = writeln!(o, "|---|---|---|");
+    for t in targets(plan, results) {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            t.name,
+            t.measured,
+            if t.met { "**met**" } else { "**missed**" }
+        );
+    }
+
+    if !variants.is_empty() {
+        let _ = writeln!(o, "\n## What the Rollout's own settings change\n");
+        let _ = writeln!(
+            o,
+            "rollwise alone, with one setting of `examples/simulate/rollout.yaml` changed (everything \
+             else as above, same seeds, {trials} trials). These are not the defaults the targets are \
+             measured on; they show what a user can trade today.\n"
+        );
+        let _ = writeln!(
+            o,
+            "| setting | scenario | promoted / rolled back / undecided | time to decision, median (p90) | failed canary requests, median (p90) | canary requests, median | rollback rate (95% upper) |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        let base: Vec<(&str, String, &Distribution)> = results
+            .iter()
+            .filter(|r| VARIANT_SCENARIOS.contains(&r.file))
+            .map(|r| (r.file, r.scenario.name.clone(), r.get(PolicyName::Rollwise)))
+            .collect();
+        let rows = std::iter::once(("defaults (as above)", &base))
+            .map(|(l, b)| {
+                (
+                    l.to_string(),
+                    b.iter()
+                        .map(|(f, n, d)| (*f, n.clone(), (*d).clone()))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .chain(
+                variants
+                    .iter()
+                    .map(|v| (v.change.to_string(), v.by_scenario.clone())),
+            );
+        for (label, by_scenario) in rows {
+            for (i, (_, name, d)) in by_scenario.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} ({}) | {} ({}) | {} | {} ({}) |",
+                    if i == 0 { label.as_str() } else { "" },
+                    name,
+                    outcome_cell(d),
+                    d.median_time_to_decision.time(),
+                    d.p90_time_to_decision.time(),
+                    d.median_failed_canary_requests.count(),
+                    d.p90_failed_canary_requests.count(),
+                    d.median_canary_requests.count(),
+                    fmt_pct(d.rollback_rate),
+                    fmt_pct(d.rollback_rate_upper95),
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(o, "\n## Wald's bound\n");
+    let _ = writeln!(
+        o,
+        "For a canary whose error rate is a constant `p1`, the statistical limit is the expected \
+         number of canary requests of Wald's sequential probability ratio test (SPRT) — the test \
+         with the smallest expected sample size among all tests with the same error probabilities — \
+         of `H0: p = p0` against `H1: p = p1`, where `p0 = stable rate + tolerance` \
+         (the edge of what the Rollout tolerates) and `p1` is the canary's true rate. With \
+         `α = 1 − confidence = {}` and `β = {WALD_BETA}` (Wald's approximation):\n",
+        fmt_num(alpha)
+    );
+    let _ = writeln!(
+        o,
+        "```text\nE[N | p1] = ((1−β)·ln((1−β)/α) + β·ln(β/(1−α))) / KL(p1‖p0)\nKL(p1‖p0) = p1·ln(p1/p0) + (1−p1)·ln((1−p1)/(1−p0))\n```\n"
+    );
+    let _ = writeln!(
+        o,
+        "It is a lower bound that no real policy reaches: the SPRT knows the stable rate exactly \
+         and looks after every request, while rollwise estimates stable's rate from stable's own \
+         traffic, looks once per interval, and uses a confidence sequence that is valid at every \
+         look for ever (the price of never inflating the false-rollback rate is a log factor).\n"
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | p0 (stable + tolerance) | p1 (canary) | Wald E[N] |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for r in results {
+        if let (Some(w), Some((ps, pc)), Some(c)) =
+            (r.wald, r.scenario.constant_rates(), plan.compare.first())
+        {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                r.scenario.name,
+                fmt_pct(c.tolerance.allowed(ps)),
+                fmt_pct(pc),
+                fmt_num(w.round())
+            );
+        }
+    }
+
+    let _ = writeln!(o, "\n## How to read this\n");
+    let _ = writeln!(o, "{}", reading(results));
+    let _ = writeln!(
+        o,
+        "Regenerate with `cargo run --release -- simulate benchmark` (see `docs/simulate.md`). \
+         Reproduce one cell with e.g. `rollwise simulate --rollout examples/simulate/rollout.yaml \
+         --scenario examples/simulate/bad-canary.yaml --policy all --trials {trials} --seed {seed}`."
+    );
+    o
+}
+
+/// Observations, with the numbers of this run of the benchmark.
+fn reading(results: &[ScenarioResult]) -> String {
+    let by_file = |f: &str| results.iter().find(|r| r.file == f);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "- **Failed requests are requests needed × error rate.** A bad canary's cost is set by \
+         how many canary requests a policy needs before it decides. Flagger's example holds its \
+         first step (2%) while checks fail, so a 10× canary serves 11 minutes at 2%; Argo's example \
+         serves 10 minutes at 20% before its analysis even starts, then 15 more; rollwise decides \
+         at the first analysis (every 30s) at which the comparison is conclusive."
+    );
+    if let Some(bad) = by_file("bad-canary.yaml") {
+        let d = bad.get(PolicyName::Rollwise);
+        let _ = writeln!(
+            o,
+            "  Here rollwise needed a median {} canary requests ({} after the start); Wald's bound \
+             is {} — the remaining gap is the test's (two separate confidence sequences compared, \
+             valid at every look) and the 30s granularity of its looks.",
+            d.median_canary_requests.count(),
+            d.median_time_to_decision.time(),
+            bad.wald
+                .map(|w| fmt_num(w.round()))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    if let Some(tol) = by_file("within-tolerance.yaml") {
+        let _ = writeln!(
+            o,
+            "- **Thresholds are not comparisons.** Flagger's 1% threshold rolled back {} of the canaries \
+             that fail 0.9% of the time against stable's 0.6% (within rollwise's tolerance); \
+             rollwise rolled back {}.",
+            fmt_pct(tol.get(PolicyName::Flagger).rollback_rate),
+            fmt_pct(tol.get(PolicyName::Rollwise).rollback_rate),
+        );
+    }
+    if let Some(b) = by_file("bursty.yaml") {
+        let _ = writeln!(
+            o,
+            "  With bursty traffic, one-minute windows at 2% are noisy: Flagger rolled back {} of \
+             the healthy canaries.",
+            fmt_pct(b.get(PolicyName::Flagger).rollback_rate)
+        );
+    }
+    if let Some(lb) = by_file("low-traffic-bad.yaml") {
+        let a = lb.get(PolicyName::Argo);
+        let _ = writeln!(
+            o,
+            "  At 1 request/s, Argo's 95% success condition over 5-minute windows promoted {} of {} \
+             canaries with 10× errors.",
+            a.promoted, a.trials
+        );
+    }
+    if let (Some(l), Some(h)) = (by_file("low-traffic.yaml"), by_file("healthy.yaml")) {
+        let _ = writeln!(
+            o,
+            "- **Evidence takes requests, and rollwise does not advance without it.** A healthy \
+             canary is promoted only once the comparison shows it within the tolerance with 99% \
+             confidence, which takes thousands of canary requests (median {} to evidence at 100 req/s); \
+             the steps after the first then pass one analysis interval each. At 100 req/s that made \
+             the median time to promote {} (Flagger's example: {}); at 1 request/s with 5% on \
+             the canary, {} — Flagger and Argo promote on their timers there ({} and {}), having \
+             seen a few hundred canary requests, and Flagger counts every minute without a canary \
+             request as a failed check (\"no values found\").",
+            h.get(PolicyName::Rollwise)
+                .median_canary_requests_to_evidence
+                .count(),
+            h.get(PolicyName::Rollwise).median_time_to_promote.time(),
+            h.get(PolicyName::Flagger).median_time_to_promote.time(),
+            l.get(PolicyName::Rollwise).median_time_to_promote.time(),
+            l.get(PolicyName::Flagger).median_time_to_promote.time(),
+            l.get(PolicyName::Argo).median_time_to_promote.time(),
+        );
+    }
+    if let Some(t) = by_file("turns-bad.yaml") {
+        let d = t.get(PolicyName::Rollwise);
+        let _ = writeln!(
+            o,
+            "- **A canary that turns bad** is judged by rollwise on its cumulative counts since it \
+             first got traffic, so the good first minutes dilute the later errors: it rolled back {} \
+             of them after a median {} (the canary turned at 10m) and promoted {} (median time to \
+             promote {}); Flagger took {}, Argo {}.",
+            fmt_pct(d.rollback_rate),
+            d.median_time_to_decision.time(),
+            d.promoted,
+            d.median_time_to_promote.time(),
+            t.get(PolicyName::Flagger).median_time_to_decision.time(),
+            t.get(PolicyName::Argo).median_time_to_decision.time(),
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wald_expected_sample_sizes() {
+        // 6% against 1.1%, α = 0.01, β = 0.1: about 71 requests.
+        let n = wald_expected_n(0.06, 0.011, 0.01, 0.1);
+        assert!((n - 71.0).abs() < 2.0, "{n}");
+        // A healthy canary (0.6%) against 1.1%: thousands.
+        let n = wald_expected_n(0.006, 0.011, 0.01, 0.1);
+        assert!(n > 2_000.0 && n < 4_000.0, "{n}");
+    }
+
+    #[test]
+    fn the_benchmark_rollout_and_scenarios_parse() {
+        let (_, plan) = parse_rollout(ROLLOUT).unwrap();
+        assert_eq!(plan.compare.len(), 1);
+        assert_eq!(plan.confidence, 0.99);
+        assert_eq!(plan.steps, crate::api::validate::default_steps());
+        for (file, _, text) in SCENARIOS {
+            Scenario::parse(text, Base::None).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+}
