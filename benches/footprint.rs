@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::{reflector, watcher};
-use kube::ResourceExt;
 use rollwise::analysis::{MetricOutcome, QueryOutcome};
 use rollwise::api::{Rollout, RolloutSpec, RolloutStatus};
 use rollwise::plan::{AnalysisRound, Observation, Readiness, decide};
@@ -479,7 +479,8 @@ fn measure_memory() -> Memory {
     let metas: Vec<PartialObjectMeta<Rollout>> = objects
         .iter()
         .map(|r| {
-            let mut m: PartialObjectMeta<Rollout> = r.metadata.clone().into_request_partial::<Rollout>();
+            let mut m: PartialObjectMeta<Rollout> =
+                r.metadata.clone().into_request_partial::<Rollout>();
             trim_meta(&mut m);
             m
         })

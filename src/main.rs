@@ -96,7 +96,10 @@ fn default_command() -> Command {
         || std::env::home_dir().is_some_and(|h| h.join(".kube/config").exists());
     #[cfg(feature = "demo")]
     if !has_cluster {
-        return Command::Demo { seed: 7, quiet: false };
+        return Command::Demo {
+            seed: 7,
+            quiet: false,
+        };
     }
     let _ = has_cluster;
     Command::Run(RunConfig::from_env())

@@ -90,7 +90,10 @@ impl Metrics {
         )
         .expect("static");
         let comparison_rate = GaugeVec::new(
-            Opts::new("comparison_error_rate", "Latest error rate of each comparison, per side"),
+            Opts::new(
+                "comparison_error_rate",
+                "Latest error rate of each comparison, per side",
+            ),
             &["namespace", "rollout", "comparison", "side"],
         )
         .expect("static");
@@ -103,7 +106,10 @@ impl Metrics {
         )
         .expect("static");
         let budget = GaugeVec::new(
-            Opts::new("budget_extra_failures", "Extra failed requests caused by the canary, and the budget"),
+            Opts::new(
+                "budget_extra_failures",
+                "Extra failed requests caused by the canary, and the budget",
+            ),
             &["namespace", "rollout", "estimate"],
         )
         .expect("static");
@@ -164,18 +170,26 @@ impl Metrics {
     pub fn forget(&self, namespace: &str, name: &str, metrics: &[&str], comparisons: &[&str]) {
         let _ = self.canary_weight.remove_label_values(&[namespace, name]);
         for m in metrics {
-            let _ = self.analysis_value.remove_label_values(&[namespace, name, m]);
+            let _ = self
+                .analysis_value
+                .remove_label_values(&[namespace, name, m]);
         }
         for c in comparisons {
             for side in ["canary", "stable"] {
-                let _ = self.comparison_rate.remove_label_values(&[namespace, name, c, side]);
+                let _ = self
+                    .comparison_rate
+                    .remove_label_values(&[namespace, name, c, side]);
             }
             for bound in ["lower", "upper"] {
-                let _ = self.comparison_excess.remove_label_values(&[namespace, name, c, bound]);
+                let _ = self
+                    .comparison_excess
+                    .remove_label_values(&[namespace, name, c, bound]);
             }
         }
         for estimate in ["point", "upper", "max"] {
-            let _ = self.budget.remove_label_values(&[namespace, name, estimate]);
+            let _ = self
+                .budget
+                .remove_label_values(&[namespace, name, estimate]);
         }
     }
 }

@@ -203,12 +203,22 @@ fn tolerance_accepts_a_rate_or_a_percentage_only() {
 
 #[test]
 fn header_route_steps_and_routers_are_checked_at_admission() {
+    let e = with(
+        |o| o["spec"]["steps"] = json!([{"setHeaderRoute": {"name": "beta", "match": [{"header": {"name": "x", "value": "1"}, "cookie": {"name": "c", "value": "1"}}]}}]),
+    );
+    assert!(
+        e.iter().any(|m| m.contains("either a header or a cookie")),
+        "{e:?}"
+    );
     let e = with(|o| {
-        o["spec"]["steps"] = json!([{"setHeaderRoute": {"name": "beta", "match": [{"header": {"name": "x", "value": "1"}, "cookie": {"name": "c", "value": "1"}}]}}])
+        o["spec"]["trafficRouting"] =
+            json!({"gatewayAPI": {"httpRoute": "a"}, "nginx": {"ingress": "b"}})
     });
-    assert!(e.iter().any(|m| m.contains("either a header or a cookie")), "{e:?}");
-    let e = with(|o| o["spec"]["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "a"}, "nginx": {"ingress": "b"}}));
-    assert!(e.iter().any(|m| m.contains("exactly one traffic router")), "{e:?}");
-    let ok = with(|o| o["spec"]["trafficRouting"] = json!({"istio": {"virtualService": "checkout"}}));
+    assert!(
+        e.iter().any(|m| m.contains("exactly one traffic router")),
+        "{e:?}"
+    );
+    let ok =
+        with(|o| o["spec"]["trafficRouting"] = json!({"istio": {"virtualService": "checkout"}}));
     assert_eq!(ok, Vec::<String>::new());
 }

@@ -135,7 +135,10 @@ async fn failing_canary_is_rolled_back_with_the_metric_value_and_bound() {
     let sim = Sim::standard(2).await.unwrap();
     // The threshold metric alone (the comparison has its own tests).
     let patch = json!({"spec": {"analysis": {"compare": null, "maxExtraFailures": null}}});
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.2);
     let r = sim.run_until_terminal(STEP, MAX, |_| {}).await.unwrap();
     assert_eq!(phase(&r), Phase::RolledBack);
@@ -639,14 +642,24 @@ async fn evidence_promotes_a_healthy_canary_before_its_pauses_end() {
         {"setWeight": 50}, {"pause": {"duration": "30m"}},
         {"setWeight": 100}
     ]}});
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let r = run_until(&sim, Duration::from_secs(3600), |r| phase(r).is_terminal()).await;
     assert_eq!(phase(&r), Phase::Succeeded);
-    assert!(sim.elapsed() < Duration::from_secs(30 * 60), "took {:?}", sim.elapsed());
+    assert!(
+        sim.elapsed() < Duration::from_secs(30 * 60),
+        "took {:?}",
+        sim.elapsed()
+    );
     let st = r.status.as_ref().unwrap();
     let c = &st.comparisons[0];
     assert_eq!(c.verdict, "Fine");
-    assert!(c.excess_upper <= 0.0 && c.canary_requests > 0.0 && c.stable_requests > 0.0, "{c:?}");
+    assert!(
+        c.excess_upper <= 0.0 && c.canary_requests > 0.0 && c.stable_requests > 0.0,
+        "{c:?}"
+    );
     let reasons = event_reasons(&sim).await;
     assert!(reasons.iter().any(|r| r == "StepAdvanced"));
 }
@@ -659,12 +672,22 @@ async fn thin_evidence_holds_and_status_says_how_many_requests_each_side_served(
     let r = run_until(&sim, Duration::from_secs(900), |_| false).await;
     let st = r.status.as_ref().unwrap();
     assert_eq!((phase(&r), st.canary_weight), (Phase::Progressing, 5));
-    assert_eq!(st.last_decision.as_ref().unwrap().reason, "NotEnoughEvidence");
+    assert_eq!(
+        st.last_decision.as_ref().unwrap().reason,
+        "NotEnoughEvidence"
+    );
     let c = &st.comparisons[0];
     assert_eq!(c.verdict, "Inconclusive");
-    assert!(c.canary_requests > 50.0 && c.stable_requests > 1000.0, "{c:?}");
+    assert!(
+        c.canary_requests > 50.0 && c.stable_requests > 1000.0,
+        "{c:?}"
+    );
     assert!(c.more_requests_needed.is_some_and(|n| n > 0), "{c:?}");
-    assert!(st.message.contains("more canary requests"), "{}", st.message);
+    assert!(
+        st.message.contains("more canary requests"),
+        "{}",
+        st.message
+    );
     assert_eq!(condition(&r, "Progressing").1, "NotEnoughEvidence");
 }
 
@@ -682,9 +705,17 @@ async fn the_exposure_budget_rolls_back_and_is_shown_in_status() {
         "failures": "sum(increase(http_requests_total{service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
         "tolerance": 0.05
     }]}}});
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let r = run_until(&sim, Duration::from_secs(3600), |r| phase(r).is_terminal()).await;
-    assert_eq!(phase(&r), Phase::RolledBack, "{}", r.status.as_ref().unwrap().message);
+    assert_eq!(
+        phase(&r),
+        Phase::RolledBack,
+        "{}",
+        r.status.as_ref().unwrap().message
+    );
     assert_eq!(condition(&r, "RolledBack").1, "BudgetExhausted");
     let b = r.status.as_ref().unwrap().budget.clone().unwrap();
     assert_eq!(b.max, 40.0);
@@ -695,11 +726,14 @@ async fn the_exposure_budget_rolls_back_and_is_shown_in_status() {
 // ------------------------------------------- routers, draining, scaling
 
 async fn replicas_of(sim: &Sim, name: &str) -> (i32, Option<String>) {
-    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(sim.client.clone(), cluster::NAMESPACE);
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(sim.client.clone(), cluster::NAMESPACE);
     let d = api.get(name).await.unwrap();
     (
         d.spec.and_then(|s| s.replicas).unwrap_or(0),
-        d.metadata.annotations.and_then(|a| a.get("rollwise.io/scaled-down-from").cloned()),
+        d.metadata
+            .annotations
+            .and_then(|a| a.get("rollwise.io/scaled-down-from").cloned()),
     )
 }
 
@@ -711,7 +745,10 @@ async fn the_replicas_router_promotes_in_whole_pods_keeping_capacity() {
         "analysis": null,
         "steps": [{"setWeight": 33}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"pause": {"duration": "1m"}}, {"setWeight": 100}]
     }});
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for _ in 0..200 {
         sim.reconcile().await.unwrap();
@@ -727,7 +764,12 @@ async fn the_replicas_router_promotes_in_whole_pods_keeping_capacity() {
         sim.tick(STEP).await.unwrap();
     }
     let r = sim.rollout().await.unwrap();
-    assert_eq!(phase(&r), Phase::Succeeded, "{}", r.status.as_ref().unwrap().message);
+    assert_eq!(
+        phase(&r),
+        Phase::Succeeded,
+        "{}",
+        r.status.as_ref().unwrap().message
+    );
     // 33% of 3 pods is 1 pod (reads back as 33%), 50% is 2 (67%), 100% is 3.
     assert_eq!(seen, vec![0, 1, 2, 3]);
 }
@@ -737,12 +779,22 @@ async fn the_canary_is_scaled_down_after_a_rollback_and_restored_on_retry() {
     let sim = Sim::standard(32).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.3);
     let patch = json!({"spec": {"canary": {"scaleDownOnRollback": true}}});
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let r = run_until(&sim, MAX, |r| phase(r).is_terminal()).await;
     assert_eq!(phase(&r), Phase::RolledBack);
     assert!(r.status.as_ref().unwrap().canary_scaled_down);
-    assert_eq!(replicas_of(&sim, "checkout-v2").await, (0, Some("3".to_string())));
-    assert_eq!(replicas_of(&sim, "checkout-v1").await.0, 3, "stable untouched");
+    assert_eq!(
+        replicas_of(&sim, "checkout-v2").await,
+        (0, Some("3".to_string()))
+    );
+    assert_eq!(
+        replicas_of(&sim, "checkout-v1").await.0,
+        3,
+        "stable untouched"
+    );
     annotate(&sim, "retry").await;
     sim.reconcile().await.unwrap();
     assert_eq!(replicas_of(&sim, "checkout-v2").await, (3, None));
@@ -753,14 +805,32 @@ async fn the_old_version_is_drained_after_promotion_and_the_delay() {
     let sim = Sim::standard(33).await.unwrap();
     sim.traffic.set_error_rate("checkout-v2", 0.005);
     let patch = json!({"spec": {"stable": {"scaleDownAfter": "10m"}}});
-    sim.api().patch("checkout", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    sim.api()
+        .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let r = run_until(&sim, MAX, |r| phase(r).is_terminal()).await;
     assert_eq!(phase(&r), Phase::Succeeded);
-    assert_eq!(replicas_of(&sim, "checkout-v1").await.0, 3, "not before the delay");
-    let r = run_until(&sim, Duration::from_secs(900), |r| r.status.as_ref().unwrap().stable_scaled_down).await;
+    assert_eq!(
+        replicas_of(&sim, "checkout-v1").await.0,
+        3,
+        "not before the delay"
+    );
+    let r = run_until(&sim, Duration::from_secs(900), |r| {
+        r.status.as_ref().unwrap().stable_scaled_down
+    })
+    .await;
     assert!(r.status.as_ref().unwrap().stable_scaled_down);
-    assert_eq!(replicas_of(&sim, "checkout-v1").await, (0, Some("3".to_string())));
-    assert!(event_reasons(&sim).await.iter().any(|r| r == "StableScaledDown"));
+    assert_eq!(
+        replicas_of(&sim, "checkout-v1").await,
+        (0, Some("3".to_string()))
+    );
+    assert!(
+        event_reasons(&sim)
+            .await
+            .iter()
+            .any(|r| r == "StableScaledDown")
+    );
     // Deleting the Rollout now keeps traffic on the new version (the old
     // one has no pods) and deletes nothing.
     assert_eq!(weight_of(&sim, "checkout-v2").await, 100);

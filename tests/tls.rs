@@ -28,7 +28,10 @@ fn rollwise_run_against_an_https_server_fails_cleanly_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("CryptoProvider"), "{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot list rollouts.rollwise.io"), "{stderr}");
+    assert!(
+        stderr.contains("cannot list rollouts.rollwise.io"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -36,6 +39,8 @@ async fn a_client_for_an_https_kubeconfig_can_be_built() {
     rollwise::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(https_kubeconfig(dir.path())).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
     assert!(kube::Client::try_from(config).is_ok());
 }

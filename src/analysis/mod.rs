@@ -47,12 +47,17 @@ impl CountsOutcome {
                 CountsOutcome::NoData("no requests in the window yet".into())
             }
             (QueryOutcome::Value(r), QueryOutcome::NoData(_)) => {
-                CountsOutcome::Counts(sequential::Counts { requests: r, failures: 0.0 })
+                CountsOutcome::Counts(sequential::Counts {
+                    requests: r,
+                    failures: 0.0,
+                })
             }
-            (QueryOutcome::Value(r), QueryOutcome::Value(f)) => CountsOutcome::Counts(sequential::Counts {
-                requests: r,
-                failures: if f.is_nan() { 0.0 } else { f },
-            }),
+            (QueryOutcome::Value(r), QueryOutcome::Value(f)) => {
+                CountsOutcome::Counts(sequential::Counts {
+                    requests: r,
+                    failures: if f.is_nan() { 0.0 } else { f },
+                })
+            }
         }
     }
 }

@@ -53,9 +53,19 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CountError {
     #[error("{side} {what} is {value}, not a count (check the query)")]
-    NotACount { side: &'static str, what: &'static str, value: f64 },
-    #[error("{side} has {failures} failures but only {requests} requests (the failures query counts more than the requests query)")]
-    MoreFailuresThanRequests { side: &'static str, failures: f64, requests: f64 },
+    NotACount {
+        side: &'static str,
+        what: &'static str,
+        value: f64,
+    },
+    #[error(
+        "{side} has {failures} failures but only {requests} requests (the failures query counts more than the requests query)"
+    )]
+    MoreFailuresThanRequests {
+        side: &'static str,
+        failures: f64,
+        requests: f64,
+    },
 }
 
 impl Counts {
@@ -72,13 +82,24 @@ impl Counts {
         // Extrapolation can push failures a little over requests; more
         // than that is a broken query.
         if failures > requests + (0.01 * requests).max(1.0) {
-            return Err(CountError::MoreFailuresThanRequests { side, failures, requests });
+            return Err(CountError::MoreFailuresThanRequests {
+                side,
+                failures,
+                requests,
+            });
         }
-        Ok(Counts { requests, failures: failures.min(requests) })
+        Ok(Counts {
+            requests,
+            failures: failures.min(requests),
+        })
     }
 
     pub fn rate(&self) -> f64 {
-        if self.requests > 0.0 { self.failures / self.requests } else { 0.0 }
+        if self.requests > 0.0 {
+            self.failures / self.requests
+        } else {
+            0.0
+        }
     }
 }
 
@@ -92,7 +113,10 @@ pub struct Tolerance {
 }
 
 impl Tolerance {
-    pub const ZERO: Tolerance = Tolerance { absolute: 0.0, relative: 0.0 };
+    pub const ZERO: Tolerance = Tolerance {
+        absolute: 0.0,
+        relative: 0.0,
+    };
 
     /// Parse `0.005` (absolute) or `"20%"` (relative).
     pub fn parse(v: Option<&serde_json::Value>) -> Result<Tolerance, String> {
@@ -101,7 +125,10 @@ impl Tolerance {
             Some(serde_json::Value::Number(n)) => {
                 let a = n.as_f64().unwrap_or(f64::NAN);
                 if (0.0..1.0).contains(&a) {
-                    Ok(Tolerance { absolute: a, relative: 0.0 })
+                    Ok(Tolerance {
+                        absolute: a,
+                        relative: 0.0,
+                    })
                 } else {
                     Err(format!("{a} is not an error rate in [0, 1)"))
                 }
@@ -110,13 +137,21 @@ impl Tolerance {
                 let t = s.trim();
                 if let Some(p) = t.strip_suffix('%') {
                     match p.trim().parse::<f64>() {
-                        Ok(r) if r.is_finite() && r >= 0.0 => Ok(Tolerance { absolute: 0.0, relative: r / 100.0 }),
+                        Ok(r) if r.is_finite() && r >= 0.0 => Ok(Tolerance {
+                            absolute: 0.0,
+                            relative: r / 100.0,
+                        }),
                         _ => Err(format!("{s:?} is not a percentage like \"20%\"")),
                     }
                 } else {
                     match t.parse::<f64>() {
-                        Ok(a) if (0.0..1.0).contains(&a) => Ok(Tolerance { absolute: a, relative: 0.0 }),
-                        _ => Err(format!("{s:?} is neither an error rate like 0.005 nor a percentage like \"20%\"")),
+                        Ok(a) if (0.0..1.0).contains(&a) => Ok(Tolerance {
+                            absolute: a,
+                            relative: 0.0,
+                        }),
+                        _ => Err(format!(
+                            "{s:?} is neither an error rate like 0.005 nor a percentage like \"20%\""
+                        )),
                     }
                 }
             }
@@ -190,7 +225,12 @@ pub struct Evidence {
 }
 
 /// Evaluate one look. `confidence` in (0, 1), e.g. 0.99.
-pub fn evaluate(canary: Counts, stable: Counts, tolerance: Tolerance, confidence: f64) -> Result<Evidence, CountError> {
+pub fn evaluate(
+    canary: Counts,
+    stable: Counts,
+    tolerance: Tolerance,
+    confidence: f64,
+) -> Result<Evidence, CountError> {
     let canary = canary.checked("canary")?;
     let stable = stable.checked("stable")?;
     let alpha = (1.0 - confidence).clamp(1e-12, 0.5);
@@ -236,7 +276,11 @@ pub fn evaluate(canary: Counts, stable: Counts, tolerance: Tolerance, confidence
 /// fixed-point steps rather than by re-running the test.
 fn requests_needed(canary: Counts, excess: f64, lower: f64, upper: f64) -> Option<u64> {
     let gap = excess.abs();
-    let half = if excess >= 0.0 { excess - lower } else { upper - excess };
+    let half = if excess >= 0.0 {
+        excess - lower
+    } else {
+        upper - excess
+    };
     if canary.requests == 0.0 || gap < 1e-9 || !half.is_finite() || half <= 0.0 {
         return None;
     }

@@ -137,9 +137,16 @@ pub struct PlanBlueGreen {
 }
 
 /// Check an A/B route against what the router can express.
-fn header_route(h: &super::HeaderRouteStep, field: &str, router: &'static str) -> Result<HeaderRoute, FieldError> {
+fn header_route(
+    h: &super::HeaderRouteStep,
+    field: &str,
+    router: &'static str,
+) -> Result<HeaderRoute, FieldError> {
     let caps = capabilities(router);
-    let fail = |message: String| FieldError { field: field.to_string(), message };
+    let fail = |message: String| FieldError {
+        field: field.to_string(),
+        message,
+    };
     if !is_dns_label(&h.name) {
         return Err(fail(format!("name {:?} must be a DNS label", h.name)));
     }
@@ -153,7 +160,10 @@ fn header_route(h: &super::HeaderRouteStep, field: &str, router: &'static str) -
                 if nv.name.is_empty() {
                     return Err(fail(format!("match[{j}].header.name must not be empty")));
                 }
-                matches.push(Match::Header { name: nv.name.clone(), value: nv.value.clone() });
+                matches.push(Match::Header {
+                    name: nv.name.clone(),
+                    value: nv.value.clone(),
+                });
             }
             (None, Some(nv)) => {
                 if !caps.cookie {
@@ -162,14 +172,24 @@ fn header_route(h: &super::HeaderRouteStep, field: &str, router: &'static str) -
                 if nv.name.is_empty() {
                     return Err(fail(format!("match[{j}].cookie.name must not be empty")));
                 }
-                matches.push(Match::Cookie { name: nv.name.clone(), value: nv.value.clone() });
+                matches.push(Match::Cookie {
+                    name: nv.name.clone(),
+                    value: nv.value.clone(),
+                });
             }
-            _ => return Err(fail(format!("match[{j}] must be either a header or a cookie"))),
+            _ => {
+                return Err(fail(format!(
+                    "match[{j}] must be either a header or a cookie"
+                )));
+            }
         }
     }
     if matches.is_empty() {
         // No match: the step removes the route (nothing to check).
-        return Ok(HeaderRoute { name: h.name.clone(), matches });
+        return Ok(HeaderRoute {
+            name: h.name.clone(),
+            matches,
+        });
     }
     if router == "nginx" {
         // ingress-nginx: one canary-by-header and/or canary-by-cookie, ORed
@@ -180,13 +200,21 @@ fn header_route(h: &super::HeaderRouteStep, field: &str, router: &'static str) -
         if let Some(Match::Cookie { value, .. }) = matches.first()
             && value != "always"
         {
-            return Err(fail(format!("the nginx router can match a cookie only with the value \"always\" (ingress-nginx canary-by-cookie), not {value:?}")));
+            return Err(fail(format!(
+                "the nginx router can match a cookie only with the value \"always\" (ingress-nginx canary-by-cookie), not {value:?}"
+            )));
         }
     }
-    if let Some(Match::Header { name, .. }) = matches.iter().find(|m| matches!(m, Match::Header { value, .. } if value.is_empty())) {
+    if let Some(Match::Header { name, .. }) = matches
+        .iter()
+        .find(|m| matches!(m, Match::Header { value, .. } if value.is_empty()))
+    {
         return Err(fail(format!("header {name:?} needs a value")));
     }
-    Ok(HeaderRoute { name: h.name.clone(), matches })
+    Ok(HeaderRoute {
+        name: h.name.clone(),
+        matches,
+    })
 }
 
 /// Parse a Go-style duration (`30s`, `2m`, `1h30m`, `1.5h`).
@@ -325,7 +353,11 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
             let auto = bg.auto_promote.unwrap_or(true);
             out.push(PlanStep::Pause(auto.then_some(preview)));
             out.push(PlanStep::SetWeight(100));
-            blue_green = Some(PlanBlueGreen { auto_promote: auto, preview, scale_down_delay });
+            blue_green = Some(PlanBlueGreen {
+                auto_promote: auto,
+                preview,
+                scale_down_delay,
+            });
             out
         }
         None => default_steps(),
@@ -337,14 +369,21 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
             Vec::new()
         }
         Some(_) if spec.blue_green.is_some() => {
-            err("spec.steps", "blueGreen has its own flow: omit steps".into());
+            err(
+                "spec.steps",
+                "blueGreen has its own flow: omit steps".into(),
+            );
             Vec::new()
         }
         Some(steps) => {
             let mut out = Vec::with_capacity(steps.len());
             let mut last_weight: Option<i32> = None;
             for (i, step) in steps.iter().enumerate() {
-                let Step { set_weight, pause, set_header_route } = step;
+                let Step {
+                    set_weight,
+                    pause,
+                    set_header_route,
+                } = step;
                 match (set_weight, pause, set_header_route) {
                     (Some(w), None, None) => {
                         if !(0..=100).contains(w) {
@@ -428,13 +467,17 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
                 err(&format!("{field}.name"), "must not be empty".into());
             }
             if a.compare[..i].iter().any(|o| o.name == m.name) {
-                err(&format!("{field}.name"), format!("{:?} is used twice", m.name));
+                err(
+                    &format!("{field}.name"),
+                    format!("{:?} is used twice", m.name),
+                );
             }
             for (what, q) in [("requests", &m.requests), ("failures", &m.failures)] {
                 if !q.contains("{{service}}") && !q.contains("{{ service }}") {
                     err(
                         &format!("{field}.{what}"),
-                        "must use {{service}} (it is run for the canary and the stable Service)".into(),
+                        "must use {{service}} (it is run for the canary and the stable Service)"
+                            .into(),
                     );
                 }
             }
@@ -452,14 +495,20 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
             if (0.5..1.0).contains(&c) {
                 confidence = c;
             } else {
-                err("spec.analysis.confidence", format!("{c} must be in [0.5, 1)"));
+                err(
+                    "spec.analysis.confidence",
+                    format!("{c} must be in [0.5, 1)"),
+                );
             }
         }
         if let Some(b) = a.max_extra_failures {
             if b >= 1 {
                 max_extra_failures = Some(b as f64);
             } else {
-                err("spec.analysis.maxExtraFailures", format!("{b} must be at least 1"));
+                err(
+                    "spec.analysis.maxExtraFailures",
+                    format!("{b} must be at least 1"),
+                );
             }
         }
         for (i, m) in a.metrics.iter().enumerate() {
@@ -513,34 +562,54 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
     // Router-specific checks.
     let caps = capabilities(router);
     if let Some(max) = caps.max_header_routes {
-        let most = (0..steps.len()).map(|i| {
-            let mut names: Vec<&str> = Vec::new();
-            for s in steps.iter().take(i + 1) {
-                if let PlanStep::HeaderRoute(r) = s {
-                    let r = &routes[*r as usize];
-                    names.retain(|n| *n != r.name);
-                    if !r.matches.is_empty() {
-                        names.push(&r.name);
+        let most = (0..steps.len())
+            .map(|i| {
+                let mut names: Vec<&str> = Vec::new();
+                for s in steps.iter().take(i + 1) {
+                    if let PlanStep::HeaderRoute(r) = s {
+                        let r = &routes[*r as usize];
+                        names.retain(|n| *n != r.name);
+                        if !r.matches.is_empty() {
+                            names.push(&r.name);
+                        }
                     }
                 }
-            }
-            names.len()
-        }).max().unwrap_or(0);
+                names.len()
+            })
+            .max()
+            .unwrap_or(0);
         if most > max && errors_from_routes.is_empty() {
-            err("spec.steps", format!("the {router} router can hold at most {max} header route(s) at once ({most} requested)"));
+            err(
+                "spec.steps",
+                format!(
+                    "the {router} router can hold at most {max} header route(s) at once ({most} requested)"
+                ),
+            );
         }
     }
-    if router == "replicas" && (spec.stable.deployment.is_none() || spec.canary.deployment.is_none()) {
-        err("spec.trafficRouting.replicas", "the replicas router needs spec.stable.deployment and spec.canary.deployment".into());
+    if router == "replicas"
+        && (spec.stable.deployment.is_none() || spec.canary.deployment.is_none())
+    {
+        err(
+            "spec.trafficRouting.replicas",
+            "the replicas router needs spec.stable.deployment and spec.canary.deployment".into(),
+        );
     }
     if spec.traffic_routing.count() > 1 {
-        err("spec.trafficRouting", "exactly one traffic router must be set".into());
+        err(
+            "spec.trafficRouting",
+            "exactly one traffic router must be set".into(),
+        );
     }
-    let stable_scale_down_after = match spec.stable.scale_down_after.as_deref().map(parse_duration) {
+    let stable_scale_down_after = match spec.stable.scale_down_after.as_deref().map(parse_duration)
+    {
         None => None,
         Some(Ok(d)) => {
             if spec.stable.deployment.is_none() {
-                err("spec.stable.scaleDownAfter", "needs spec.stable.deployment".into());
+                err(
+                    "spec.stable.scaleDownAfter",
+                    "needs spec.stable.deployment".into(),
+                );
             }
             Some(d)
         }
@@ -550,13 +619,22 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         }
     };
     if spec.canary.scale_down_on_rollback && spec.canary.deployment.is_none() {
-        err("spec.canary.scaleDownOnRollback", "needs spec.canary.deployment".into());
+        err(
+            "spec.canary.scaleDownOnRollback",
+            "needs spec.canary.deployment".into(),
+        );
     }
     if spec.canary.scale_down_after.is_some() {
-        err("spec.canary.scaleDownAfter", "applies to spec.stable only".into());
+        err(
+            "spec.canary.scaleDownAfter",
+            "applies to spec.stable only".into(),
+        );
     }
     if spec.stable.scale_down_on_rollback {
-        err("spec.stable.scaleDownOnRollback", "applies to spec.canary only".into());
+        err(
+            "spec.stable.scaleDownOnRollback",
+            "applies to spec.canary only".into(),
+        );
     }
     errors.extend(errors_from_routes);
     if !errors.is_empty() {

@@ -6,7 +6,9 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 
 use super::{Result, with_timeout};
-use crate::analysis::{CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, render_query, render_window};
+use crate::analysis::{
+    CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, render_query, render_window,
+};
 use crate::api::{Plan, RolloutSpec};
 use crate::plan::Readiness;
 
@@ -141,8 +143,14 @@ pub async fn run_comparisons(
     window: std::time::Duration,
 ) -> Vec<CompareOutcome> {
     let side = |service: &str, c: &crate::api::PlanCompare| {
-        let requests = render_window(&render_query(&c.requests, service, sides.namespace, sides.rollout), window);
-        let failures = render_window(&render_query(&c.failures, service, sides.namespace, sides.rollout), window);
+        let requests = render_window(
+            &render_query(&c.requests, service, sides.namespace, sides.rollout),
+            window,
+        );
+        let failures = render_window(
+            &render_query(&c.failures, service, sides.namespace, sides.rollout),
+            window,
+        );
         async move {
             let (r, f) = futures::join!(provider.query(&requests), provider.query(&failures));
             CountsOutcome::from_queries(r, f)
@@ -153,7 +161,11 @@ pub async fn run_comparisons(
         let stable = side(sides.stable, c);
         async move {
             let (canary, stable) = futures::join!(canary, stable);
-            CompareOutcome { name: c.name.clone(), canary, stable }
+            CompareOutcome {
+                name: c.name.clone(),
+                canary,
+                stable,
+            }
         }
     });
     futures::future::join_all(futures).await

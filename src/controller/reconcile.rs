@@ -74,12 +74,25 @@ async fn ensure_finalizer(api: &Api<Rollout>, r: Arc<Rollout>) -> Result<Arc<Rol
 
 /// Transient errors requeue within seconds, with jitter.
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
-    retry_after(&rollout.name_any(), rollout.namespace().as_deref(), error, &ctx)
+    retry_after(
+        &rollout.name_any(),
+        rollout.namespace().as_deref(),
+        error,
+        &ctx,
+    )
 }
 
 /// Count and log a failed reconcile; when to try again.
-pub(crate) fn retry_after(name: &str, namespace: Option<&str>, error: &Error, ctx: &Context) -> Action {
-    ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
+pub(crate) fn retry_after(
+    name: &str,
+    namespace: Option<&str>,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
     tracing::warn!(rollout = %name, namespace = ?namespace, category = error.metric_label(), error = %error, "reconcile failed");
     let base = match error.metric_label() {
         "conflict" => Duration::from_millis(500),
@@ -111,7 +124,10 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     let reference = r.object_ref(&());
     // After a promotion that drained the old version, "all traffic back to
     // stable" would send it to a Deployment with no pods: keep it where it is.
-    let drained = r.status.as_ref().is_some_and(|s| s.phase == Phase::Succeeded && s.stable_scaled_down);
+    let drained = r
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase == Phase::Succeeded && s.stable_scaled_down);
     if drained {
         ctx.events
             .publish(
@@ -150,7 +166,8 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         ),
         None => (vec![], vec![]),
     };
-    ctx.metrics.forget(&ns, &r.name_any(), &metric_names, &compare_names);
+    ctx.metrics
+        .forget(&ns, &r.name_any(), &metric_names, &compare_names);
     Ok(Action::await_change())
 }
 
@@ -194,7 +211,17 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
 
     if plan.has_analysis() && plan.prometheus.is_none() && ctx.default_prometheus.is_none() {
         let message = "spec.analysis.prometheus: the analysis needs a Prometheus address (the Rollout names none and the operator has no --default-prometheus)";
-        return invalid(ctx, &api, &r, prev, "InvalidSpec", message, now, Action::await_change()).await;
+        return invalid(
+            ctx,
+            &api,
+            &r,
+            prev,
+            "InvalidSpec",
+            message,
+            now,
+            Action::await_change(),
+        )
+        .await;
     }
 
     let router = router_for(
@@ -287,7 +314,10 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     // Analysis, when due.
     let mut analysis = None;
     if prev.canary_ref == plan.canary_ref && plan::analysis_due(&plan, &prev, actual, now) {
-        let address = plan.prometheus.clone().or_else(|| ctx.default_prometheus.clone());
+        let address = plan
+            .prometheus
+            .clone()
+            .or_else(|| ctx.default_prometheus.clone());
         // The comparison window: since the canary first got traffic in this
         // rollout (cumulative evidence for the sequential test), at least
         // one interval.
@@ -317,7 +347,11 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
                 "no Prometheus address: set spec.analysis.prometheus.address or the operator's --default-prometheus",
             ),
         };
-        analysis = Some(AnalysisRound { at: now, outcomes: round.0, comparisons: round.1 });
+        analysis = Some(AnalysisRound {
+            at: now,
+            outcomes: round.0,
+            comparisons: round.1,
+        });
     }
 
     let obs = Observation {
@@ -425,21 +459,34 @@ fn record_metrics(
     if analysis.is_some() {
         for a in &next.analysis {
             match a.value {
-                Some(v) => m.analysis_value.with_label_values(&[ns, name, &a.name]).set(v),
+                Some(v) => m
+                    .analysis_value
+                    .with_label_values(&[ns, name, &a.name])
+                    .set(v),
                 None => {
                     let _ = m.analysis_value.remove_label_values(&[ns, name, &a.name]);
                 }
             }
         }
         for c in next.comparisons.iter().filter(|c| c.canary_requests > 0.0) {
-            m.comparison_rate.with_label_values(&[ns, name, &c.name, "canary"]).set(c.canary_rate);
-            m.comparison_rate.with_label_values(&[ns, name, &c.name, "stable"]).set(c.stable_rate);
-            m.comparison_excess.with_label_values(&[ns, name, &c.name, "lower"]).set(c.excess_lower);
-            m.comparison_excess.with_label_values(&[ns, name, &c.name, "upper"]).set(c.excess_upper);
+            m.comparison_rate
+                .with_label_values(&[ns, name, &c.name, "canary"])
+                .set(c.canary_rate);
+            m.comparison_rate
+                .with_label_values(&[ns, name, &c.name, "stable"])
+                .set(c.stable_rate);
+            m.comparison_excess
+                .with_label_values(&[ns, name, &c.name, "lower"])
+                .set(c.excess_lower);
+            m.comparison_excess
+                .with_label_values(&[ns, name, &c.name, "upper"])
+                .set(c.excess_upper);
         }
         if let Some(b) = &next.budget {
             m.budget.with_label_values(&[ns, name, "point"]).set(b.used);
-            m.budget.with_label_values(&[ns, name, "upper"]).set(b.upper);
+            m.budget
+                .with_label_values(&[ns, name, "upper"])
+                .set(b.upper);
             m.budget.with_label_values(&[ns, name, "max"]).set(b.max);
         }
         for s in &next.analysis {
@@ -466,7 +513,10 @@ async fn scale(
 ) -> Result<()> {
     use crate::traffic::scale;
     if actions.restore {
-        for d in [&r.spec.stable.deployment, &r.spec.canary.deployment].into_iter().flatten() {
+        for d in [&r.spec.stable.deployment, &r.spec.canary.deployment]
+            .into_iter()
+            .flatten()
+        {
             scale::restore(ctx.client.clone(), ns, d).await?;
         }
     }

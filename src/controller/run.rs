@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::Resource;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::Resource;
 use tokio::sync::watch;
 
 use super::{Context, reconcile};
@@ -105,8 +105,12 @@ fn trim_meta_fields(m: &mut kube::api::ObjectMeta) {
 
 /// The controller's reconcile on a cached metadata entry: read the Rollout,
 /// then run [`reconcile`]. A Rollout gone in the meantime needs nothing.
-async fn reconcile_meta(meta: Arc<PartialObjectMeta<Rollout>>, ctx: Arc<Context>) -> super::Result<Action> {
-    let (Some(ns), Some(name)) = (meta.metadata.namespace.clone(), meta.metadata.name.clone()) else {
+async fn reconcile_meta(
+    meta: Arc<PartialObjectMeta<Rollout>>,
+    ctx: Arc<Context>,
+) -> super::Result<Action> {
+    let (Some(ns), Some(name)) = (meta.metadata.namespace.clone(), meta.metadata.name.clone())
+    else {
         return Err(super::Error::MissingObjectKey);
     };
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
@@ -116,7 +120,11 @@ async fn reconcile_meta(meta: Arc<PartialObjectMeta<Rollout>>, ctx: Arc<Context>
     }
 }
 
-fn error_policy_meta(meta: Arc<PartialObjectMeta<Rollout>>, error: &super::Error, ctx: Arc<Context>) -> Action {
+fn error_policy_meta(
+    meta: Arc<PartialObjectMeta<Rollout>>,
+    error: &super::Error,
+    ctx: Arc<Context>,
+) -> Action {
     let name = meta.metadata.name.clone().unwrap_or_default();
     super::reconcile::retry_after(&name, meta.metadata.namespace.as_deref(), error, &ctx)
 }
@@ -137,7 +145,10 @@ pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result
     let health = Health::default();
     // Notifications: operator-wide webhook (if any) and per-Rollout ones.
     let global = config.notify_url.clone().map(|url| {
-        (url, crate::notify::Format::parse(&config.notify_format).unwrap_or_default())
+        (
+            url,
+            crate::notify::Format::parse(&config.notify_format).unwrap_or_default(),
+        )
     });
     let notifier = crate::notify::Notifier::new(client.clone(), global, &metrics.registry);
     let ctx = Arc::new(

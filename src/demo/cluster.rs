@@ -130,10 +130,23 @@ pub async fn standard() -> Result<kube::Client, kube_fake_client::Error> {
 
 /// Set a Deployment's available replicas and keep them there (pods that do
 /// not come up) until they reach the desired count again.
-pub async fn set_available(client: &kube::Client, name: &str, available: i32) -> Result<(), kube::Error> {
+pub async fn set_available(
+    client: &kube::Client,
+    name: &str,
+    available: i32,
+) -> Result<(), kube::Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let want = api.get(name).await?.spec.and_then(|s| s.replicas).unwrap_or(1);
-    let stuck = if available < want { json!("true") } else { serde_json::Value::Null };
+    let want = api
+        .get(name)
+        .await?
+        .spec
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let stuck = if available < want {
+        json!("true")
+    } else {
+        serde_json::Value::Null
+    };
     let marked = api
         .patch(
             name,
@@ -143,7 +156,9 @@ pub async fn set_available(client: &kube::Client, name: &str, available: i32) ->
         .await?;
     let patch = json!({"status": {"observedGeneration": marked.metadata.generation, "updatedReplicas": want,
         "availableReplicas": available, "readyReplicas": available}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
 }
 
 /// Weights of the route's backendRefs by Service name (absent weight = 1),
@@ -181,7 +196,12 @@ pub async fn settle_deployments(client: &kube::Client) -> Result<(), kube::Error
     let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     for d in api.list(&Default::default()).await?.items {
         let name = d.metadata.name.clone().unwrap_or_default();
-        let stuck = d.metadata.annotations.as_ref().and_then(|a| a.get("rollwise.io/demo-stuck")).is_some_and(|v| v == "true");
+        let stuck = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("rollwise.io/demo-stuck"))
+            .is_some_and(|v| v == "true");
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let generation = d.metadata.generation.unwrap_or(0);
         let st = d.status.clone().unwrap_or_default();
@@ -194,7 +214,8 @@ pub async fn settle_deployments(client: &kube::Client) -> Result<(), kube::Error
         }
         let patch = serde_json::json!({"status": {"observedGeneration": generation, "replicas": want,
             "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     Ok(())
 }

@@ -30,11 +30,11 @@ use crate::analysis::{
     CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, describe_bound, fmt_num, fmt_pct,
     judge,
 };
-use crate::traffic::{HeaderRoute, Match};
 use crate::api::{
     BudgetStatus, ComparisonStatus, DecisionRecord, MetricStatus, Phase, Plan, PlanStep,
     RolloutStatus, Verdict,
 };
+use crate::traffic::{HeaderRoute, Match};
 
 /// Requeue when nothing is pending soon: a periodic drift check.
 pub const IDLE_REQUEUE: Duration = Duration::from_secs(300);
@@ -312,7 +312,8 @@ impl Builder<'_> {
         }
         // The comparison window starts when the canary first gets traffic
         // (preview traffic from the start for blue/green).
-        if (weight > 0 || self.plan.blue_green.is_some()) && self.st.canary_traffic_since.is_none() {
+        if (weight > 0 || self.plan.blue_green.is_some()) && self.st.canary_traffic_since.is_none()
+        {
             self.st.canary_traffic_since = Some(time(self.now));
         }
         self.st.message = message.clone();
@@ -331,7 +332,8 @@ impl Builder<'_> {
         let header_routes = if self.st.phase.is_terminal() {
             Vec::new()
         } else {
-            self.plan.header_routes(self.st.current_step_index.max(0) as usize)
+            self.plan
+                .header_routes(self.st.current_step_index.max(0) as usize)
         };
         Decision {
             kind,
@@ -541,11 +543,18 @@ fn record_analysis(
                     Ok(ev) => {
                         fill_comparison(&mut cs, &ev);
                         let (used, upper, n) = budget.unwrap_or((0.0, 0.0, 0.0));
-                        budget = Some((used.max(ev.extra_failures), upper.max(ev.extra_failures_upper), n.max(ev.canary.requests)));
+                        budget = Some((
+                            used.max(ev.extra_failures),
+                            upper.max(ev.extra_failures_upper),
+                            n.max(ev.canary.requests),
+                        ));
                         match ev.outcome {
                             Outcome::Harm => {
                                 if rollback.is_none() {
-                                    rollback = Some(("CanaryWorse", format!("{}: {}", cmp.name, cs.message)));
+                                    rollback = Some((
+                                        "CanaryWorse",
+                                        format!("{}: {}", cmp.name, cs.message),
+                                    ));
                                 }
                                 Verdict::Fail
                             }
@@ -569,15 +578,23 @@ fn record_analysis(
     st.last_analysis_at = Some(time(round.at));
     if let Some(max) = plan.max_extra_failures {
         let (used, upper, _) = budget.unwrap_or_else(|| {
-            st.budget.as_ref().map(|b| (b.used, b.upper, 0.0)).unwrap_or((0.0, 0.0, 0.0))
+            st.budget
+                .as_ref()
+                .map(|b| (b.used, b.upper, 0.0))
+                .unwrap_or((0.0, 0.0, 0.0))
         });
-        st.budget = Some(BudgetStatus { used: round2(used), upper: round2(upper), max });
+        st.budget = Some(BudgetStatus {
+            used: round2(used),
+            upper: round2(upper),
+            max,
+        });
         // Roll back *before* the budget is spent: when what is used plus
         // what the next interval will likely cost at this weight reaches it.
         // The projection uses the point estimate of the excess rate, which
         // is noisy while canary failures are few: it is counted twice, so a
         // budget is not overshot by one unlucky interval.
-        let next = projected_extra(plan, st, round.at, st.canary_weight.clamp(0, 100) as u8).unwrap_or(0.0);
+        let next = projected_extra(plan, st, round.at, st.canary_weight.clamp(0, 100) as u8)
+            .unwrap_or(0.0);
         if rollback.is_none() && used + 2.0 * next >= max {
             rollback = Some((
                 "BudgetExhausted",
@@ -644,7 +661,9 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
     cs.excess = ev.excess;
     cs.excess_lower = ev.excess_lower;
     cs.excess_upper = ev.excess_upper;
-    cs.more_requests_needed = ev.more_requests_needed.map(|n| n.min(i64::MAX as u64) as i64);
+    cs.more_requests_needed = ev
+        .more_requests_needed
+        .map(|n| n.min(i64::MAX as u64) as i64);
     let conclusion = match ev.outcome {
         Outcome::Harm => format!(
             "worse than tolerated with {}% confidence (excess at least {})",
@@ -772,7 +791,13 @@ fn evidence_fine(plan: &Plan, st: &RolloutStatus) -> bool {
 
 /// Why raising the weight from `from` to `to` would likely exhaust the
 /// exposure budget within one interval, if it would.
-fn budget_guard(plan: &Plan, st: &RolloutStatus, now: Timestamp, from: u8, to: u8) -> Option<String> {
+fn budget_guard(
+    plan: &Plan,
+    st: &RolloutStatus,
+    now: Timestamp,
+    from: u8,
+    to: u8,
+) -> Option<String> {
     let max = plan.max_extra_failures?;
     if to <= from || from == 0 {
         return None;
@@ -955,7 +980,11 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             && let Some(after) = plan.stable_scale_down_after
             && !b.st.stable_scaled_down
         {
-            let delay = after + plan.blue_green.map(|g| g.scale_down_delay).unwrap_or_default();
+            let delay = after
+                + plan
+                    .blue_green
+                    .map(|g| g.scale_down_delay)
+                    .unwrap_or_default();
             let done = b.st.completed_at.as_ref().map(|t| t.0).unwrap_or(now);
             let due = done.checked_add(signed(delay)).unwrap_or(done);
             if now >= due {
@@ -1070,7 +1099,13 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     }
                     PlanStep::HeaderRoute(_) => {
                         let msg = format!("step {}/{steps}: A/B route next", index + 1);
-                        b.finish(DecisionKind::Advance, "StepAdvanced", msg, actual, TRANSITION_REQUEUE)
+                        b.finish(
+                            DecisionKind::Advance,
+                            "StepAdvanced",
+                            msg,
+                            actual,
+                            TRANSITION_REQUEUE,
+                        )
                     }
                     PlanStep::Pause(Some(d)) => {
                         let msg = format!(
@@ -1122,7 +1157,11 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             let (reason, msg) = match route {
                 Some(route) if route.matches.is_empty() => (
                     "HeaderRouteRemoved",
-                    format!("step {}/{steps}: A/B route {} removed", index + 1, route.name),
+                    format!(
+                        "step {}/{steps}: A/B route {} removed",
+                        index + 1,
+                        route.name
+                    ),
                 ),
                 Some(route) => (
                     "HeaderRouteSet",
@@ -1138,11 +1177,20 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             b.event(false, reason, msg.clone());
             let weight = actual.min(plan.target_weight(index));
             if index + 1 >= steps {
-                return b.complete("AllStepsDone", format!("all {steps} steps done: 100% canary"));
+                return b.complete(
+                    "AllStepsDone",
+                    format!("all {steps} steps done: 100% canary"),
+                );
             }
             b.enter_step(index + 1);
             b.st.phase = Phase::Progressing;
-            b.finish(DecisionKind::Advance, reason, msg, weight, TRANSITION_REQUEUE)
+            b.finish(
+                DecisionKind::Advance,
+                reason,
+                msg,
+                weight,
+                TRANSITION_REQUEUE,
+            )
         }
         PlanStep::Pause(duration) => {
             let target = plan.target_weight(index);
@@ -1195,14 +1243,28 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     let next_weight = plan.target_weight(index + 1);
                     if let Some(why) = budget_guard(plan, &b.st, now, weight, next_weight) {
                         let msg = format!("step {}/{steps}: {why}", index + 1);
-                        return b.finish(DecisionKind::Hold, "BudgetGuard", msg, weight, plan.interval);
+                        return b.finish(
+                            DecisionKind::Hold,
+                            "BudgetGuard",
+                            msg,
+                            weight,
+                            plan.interval,
+                        );
                     }
                     index += 1;
                     if index >= steps {
                         let (reason, msg) = if early {
-                            ("EvidenceFine", format!("evidence says the canary is fine: all {steps} steps done early, 100% canary"))
+                            (
+                                "EvidenceFine",
+                                format!(
+                                    "evidence says the canary is fine: all {steps} steps done early, 100% canary"
+                                ),
+                            )
                         } else {
-                            ("AllStepsDone", format!("all {steps} steps done and analysis passed: 100% canary"))
+                            (
+                                "AllStepsDone",
+                                format!("all {steps} steps done and analysis passed: 100% canary"),
+                            )
                         };
                         return b.complete(reason, msg);
                     }
@@ -1234,7 +1296,11 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     } else {
                         DecisionKind::Advance
                     };
-                    let reason = if early { "EvidenceFine" } else { "StepAdvanced" };
+                    let reason = if early {
+                        "EvidenceFine"
+                    } else {
+                        "StepAdvanced"
+                    };
                     b.finish(kind, reason, msg, weight, TRANSITION_REQUEUE)
                 }
             }

@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 
 use super::*;
-use crate::analysis::{CompareOutcome, CountsOutcome};
 use crate::analysis::sequential::Tolerance;
+use crate::analysis::{CompareOutcome, CountsOutcome};
 use crate::api::{PlanCompare, PlanMetric, PlanStep};
 
 fn t0() -> Timestamp {
@@ -84,12 +84,18 @@ impl Traffic {
     }
     /// Serve the traffic between the last call and `now` at `weight`.
     fn serve(&mut self, now: Timestamp, weight: u8) {
-        let dt = self.last.map(|l| l.duration_until(now).as_secs_f64()).unwrap_or(0.0);
+        let dt = self
+            .last
+            .map(|l| l.duration_until(now).as_secs_f64())
+            .unwrap_or(0.0);
         self.last = Some(now);
         let total = (self.rps * dt).round();
         let canary = (total * weight as f64 / 100.0).round();
         let stable = total - canary;
-        let (cf, sf) = (self.failures(canary, self.pc), self.failures(stable, self.ps));
+        let (cf, sf) = (
+            self.failures(canary, self.pc),
+            self.failures(stable, self.ps),
+        );
         self.counts.0 += canary;
         self.counts.1 += cf;
         self.counts.2 += stable;
@@ -164,8 +170,14 @@ impl World {
             .iter()
             .map(|c| CompareOutcome {
                 name: c.name.clone(),
-                canary: CountsOutcome::from_queries(QueryOutcome::Value(cn), QueryOutcome::Value(cf)),
-                stable: CountsOutcome::from_queries(QueryOutcome::Value(sn), QueryOutcome::Value(sf)),
+                canary: CountsOutcome::from_queries(
+                    QueryOutcome::Value(cn),
+                    QueryOutcome::Value(cf),
+                ),
+                stable: CountsOutcome::from_queries(
+                    QueryOutcome::Value(sn),
+                    QueryOutcome::Value(sf),
+                ),
             })
             .collect()
     }
@@ -519,7 +531,10 @@ fn compare_plan(tolerance: f64, budget: Option<f64>) -> Plan {
         name: "http-errors".into(),
         requests: "r".into(),
         failures: "f".into(),
-        tolerance: Tolerance { absolute: tolerance, relative: 0.0 },
+        tolerance: Tolerance {
+            absolute: tolerance,
+            relative: 0.0,
+        },
     }];
     p.max_extra_failures = budget;
     p
@@ -527,7 +542,13 @@ fn compare_plan(tolerance: f64, budget: Option<f64>) -> Plan {
 
 fn with_traffic(plan: Plan, rps: f64, ps: f64, pc: f64, seed: u64) -> World {
     let mut w = World::new(plan);
-    w.traffic = Traffic { rps, ps, pc, rng: seed, ..Default::default() };
+    w.traffic = Traffic {
+        rps,
+        ps,
+        pc,
+        rng: seed,
+        ..Default::default()
+    };
     w
 }
 
@@ -542,8 +563,16 @@ fn ten_times_worse_canary_is_rolled_back_at_the_first_step_with_its_numbers() {
     let c = &w.status.comparisons[0];
     assert_eq!(c.verdict, "Harm");
     assert!(c.excess_lower > 0.0 && c.canary_rate > c.stable_rate);
-    assert!(last.message.contains("canary") && last.message.contains("vs stable"), "{}", last.message);
-    assert!(w.traffic.counts.1 < 40.0, "{} failed canary requests", w.traffic.counts.1);
+    assert!(
+        last.message.contains("canary") && last.message.contains("vs stable"),
+        "{}",
+        last.message
+    );
+    assert!(
+        w.traffic.counts.1 < 40.0,
+        "{} failed canary requests",
+        w.traffic.counts.1
+    );
 }
 
 #[test]
@@ -553,9 +582,24 @@ fn a_healthy_canary_is_promoted_early_on_evidence() {
     let mut w = with_traffic(compare_plan(0.005, None), 200.0, 0.002, 0.002, 5);
     w.run(&healthy, 2000);
     assert_eq!(w.status.phase, Phase::Succeeded);
-    assert!(w.decisions.iter().any(|d| d.reason == "EvidenceFine"), "never advanced early");
-    let done = w.status.last_decision.as_ref().unwrap().at.as_ref().unwrap().0;
-    assert!(done.duration_since(t0()) < SignedDuration::from_mins(20), "took {:?}", done.duration_since(t0()));
+    assert!(
+        w.decisions.iter().any(|d| d.reason == "EvidenceFine"),
+        "never advanced early"
+    );
+    let done = w
+        .status
+        .last_decision
+        .as_ref()
+        .unwrap()
+        .at
+        .as_ref()
+        .unwrap()
+        .0;
+    assert!(
+        done.duration_since(t0()) < SignedDuration::from_mins(20),
+        "took {:?}",
+        done.duration_since(t0())
+    );
 }
 
 #[test]
@@ -568,7 +612,11 @@ fn thin_evidence_holds_and_says_how_much_more_is_needed() {
     let last = w.decisions.last().unwrap();
     assert_eq!(w.weight, 5);
     assert_eq!(last.reason, "NotEnoughEvidence", "{}", last.message);
-    assert!(last.message.contains("more canary requests"), "{}", last.message);
+    assert!(
+        last.message.contains("more canary requests"),
+        "{}",
+        last.message
+    );
     assert_eq!(w.status.comparisons[0].verdict, "Inconclusive");
 }
 
@@ -581,7 +629,10 @@ fn the_exposure_budget_rolls_back_before_it_is_spent() {
     assert_eq!(w.status.phase, Phase::RolledBack, "{}", w.status.message);
     assert_eq!(w.decisions.last().unwrap().reason, "BudgetExhausted");
     let b = w.status.budget.clone().unwrap();
-    assert!(b.used < b.max, "rolled back before the budget was spent: {b:?}");
+    assert!(
+        b.used < b.max,
+        "rolled back before the budget was spent: {b:?}"
+    );
     assert!(b.upper >= b.used);
 }
 
@@ -591,7 +642,8 @@ fn the_budget_guard_holds_a_raise_that_would_likely_exhaust_it() {
     let mut w = with_traffic(plan, 400.0, 0.01, 0.03, 13);
     w.run(&healthy, 3000);
     assert!(
-        w.decisions.iter().any(|d| d.reason == "BudgetGuard") || w.status.phase == Phase::RolledBack,
+        w.decisions.iter().any(|d| d.reason == "BudgetGuard")
+            || w.status.phase == Phase::RolledBack,
         "{:?}",
         w.decisions.iter().map(|d| d.reason).collect::<Vec<_>>()
     );
@@ -684,7 +736,11 @@ fn blue_green_previews_without_weight_then_switches_at_once() {
     assert_eq!(w.weights(), vec![0, 100], "one switch from 0 to 100");
     // The analysis ran on preview traffic before the switch.
     let switch = w.decisions.iter().position(|d| d.weight == 100).unwrap();
-    assert!(w.decisions[..switch].iter().any(|d| d.status.verdict == "Pass"));
+    assert!(
+        w.decisions[..switch]
+            .iter()
+            .any(|d| d.status.verdict == "Pass")
+    );
 }
 
 #[test]
@@ -727,11 +783,18 @@ fn the_old_version_is_drained_once_after_the_delay() {
             assert!(drained_at.is_none(), "drained twice");
             drained_at = Some(w.decisions.last().unwrap().status.last_analysis_at.clone());
             let since = w.now.duration_since(done);
-            assert!(since >= SignedDuration::from_mins(10), "drained after {since:?}");
+            assert!(
+                since >= SignedDuration::from_mins(10),
+                "drained after {since:?}"
+            );
         }
     }
     assert!(w.status.stable_scaled_down);
-    assert!(w.decisions.iter().any(|d| d.transitions.iter().any(|t| t.reason == "StableScaledDown")));
+    assert!(
+        w.decisions
+            .iter()
+            .any(|d| d.transitions.iter().any(|t| t.reason == "StableScaledDown"))
+    );
 }
 
 #[test]
@@ -760,18 +823,32 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
     let e = crate::api::validate(&s).unwrap_err();
     assert_eq!(e[0].field, "spec.steps[0].setHeaderRoute");
-    assert!(e[0].message.contains("gatewayAPI router cannot route by cookie"), "{e:?}");
+    assert!(
+        e[0].message
+            .contains("gatewayAPI router cannot route by cookie"),
+        "{e:?}"
+    );
     spec["trafficRouting"] = serde_json::json!({"traefik": {"weightedService": "app"}});
-    spec["steps"][0]["setHeaderRoute"]["match"] = serde_json::json!([{"header": {"name": "x", "value": "1"}}]);
+    spec["steps"][0]["setHeaderRoute"]["match"] =
+        serde_json::json!([{"header": {"name": "x", "value": "1"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
     let e = crate::api::validate(&s).unwrap_err();
-    assert!(e[0].message.contains("traefik router cannot route by header"), "{e:?}");
+    assert!(
+        e[0].message
+            .contains("traefik router cannot route by header"),
+        "{e:?}"
+    );
     spec["trafficRouting"] = serde_json::json!({"nginx": {"ingress": "app"}});
-    spec["steps"][0]["setHeaderRoute"]["match"] = serde_json::json!([{"cookie": {"name": "beta", "value": "1"}}]);
+    spec["steps"][0]["setHeaderRoute"]["match"] =
+        serde_json::json!([{"cookie": {"name": "beta", "value": "1"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
     let e = crate::api::validate(&s).unwrap_err();
-    assert!(e[0].message.contains("only with the value \"always\""), "{e:?}");
-    spec["steps"][0]["setHeaderRoute"]["match"] = serde_json::json!([{"cookie": {"name": "beta", "value": "always"}}]);
+    assert!(
+        e[0].message.contains("only with the value \"always\""),
+        "{e:?}"
+    );
+    spec["steps"][0]["setHeaderRoute"]["match"] =
+        serde_json::json!([{"cookie": {"name": "beta", "value": "always"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
     assert!(crate::api::validate(&s).is_ok());
     spec["trafficRouting"] = serde_json::json!({"replicas": {}});
@@ -779,7 +856,10 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     spec["canary"].as_object_mut().unwrap().remove("deployment");
     let s: crate::api::RolloutSpec = serde_json::from_value(spec).unwrap();
     let e = crate::api::validate(&s).unwrap_err();
-    assert!(e.iter().any(|e| e.field == "spec.trafficRouting.replicas"), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.field == "spec.trafficRouting.replicas"),
+        "{e:?}"
+    );
 }
 
 // ---------------------------------------------------------------- properties

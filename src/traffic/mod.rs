@@ -139,11 +139,31 @@ pub struct Capabilities {
 
 /// The capabilities of each router kind (as named in the spec).
 pub fn capabilities(kind: &str) -> Capabilities {
-    let none = Capabilities { header: false, cookie: false, max_header_routes: Some(0), mirroring: false };
+    let none = Capabilities {
+        header: false,
+        cookie: false,
+        max_header_routes: Some(0),
+        mirroring: false,
+    };
     match kind {
-        "gatewayAPI" => Capabilities { header: true, cookie: false, max_header_routes: None, mirroring: false },
-        "nginx" => Capabilities { header: true, cookie: true, max_header_routes: Some(1), mirroring: false },
-        "istio" => Capabilities { header: true, cookie: true, max_header_routes: None, mirroring: false },
+        "gatewayAPI" => Capabilities {
+            header: true,
+            cookie: false,
+            max_header_routes: None,
+            mirroring: false,
+        },
+        "nginx" => Capabilities {
+            header: true,
+            cookie: true,
+            max_header_routes: Some(1),
+            mirroring: false,
+        },
+        "istio" => Capabilities {
+            header: true,
+            cookie: true,
+            max_header_routes: None,
+            mirroring: false,
+        },
         _ => none,
     }
 }
@@ -187,19 +207,35 @@ pub fn router_for(
     backends: Backends,
 ) -> Option<Box<dyn TrafficRouter>> {
     if let Some(g) = &routing.gateway_api {
-        return Some(Box::new(gateway_api::GatewayApiRouter::new(client, g.http_route.clone(), backends)));
+        return Some(Box::new(gateway_api::GatewayApiRouter::new(
+            client,
+            g.http_route.clone(),
+            backends,
+        )));
     }
     if let Some(n) = &routing.nginx {
-        return Some(Box::new(nginx::NginxRouter::new(client, n.clone(), backends)));
+        return Some(Box::new(nginx::NginxRouter::new(
+            client,
+            n.clone(),
+            backends,
+        )));
     }
     if let Some(i) = &routing.istio {
-        return Some(Box::new(istio::IstioRouter::new(client, i.clone(), backends)));
+        return Some(Box::new(istio::IstioRouter::new(
+            client,
+            i.clone(),
+            backends,
+        )));
     }
     if let Some(s) = &routing.smi {
         return Some(Box::new(smi::SmiRouter::new(client, s.clone(), backends)));
     }
     if let Some(t) = &routing.traefik {
-        return Some(Box::new(traefik::TraefikRouter::new(client, t.clone(), backends)));
+        return Some(Box::new(traefik::TraefikRouter::new(
+            client,
+            t.clone(),
+            backends,
+        )));
     }
     if routing.replicas.is_some() {
         return Some(Box::new(replicas::ReplicasRouter::new(client, backends)));

@@ -57,14 +57,14 @@ macro_rules! raw_kind {
     ($spec:ident, $group:tt, $version:tt, $kind:tt, $plural:tt) => {
         #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default)]
         #[kube(
-                    group = $group,
-                    version = $version,
-                    kind = $kind,
-                    plural = $plural,
-                    namespaced,
-                    schema = "disabled",
-                    derive = "Default"
-                )]
+                                                                            group = $group,
+                                                                            version = $version,
+                                                                            kind = $kind,
+                                                                            plural = $plural,
+                                                                            namespaced,
+                                                                            schema = "disabled",
+                                                                            derive = "Default"
+                                                                        )]
         pub struct $spec {
             #[serde(flatten)]
             fields: Map<String, Value>,

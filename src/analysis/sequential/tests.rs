@@ -88,13 +88,31 @@ fn broken_counts_are_errors_not_harm() {
 #[test]
 fn zero_traffic_or_zero_failures_is_never_harm() {
     let t = Tolerance::ZERO;
-    assert_eq!(evaluate(c(0.0, 0.0), c(1000.0, 5.0), t, 0.99).unwrap().outcome, Outcome::Inconclusive);
-    assert_eq!(evaluate(c(1000.0, 0.0), c(0.0, 0.0), t, 0.99).unwrap().outcome, Outcome::Inconclusive);
+    assert_eq!(
+        evaluate(c(0.0, 0.0), c(1000.0, 5.0), t, 0.99)
+            .unwrap()
+            .outcome,
+        Outcome::Inconclusive
+    );
+    assert_eq!(
+        evaluate(c(1000.0, 0.0), c(0.0, 0.0), t, 0.99)
+            .unwrap()
+            .outcome,
+        Outcome::Inconclusive
+    );
     let both_clean = evaluate(c(50.0, 0.0), c(1000.0, 0.0), t, 0.99).unwrap();
     assert_ne!(both_clean.outcome, Outcome::Harm);
     // Zero failures on both sides with a tolerance: fine once there is data.
-    let tol = Tolerance { absolute: 0.01, relative: 0.0 };
-    assert_eq!(evaluate(c(5000.0, 0.0), c(50_000.0, 0.0), tol, 0.99).unwrap().outcome, Outcome::Fine);
+    let tol = Tolerance {
+        absolute: 0.01,
+        relative: 0.0,
+    };
+    assert_eq!(
+        evaluate(c(5000.0, 0.0), c(50_000.0, 0.0), tol, 0.99)
+            .unwrap()
+            .outcome,
+        Outcome::Fine
+    );
 }
 
 #[test]
@@ -107,10 +125,16 @@ fn ten_times_the_error_rate_is_harm_after_few_requests() {
 
 #[test]
 fn within_tolerance_is_fine_with_enough_data_and_inconclusive_before() {
-    let tol = Tolerance { absolute: 0.005, relative: 0.0 };
+    let tol = Tolerance {
+        absolute: 0.005,
+        relative: 0.0,
+    };
     let early = evaluate(c(100.0, 1.0), c(1900.0, 19.0), tol, 0.99).unwrap();
     assert_eq!(early.outcome, Outcome::Inconclusive);
-    assert!(early.more_requests_needed.is_some_and(|n| n > 100), "{early:?}");
+    assert!(
+        early.more_requests_needed.is_some_and(|n| n > 100),
+        "{early:?}"
+    );
     let later = evaluate(c(20_000.0, 200.0), c(380_000.0, 3800.0), tol, 0.99).unwrap();
     assert_eq!(later.outcome, Outcome::Fine, "{later:?}");
 }
@@ -122,7 +146,12 @@ fn relative_tolerance_scales_with_the_stable_rate() {
     assert!((t.allowed(0.01) - 0.012).abs() < 1e-12);
     let a = Tolerance::parse(Some(&serde_json::json!(0.005))).unwrap();
     assert_eq!((a.absolute, a.relative), (0.005, 0.0));
-    assert_eq!(Tolerance::parse(Some(&serde_json::json!("0.01"))).unwrap().absolute, 0.01);
+    assert_eq!(
+        Tolerance::parse(Some(&serde_json::json!("0.01")))
+            .unwrap()
+            .absolute,
+        0.01
+    );
     assert!(Tolerance::parse(Some(&serde_json::json!("fast"))).is_err());
     assert!(Tolerance::parse(Some(&serde_json::json!(1.5))).is_err());
     assert!(Tolerance::parse(Some(&serde_json::json!({"a": 1}))).is_err());
@@ -141,7 +170,14 @@ fn a_counter_reset_between_looks_does_not_break_a_look() {
 
 /// Run `trials` A/A rollouts (both sides at rate `p`), looking after every
 /// batch for `looks` batches; return the fraction that ever declared harm.
-fn false_harm_rate(trials: u64, looks: u32, batch_canary: u64, batch_stable: u64, p: f64, seed: u64) -> f64 {
+fn false_harm_rate(
+    trials: u64,
+    looks: u32,
+    batch_canary: u64,
+    batch_stable: u64,
+    p: f64,
+    seed: u64,
+) -> f64 {
     let mut rng = Rng::new(seed);
     let mut alarms = 0;
     for _ in 0..trials {
@@ -151,7 +187,13 @@ fn false_harm_rate(trials: u64, looks: u32, batch_canary: u64, batch_stable: u64
             sn += batch_stable;
             cf += rng.binomial(batch_canary, p);
             sf += rng.binomial(batch_stable, p);
-            let ev = evaluate(c(cn as f64, cf as f64), c(sn as f64, sf as f64), Tolerance::ZERO, 0.99).unwrap();
+            let ev = evaluate(
+                c(cn as f64, cf as f64),
+                c(sn as f64, sf as f64),
+                Tolerance::ZERO,
+                0.99,
+            )
+            .unwrap();
             if ev.outcome == Outcome::Harm {
                 alarms += 1;
                 break;
@@ -195,11 +237,17 @@ fn monte_carlo_false_rollback_rate_stays_within_the_bound_despite_peeking() {
     assert!(rate <= bound, "false rollback rate {rate} > {bound}");
     // Low traffic and a low error rate (the hard case for approximations).
     let rate = false_harm_rate(trials, 100, 2, 38, 0.002, 7);
-    assert!(rate <= bound, "low-traffic false rollback rate {rate} > {bound}");
+    assert!(
+        rate <= bound,
+        "low-traffic false rollback rate {rate} > {bound}"
+    );
     // The same Monte Carlo catches a test that is not valid at every look:
     // a naive z-test peeked at 100 times exceeds the bound.
     let naive = naive_peeking_rate(trials, 100, 500, 0.01, 42);
-    assert!(naive > bound, "the harness should detect peeking inflation (naive rate {naive})");
+    assert!(
+        naive > bound,
+        "the harness should detect peeking inflation (naive rate {naive})"
+    );
 }
 
 proptest! {
