@@ -844,7 +844,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         let first = b.st.canary_ref.is_empty();
         let msg = if first {
             format!(
-                "rollout started: canary {} , all traffic on stable first",
+                "rollout started: canary {}, all traffic on stable first",
                 plan.canary_ref
             )
         } else {
