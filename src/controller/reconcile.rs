@@ -124,10 +124,7 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     let reference = r.object_ref(&());
     // After a promotion that drained the old version, "all traffic back to
     // stable" would send it to a Deployment with no pods: keep it where it is.
-    let drained = r
-        .status
-        .as_ref()
-        .is_some_and(|s| s.phase == Phase::Succeeded && s.stable_scaled_down);
+    let drained = !plan::restore_stable_on_delete(&previous(&r));
     if drained {
         ctx.events
             .publish(
@@ -287,20 +284,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
 
     // What the route carries now.
     let reading = router.current_weight().await?;
-    let carried = reading
-        .canary
-        .unwrap_or(prev.canary_weight.clamp(0, 100) as u8);
-    // A router that can only approximate a weight (the replicas router works
-    // in whole pods: 33% of 10 pods reads back as 40%) carries, for the
-    // desired weight, what it read back right after setting it. While the
-    // route still carries exactly that, the desired weight is in place.
-    let approximated = prev.desired_weight != prev.canary_weight
-        && reading.canary == Some(prev.canary_weight.clamp(0, 100) as u8);
-    let actual = if approximated {
-        prev.desired_weight.clamp(0, 100) as u8
-    } else {
-        carried
-    };
+    let plan::Weights { carried, actual } = plan::weights(&prev, reading.canary);
 
     // A manual action, if any.
     let raw_action = r.annotations().get(ACTION_ANNOTATION).cloned();

@@ -245,6 +245,40 @@ pub fn planned_weight(plan: &Plan, status: &RolloutStatus) -> u8 {
     }
 }
 
+/// The canary weight the route carries, and the weight the engine should
+/// see as in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weights {
+    /// What the router read back (or, when it cannot tell, what was last
+    /// recorded).
+    pub carried: u8,
+    /// What the engine decides on.
+    pub actual: u8,
+}
+
+/// A router that can only approximate a weight (the replicas router works
+/// in whole pods: 33% of 10 pods reads back as 40%) carries, for the desired
+/// weight, what it read back right after setting it. While the route still
+/// carries exactly that, the desired weight is in place; any other reading
+/// (someone edited the route) is taken as it is.
+pub fn weights(prev: &RolloutStatus, reading: Option<u8>) -> Weights {
+    let recorded = prev.canary_weight.clamp(0, 100) as u8;
+    let carried = reading.unwrap_or(recorded).min(100);
+    let approximated = prev.desired_weight != prev.canary_weight && reading == Some(recorded);
+    let actual = if approximated {
+        prev.desired_weight.clamp(0, 100) as u8
+    } else {
+        carried
+    };
+    Weights { carried, actual }
+}
+
+/// Whether deleting the Rollout should return all traffic to stable: not
+/// after a promotion that drained the old version (it has no pods left).
+pub fn restore_stable_on_delete(status: &RolloutStatus) -> bool {
+    !(status.phase == Phase::Succeeded && status.stable_scaled_down)
+}
+
 /// When the next analysis round is due, if one is due at all: only while the
 /// canary takes traffic and the rollout is not finished. The first round of a
 /// step waits one interval so that the data reflects the step's weight.

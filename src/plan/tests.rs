@@ -60,27 +60,31 @@ struct World {
     traffic: Traffic,
 }
 
-#[derive(Default)]
 struct Traffic {
     rps: f64,
     ps: f64,
     pc: f64,
     counts: (f64, f64, f64, f64),
-    rng: u64,
+    rng: crate::simulate::rng::Rng,
     last: Option<Timestamp>,
 }
 
-impl Traffic {
-    fn uniform(&mut self) -> f64 {
-        let mut x = self.rng.max(1);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            rps: 0.0,
+            ps: 0.0,
+            pc: 0.0,
+            counts: (0.0, 0.0, 0.0, 0.0),
+            rng: crate::simulate::rng::Rng::new(0),
+            last: None,
+        }
     }
+}
+
+impl Traffic {
     fn failures(&mut self, n: f64, p: f64) -> f64 {
-        (0..n as u64).filter(|_| self.uniform() < p).count() as f64
+        self.rng.binomial(n as u64, p) as f64
     }
     /// Serve the traffic between the last call and `now` at `weight`.
     fn serve(&mut self, now: Timestamp, weight: u8) {
@@ -546,7 +550,7 @@ fn with_traffic(plan: Plan, rps: f64, ps: f64, pc: f64, seed: u64) -> World {
         rps,
         ps,
         pc,
-        rng: seed,
+        rng: crate::simulate::rng::Rng::new(seed),
         ..Default::default()
     };
     w
@@ -860,6 +864,63 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
         e.iter().any(|e| e.field == "spec.trafficRouting.replicas"),
         "{e:?}"
     );
+}
+
+#[test]
+fn an_approximated_weight_counts_as_the_desired_one_until_the_route_changes() {
+    let st = RolloutStatus {
+        desired_weight: 33,
+        canary_weight: 40,
+        ..Default::default()
+    };
+    assert_eq!(
+        weights(&st, Some(40)),
+        Weights {
+            carried: 40,
+            actual: 33
+        }
+    );
+    // Someone moved the route: taken as it is.
+    assert_eq!(
+        weights(&st, Some(60)),
+        Weights {
+            carried: 60,
+            actual: 60
+        }
+    );
+    // A router that cannot tell: the recorded weight.
+    let exact = RolloutStatus {
+        desired_weight: 20,
+        canary_weight: 20,
+        ..Default::default()
+    };
+    assert_eq!(
+        weights(&exact, None),
+        Weights {
+            carried: 20,
+            actual: 20
+        }
+    );
+}
+
+#[test]
+fn deleting_after_a_drained_promotion_keeps_traffic_on_the_new_version() {
+    let drained = RolloutStatus {
+        phase: Phase::Succeeded,
+        stable_scaled_down: true,
+        ..Default::default()
+    };
+    assert!(!restore_stable_on_delete(&drained));
+    let promoted = RolloutStatus {
+        phase: Phase::Succeeded,
+        ..Default::default()
+    };
+    assert!(restore_stable_on_delete(&promoted));
+    let progressing = RolloutStatus {
+        phase: Phase::Progressing,
+        ..Default::default()
+    };
+    assert!(restore_stable_on_delete(&progressing));
 }
 
 // ---------------------------------------------------------------- properties

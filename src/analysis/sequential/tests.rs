@@ -4,37 +4,8 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// xorshift64* — a fixed-seed generator for reproducible Monte Carlo.
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn f64(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Binomial(n, p) by inversion of exponential gaps (fast for small p).
-    fn binomial(&mut self, n: u64, p: f64) -> u64 {
-        if p <= 0.0 {
-            return 0;
-        }
-        let (mut k, mut pos) = (0u64, 0.0f64);
-        let log_q = (1.0 - p).ln();
-        loop {
-            let u = self.f64().max(1e-300);
-            pos += (u.ln() / log_q).floor() + 1.0;
-            if pos > n as f64 {
-                return k;
-            }
-            k += 1;
-        }
-    }
-}
+/// The simulator's seeded generator: fixed seeds, reproducible Monte Carlo.
+use crate::simulate::rng::Rng;
 
 fn c(requests: f64, failures: f64) -> Counts {
     Counts { requests, failures }
