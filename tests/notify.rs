@@ -194,6 +194,17 @@ fn sample(m: &Metrics, prefix: &str, labels: &[&str]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The tests of this file run one at a time: one of them captures logs with
+/// a thread-local tracing subscriber, and tracing's callsite interest, shared
+/// by the process, can be settled by a test running on another thread at the
+/// same moment, dropping the captured lines.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(8);
     while !f() {
@@ -363,6 +374,7 @@ fn slack_payload_is_text_with_the_numbers() {
 
 #[tokio::test]
 async fn json_payload_is_delivered_with_the_analysis_numbers() {
+    let _serial = serial();
     let hook = Hook::ok().await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -389,6 +401,7 @@ async fn json_payload_is_delivered_with_the_analysis_numbers() {
 
 #[tokio::test]
 async fn slack_format_is_delivered_as_text() {
+    let _serial = serial();
     let hook = Hook::ok().await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -407,6 +420,7 @@ async fn slack_format_is_delivered_as_text() {
 
 #[tokio::test]
 async fn a_500_is_retried_then_delivered() {
+    let _serial = serial();
     let hook = Hook::start(1, 500, Duration::ZERO).await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -424,6 +438,7 @@ async fn a_500_is_retried_then_delivered() {
 
 #[tokio::test]
 async fn a_429_is_retried_and_a_persistent_503_fails_after_three_attempts() {
+    let _serial = serial();
     let throttled = Hook::start(1, 429, Duration::ZERO).await;
     let broken = Hook::start(usize::MAX, 503, Duration::ZERO).await;
     let m = Metrics::new();
@@ -453,6 +468,7 @@ async fn a_429_is_retried_and_a_persistent_503_fails_after_three_attempts() {
 
 #[tokio::test]
 async fn a_400_is_not_retried() {
+    let _serial = serial();
     let hook = Hook::start(usize::MAX, 400, Duration::ZERO).await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -472,6 +488,7 @@ async fn a_400_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_fails_after_the_retries_and_send_returns_at_once() {
+    let _serial = serial();
     let m = Metrics::new();
     let n = Notifier::with_options(
         kube().await,
@@ -492,6 +509,7 @@ async fn a_server_that_is_down_fails_after_the_retries_and_send_returns_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_does_not_wait_for_a_slow_webhook() {
+    let _serial = serial();
     let hook = Hook::start(0, 200, Duration::from_secs(2)).await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -518,6 +536,7 @@ async fn send_does_not_wait_for_a_slow_webhook() {
 
 #[tokio::test]
 async fn a_full_queue_drops_and_counts() {
+    let _serial = serial();
     let hook = Hook::ok().await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -544,6 +563,7 @@ async fn a_full_queue_drops_and_counts() {
 
 #[tokio::test]
 async fn per_rollout_webhooks_read_their_url_from_a_secret_and_filter_events() {
+    let _serial = serial();
     let all = Hook::ok().await;
     let failures = Hook::ok().await;
     let client = cluster::client(vec![
@@ -588,6 +608,7 @@ async fn per_rollout_webhooks_read_their_url_from_a_secret_and_filter_events() {
 
 #[tokio::test]
 async fn a_url_read_from_a_secret_is_reused() {
+    let _serial = serial();
     let hook = Hook::ok().await;
     let client = cluster::client(vec![secret("hook", "url", &hook.url)])
         .await
@@ -608,6 +629,7 @@ async fn a_url_read_from_a_secret_is_reused() {
 
 #[tokio::test]
 async fn logs_name_the_target_and_the_failure_never_the_url() {
+    let _serial = serial();
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -649,8 +671,9 @@ async fn logs_name_the_target_and_the_failure_never_the_url() {
             && count(&m, "missing-hook", "failed") == 1
     })
     .await;
-    let text = logs.text();
-    for part in [
+    // Each target's outcome is counted before its last log line is written:
+    // wait (bounded) for the lines as well.
+    let parts = [
         "webhook=operator",
         "HTTP status 400",
         "webhook=flaky-hook",
@@ -662,7 +685,13 @@ async fn logs_name_the_target_and_the_failure_never_the_url() {
         "invalid webhook URL",
         "webhook=missing-hook",
         "Secret shop/missing key url: the Secret does not exist",
-    ] {
+    ];
+    eventually("every log line", || {
+        parts.iter().all(|p| logs.text().contains(p))
+    })
+    .await;
+    let text = logs.text();
+    for part in parts {
         assert!(text.contains(part), "{part:?} not in the logs:\n{text}");
     }
     for secret in ["SECRETTOKEN", "127.0.0.1", "http://"] {
