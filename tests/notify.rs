@@ -198,11 +198,9 @@ fn sample(m: &Metrics, prefix: &str, labels: &[&str]) -> u64 {
 /// a thread-local tracing subscriber, and tracing's callsite interest, shared
 /// by the process, can be settled by a test running on another thread at the
 /// same moment, dropping the captured lines.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) {
@@ -374,7 +372,7 @@ fn slack_payload_is_text_with_the_numbers() {
 
 #[tokio::test]
 async fn json_payload_is_delivered_with_the_analysis_numbers() {
-    let _serial = serial();
+    let _serial = serial().await;
     let hook = Hook::ok().await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -401,7 +399,7 @@ async fn json_payload_is_delivered_with_the_analysis_numbers() {
 
 #[tokio::test]
 async fn slack_format_is_delivered_as_text() {
-    let _serial = serial();
+    let _serial = serial().await;
     let hook = Hook::ok().await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -420,7 +418,7 @@ async fn slack_format_is_delivered_as_text() {
 
 #[tokio::test]
 async fn a_500_is_retried_then_delivered() {
-    let _serial = serial();
+    let _serial = serial().await;
     let hook = Hook::start(1, 500, Duration::ZERO).await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -438,7 +436,7 @@ async fn a_500_is_retried_then_delivered() {
 
 #[tokio::test]
 async fn a_429_is_retried_and_a_persistent_503_fails_after_three_attempts() {
-    let _serial = serial();
+    let _serial = serial().await;
     let throttled = Hook::start(1, 429, Duration::ZERO).await;
     let broken = Hook::start(usize::MAX, 503, Duration::ZERO).await;
     let m = Metrics::new();
@@ -468,7 +466,7 @@ async fn a_429_is_retried_and_a_persistent_503_fails_after_three_attempts() {
 
 #[tokio::test]
 async fn a_400_is_not_retried() {
-    let _serial = serial();
+    let _serial = serial().await;
     let hook = Hook::start(usize::MAX, 400, Duration::ZERO).await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -488,7 +486,7 @@ async fn a_400_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_fails_after_the_retries_and_send_returns_at_once() {
-    let _serial = serial();
+    let _serial = serial().await;
     let m = Metrics::new();
     let n = Notifier::with_options(
         kube().await,
@@ -509,7 +507,7 @@ async fn a_server_that_is_down_fails_after_the_retries_and_send_returns_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_does_not_wait_for_a_slow_webhook() {
-    let _serial = serial();
+    let _serial = serial().await;
     let hook = Hook::start(0, 200, Duration::from_secs(2)).await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -536,7 +534,7 @@ async fn send_does_not_wait_for_a_slow_webhook() {
 
 #[tokio::test]
 async fn a_full_queue_drops_and_counts() {
-    let _serial = serial();
+    let _serial = serial().await;
     let hook = Hook::ok().await;
     let m = Metrics::new();
     let n = Notifier::with_options(
@@ -563,7 +561,7 @@ async fn a_full_queue_drops_and_counts() {
 
 #[tokio::test]
 async fn per_rollout_webhooks_read_their_url_from_a_secret_and_filter_events() {
-    let _serial = serial();
+    let _serial = serial().await;
     let all = Hook::ok().await;
     let failures = Hook::ok().await;
     let client = cluster::client(vec![
@@ -608,7 +606,7 @@ async fn per_rollout_webhooks_read_their_url_from_a_secret_and_filter_events() {
 
 #[tokio::test]
 async fn a_url_read_from_a_secret_is_reused() {
-    let _serial = serial();
+    let _serial = serial().await;
     let hook = Hook::ok().await;
     let client = cluster::client(vec![secret("hook", "url", &hook.url)])
         .await
@@ -629,7 +627,7 @@ async fn a_url_read_from_a_secret_is_reused() {
 
 #[tokio::test]
 async fn logs_name_the_target_and_the_failure_never_the_url() {
-    let _serial = serial();
+    let _serial = serial().await;
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
