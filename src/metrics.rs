@@ -30,8 +30,8 @@ pub struct Metrics {
     pub analysis_value: GaugeVec,
     /// Latest error rate of each comparison, per side (canary, stable).
     pub comparison_rate: GaugeVec,
-    /// Bounds of the comparison's excess over tolerance (lower, upper).
-    pub comparison_excess: GaugeVec,
+    /// The comparison's evidence (e-values) of harm and of fine.
+    pub comparison_evidence: GaugeVec,
     /// Extra failed requests caused by the canary (point, upper) and the budget (max).
     pub budget: GaugeVec,
 }
@@ -97,12 +97,12 @@ impl Metrics {
             &["namespace", "rollout", "comparison", "side"],
         )
         .expect("static");
-        let comparison_excess = GaugeVec::new(
+        let comparison_evidence = GaugeVec::new(
             Opts::new(
-                "comparison_excess",
-                "Bounds of the canary's error rate above stable + tolerance (harm when lower > 0)",
+                "comparison_evidence",
+                "Evidence (e-value) that the canary is worse than tolerated (harm) or within tolerance (fine); conclusive at 1/(1-confidence)",
             ),
-            &["namespace", "rollout", "comparison", "bound"],
+            &["namespace", "rollout", "comparison", "kind"],
         )
         .expect("static");
         let budget = GaugeVec::new(
@@ -123,7 +123,7 @@ impl Metrics {
             Box::new(verdicts.clone()),
             Box::new(analysis_value.clone()),
             Box::new(comparison_rate.clone()),
-            Box::new(comparison_excess.clone()),
+            Box::new(comparison_evidence.clone()),
             Box::new(budget.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -149,7 +149,7 @@ impl Metrics {
             verdicts,
             analysis_value,
             comparison_rate,
-            comparison_excess,
+            comparison_evidence,
             budget,
         }
     }
@@ -180,10 +180,10 @@ impl Metrics {
                     .comparison_rate
                     .remove_label_values(&[namespace, name, c, side]);
             }
-            for bound in ["lower", "upper"] {
+            for kind in ["harm", "fine"] {
                 let _ = self
-                    .comparison_excess
-                    .remove_label_values(&[namespace, name, c, bound]);
+                    .comparison_evidence
+                    .remove_label_values(&[namespace, name, c, kind]);
             }
         }
         for estimate in ["point", "upper", "max"] {

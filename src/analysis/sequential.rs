@@ -2,47 +2,57 @@
 //!
 //! # The test
 //!
-//! Each side's failures are Bernoulli draws with an unknown rate (`pc` for
-//! the canary, `ps` for stable). For each side we keep an *anytime-valid
-//! confidence sequence* for its rate: the Beta-mixture martingale of Robbins
+//! Each request of a side fails with an unknown rate (`pc` for the canary,
+//! `ps` for stable). The canary is *within tolerance* when `pc <= k·ps + a`
+//! (`k = 1 + relative tolerance`, `a = absolute tolerance`); the line
+//! `pc = k·ps + a` is the *boundary*. Two sequential tests run side by side:
 //!
-//! ```text
-//! M_n(p) = [ B(f + a, n - f + b) / B(a, b) ] / [ p^f (1 - p)^(n - f) ]
-//! ```
+//! - **harm** tests the null "within tolerance" (`pc <= k·ps + a`);
+//! - **fine** tests the null "worse than tolerated" (`pc >= k·ps + a`).
 //!
-//! is a nonnegative martingale under the true `p`, so by Ville's inequality
-//! `P(exists n: M_n(p) >= 1/δ) <= δ`, and `{p : M_n(p) < 1/δ}` contains the
-//! true rate at *every* n simultaneously with probability `1 - δ`. Checking
-//! every interval for hours does not inflate the error rate.
+//! Each is an *e-process*: a running product of per-look likelihood ratios
+//! whose expectation is at most 1 under its null, whatever `ps` is. By
+//! Ville's inequality such a product reaches `1/α` with probability at most
+//! `α` — at *any* look, however many looks there are. A test concludes when
+//! its product reaches `1/α = 1/(1 - confidence)` (100 at 0.99); the value
+//! is shown to people as the "evidence" (how many times more likely the
+//! counts are under the conclusion than under its opposite).
 //!
-//! With `δ = α/2` per side (`α = 1 - confidence`), both sequences hold at
-//! once with probability at least `1 - α` (union bound). On that event:
+//! One look's factor (the *batch*: the requests and failures since the
+//! previous look) is the likelihood ratio of an alternative `(qc, qs)`
+//! against the point of the boundary closest to it in Kullback–Leibler
+//! divergence, weighted by the batch's request counts (its *projection*,
+//! [`batch_factors`] shows why that makes it an e-value for every point of
+//! the boundary at once). So stable's unknown rate costs nothing but what
+//! the data say about it: no union bound, no plug-in.
 //!
-//! - **harm** is declared only if `Lc > k·Us + a` — the canary's lowest
-//!   plausible rate is above the highest plausible allowed rate (`k = 1 +
-//!   relative tolerance`, `a = absolute tolerance`). A canary within
-//!   tolerance (`pc <= k·ps + a`) is therefore wrongly rolled back with
-//!   probability at most `α`, however often it is looked at;
-//! - **fine** is declared if `Uc <= k·Ls + a`: the canary is within
-//!   tolerance with the same confidence;
-//! - otherwise the evidence is **inconclusive**: hold.
+//! The alternative is not known, so each test is an equal-weight mixture of
+//! [`COMPONENTS`] products, each with its own alternative `qc = ρ·(k·qs + a)`
+//! (log-spaced `ρ` from 1.1 to 30 for harm, from 0.95 down to 0.05 for
+//! fine). `qs` is stable's rate estimated from the *earlier* looks, chosen
+//! before the batch is seen, as a likelihood ratio's alternative must be.
+//! The mixture costs about `ln(16 / components near the truth)` ≈ 1.5–2 nats
+//! over the best single alternative; past that, each canary request adds
+//! about `KL(pc ‖ k·ps + a)` to the winning log product — the rate of Wald's
+//! sequential probability ratio test, which knows both rates.
 //!
-//! The Beta mixture is exact for Bernoulli data (no normal approximation),
-//! which matters for error rates of 0.1–5% and small counts. The cost of
-//! validity at every look is a `log` factor in the width compared with a
-//! fixed-sample interval.
+//! The counts are exact Bernoulli likelihoods (no normal approximation),
+//! which matters for error rates of 0.1–5% and small counts. The running
+//! products are kept in the Rollout's status between looks ([`State`]).
 //!
 //! # The exposure budget
 //!
 //! The failures the canary caused beyond the stable rate are estimated as
-//! `fc - nc·p̂s` (point) and bounded above by `fc - nc·Ls` (on the same event).
+//! `fc - nc·p̂s` (point) and bounded above by `fc - nc·Ls`, with `Ls` the
+//! lower end of an anytime-valid confidence sequence for stable's rate
+//! (Robbins' Beta mixture, [`confidence_sequence`]).
 
 /// Prior of the Beta mixture: Jeffreys' Beta(1/2, 1/2).
 const PRIOR_A: f64 = 0.5;
 const PRIOR_B: f64 = 0.5;
 
 /// Cumulative counts of one side over the comparison window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Counts {
     pub requests: f64,
     pub failures: f64,
@@ -201,19 +211,143 @@ impl Outcome {
     }
 }
 
+/// The mixture's alternatives, as multiples `ρ` of the tolerated rate
+/// (`k·ps + a`): harm components above it, fine components below it.
+/// Log-spaced; equal prior weights.
+const COMPONENTS: usize = 16;
+
+fn rho(harm: bool, i: usize) -> f64 {
+    let t = i as f64 / (COMPONENTS - 1) as f64;
+    if harm {
+        // 1.1 … 30
+        1.1 * (30.0f64 / 1.1).powf(t)
+    } else {
+        // 0.95 … 0.05
+        0.95 * (0.05f64 / 0.95).powf(t)
+    }
+}
+
+/// The stable rate assumed for the first batch, before stable has served
+/// anything. Any value keeps the test valid; it only affects the power of the
+/// first batch, and little (see [`batch_log_e`]).
+const FIRST_STABLE_GUESS: f64 = 0.01;
+
+/// The running evidence of one comparison, kept in status between looks.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct State {
+    /// Cumulative counts already taken into account.
+    pub canary: Counts,
+    pub stable: Counts,
+    /// `ln` of each harm component's running product (empty: all 0).
+    pub harm: Vec<f64>,
+    /// `ln` of each fine component's running product.
+    pub fine: Vec<f64>,
+}
+
+/// KL divergence of Bernoulli(q) from Bernoulli(r).
+fn kl(q: f64, r: f64) -> f64 {
+    let term = |x: f64, y: f64| if x <= 0.0 { 0.0 } else { x * (x / y).ln() };
+    term(q, r) + term(1.0 - q, 1.0 - r)
+}
+
+/// The point of the boundary `pc = k·ps + a` closest (in KL, weighted by
+/// the batch's request counts) to the alternative `(qc, qs)`: returns
+/// `(rc, rs)`.
+fn project(qc: f64, qs: f64, nc: f64, ns: f64, tol: Tolerance) -> (f64, f64) {
+    let (k, a) = (tol.k(), tol.absolute);
+    let hi = ((1.0 - a) / k).min(1.0);
+    // d/dr [nc·KL(qc‖k r + a) + ns·KL(qs‖r)], increasing in r.
+    let slope = |r: f64| {
+        let rc = k * r + a;
+        nc * k * ((1.0 - qc) / (1.0 - rc) - qc / rc) + ns * ((1.0 - qs) / (1.0 - r) - qs / r)
+    };
+    let (mut lo, mut up) = (0.0f64, hi);
+    for _ in 0..80 {
+        let mid = 0.5 * (lo + up);
+        if mid <= lo || mid >= up {
+            break;
+        }
+        if slope(mid) < 0.0 {
+            lo = mid;
+        } else {
+            up = mid;
+        }
+    }
+    let rs = 0.5 * (lo + up);
+    (k * rs + a, rs)
+}
+
+/// The per-request factors of one batch's e-value for the alternative
+/// `(qc, qs)`: `(θc, φc, θs, φs)`, by which a failed / successful canary
+/// request and a failed / successful stable request multiply it. They are
+/// the likelihood ratios of the alternative against its projection `(rc,
+/// rs)` on the boundary, weighted by the batch's request counts `nc`, `ns`.
+///
+/// Why the product is an e-value for every rate on the boundary, not just
+/// the projection: its expectation there is `exp g(ps)` with
+/// `g(ps) = nc·ln E_{k·ps+a}[factor] + ns·ln E_{ps}[factor]`, a sum of logs
+/// of affine functions of `ps`, hence concave; `g(rs) = 0` (likelihood
+/// ratios average 1 under the denominator) and `g'(rs) = 0` (that is the
+/// condition for `rs` to be the projection). So `g <= 0` on the whole
+/// boundary; off it, on the null's side, the canary factor's expectation is
+/// smaller still.
+fn batch_factors(qc: f64, qs: f64, nc: f64, ns: f64, tol: Tolerance) -> (f64, f64, f64, f64) {
+    let (rc, rs) = project(qc, qs, nc, ns, tol);
+    (
+        qc / rc,
+        (1.0 - qc) / (1.0 - rc),
+        qs / rs,
+        (1.0 - qs) / (1.0 - rs),
+    )
+}
+
+/// `ln` of one batch's e-value for one alternative `(qc, qs)`.
+fn batch_log_e(qc: f64, qs: f64, dc: Counts, ds: Counts, tol: Tolerance) -> f64 {
+    if dc.requests <= 0.0 || ds.requests <= 0.0 {
+        return 0.0;
+    }
+    let (tc, fc, ts, fs) = batch_factors(qc, qs, dc.requests, ds.requests, tol);
+    // 0 · ln(anything) is 0: a side without failures (or successes) adds
+    // nothing for them.
+    let term = |count: f64, factor: f64| {
+        if count > 0.0 {
+            count * factor.ln()
+        } else {
+            0.0
+        }
+    };
+    let v = term(dc.failures, tc)
+        + term(dc.requests - dc.failures, fc)
+        + term(ds.failures, ts)
+        + term(ds.requests - ds.failures, fs);
+    if v.is_finite() { v } else { 0.0 }
+}
+
+/// `ln` of the equal-weight mixture of `exp(l_i)`.
+fn log_mean_exp(l: &[f64]) -> f64 {
+    if l.is_empty() {
+        return 0.0;
+    }
+    let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    m + (l.iter().map(|x| (x - m).exp()).sum::<f64>() / l.len() as f64).ln()
+}
+
 /// The evidence of one look, with every number a person needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evidence {
+    /// Cumulative counts of the window.
     pub canary: Counts,
     pub stable: Counts,
-    /// Confidence-sequence bounds of each side's rate.
-    pub canary_bounds: (f64, f64),
-    pub stable_bounds: (f64, f64),
-    /// `pc - allowed(ps)`: above 0 means worse than tolerated. Point
-    /// estimate and bounds (lower = `Lc - allowed(Us)`, upper = `Uc - allowed(Ls)`).
+    /// `pc - allowed(ps)` at the point estimates: above 0 means worse than
+    /// tolerated.
     pub excess: f64,
-    pub excess_lower: f64,
-    pub excess_upper: f64,
+    /// The e-values (likelihood ratios, see the module docs): how many times
+    /// more likely the data are if the canary is worse than tolerated than
+    /// if it is within tolerance (`harm`), and the other way round (`fine`).
+    pub harm: f64,
+    pub fine: f64,
+    /// The bar both must reach: `1 / (1 - confidence)`.
+    pub bar: f64,
     pub outcome: Outcome,
     /// Failures the canary caused beyond the stable rate: point estimate
     /// and upper bound.
@@ -222,10 +356,18 @@ pub struct Evidence {
     /// A rough estimate of how many more canary requests a conclusion needs
     /// at the current rates (None when conclusive or not estimable).
     pub more_requests_needed: Option<u64>,
+    /// The running evidence after this look, to pass to the next one.
+    pub state: State,
 }
 
-/// Evaluate one look. `confidence` in (0, 1), e.g. 0.99.
+/// Largest e-value shown (JSON has no infinity).
+const MAX_SHOWN: f64 = 1e15;
+
+/// Evaluate one look: `prev` is the state the previous look returned
+/// (`State::default()` for the first), `canary` and `stable` the cumulative
+/// counts of the window. `confidence` in (0, 1), e.g. 0.99.
 pub fn evaluate(
+    prev: &State,
     canary: Counts,
     stable: Counts,
     tolerance: Tolerance,
@@ -234,63 +376,102 @@ pub fn evaluate(
     let canary = canary.checked("canary")?;
     let stable = stable.checked("stable")?;
     let alpha = (1.0 - confidence).clamp(1e-12, 0.5);
-    let delta = alpha / 2.0;
-    let (lc, uc) = confidence_sequence(canary, delta);
-    let (ls, us) = confidence_sequence(stable, delta);
+    // The batch: what arrived since the previous look. Prometheus'
+    // extrapolation can make a cumulative count dip; a dip is no batch.
+    let batch = |now: Counts, before: Counts| {
+        let requests = (now.requests - before.requests).max(0.0);
+        let failures = (now.failures - before.failures).max(0.0).min(requests);
+        Counts { requests, failures }
+    };
+    let (dc, ds) = (batch(canary, prev.canary), batch(stable, prev.stable));
+    // The alternatives are chosen before the batch is seen: from stable's
+    // counts of the earlier looks.
+    let qs = if prev.stable.requests > 0.0 {
+        (prev.stable.failures + 0.5) / (prev.stable.requests + 1.0)
+    } else {
+        FIRST_STABLE_GUESS
+    };
+    let allowed = tolerance.allowed(qs);
+    let update = |harm: bool, before: &[f64]| -> Vec<f64> {
+        (0..COMPONENTS)
+            .map(|i| {
+                let l = before.get(i).copied().unwrap_or(0.0);
+                let qc = (rho(harm, i) * allowed).clamp(1e-9, 1.0 - 1e-9);
+                let on_its_side = if harm { qc > allowed } else { qc < allowed };
+                let e = if on_its_side {
+                    batch_log_e(qc, qs, dc, ds, tolerance)
+                } else {
+                    0.0
+                };
+                // Stored rounded *down*: the kept evidence never exceeds
+                // the real one.
+                ((l + e) * 1000.0).floor() / 1000.0
+            })
+            .collect()
+    };
+    let state = State {
+        canary: Counts {
+            requests: prev.canary.requests.max(canary.requests),
+            failures: prev.canary.failures.max(canary.failures),
+        },
+        stable: Counts {
+            requests: prev.stable.requests.max(stable.requests),
+            failures: prev.stable.failures.max(stable.failures),
+        },
+        harm: update(true, &prev.harm),
+        fine: update(false, &prev.fine),
+    };
+    let (ln_harm, ln_fine) = (log_mean_exp(&state.harm), log_mean_exp(&state.fine));
+    let ln_bar = (1.0 / alpha).ln();
     let excess = canary.rate() - tolerance.allowed(stable.rate());
-    let excess_lower = lc - tolerance.allowed(us);
-    let excess_upper = uc - tolerance.allowed(ls);
     let outcome = if canary.requests == 0.0 || stable.requests == 0.0 {
         Outcome::Inconclusive
-    } else if excess_lower > 0.0 {
+    } else if ln_harm >= ln_bar {
         Outcome::Harm
-    } else if excess_upper <= 0.0 {
+    } else if ln_fine >= ln_bar {
         Outcome::Fine
     } else {
         Outcome::Inconclusive
     };
+    let (ls, _) = confidence_sequence(stable, alpha);
     let extra_failures = (canary.failures - canary.requests * stable.rate()).max(0.0);
     let extra_failures_upper = (canary.failures - canary.requests * ls).max(0.0);
     let more_requests_needed = match outcome {
-        Outcome::Inconclusive => requests_needed(canary, excess, excess_lower, excess_upper),
+        Outcome::Inconclusive => {
+            let lean = if excess > 0.0 { ln_harm } else { ln_fine };
+            requests_needed(canary, stable, tolerance, ln_bar - lean)
+        }
         _ => None,
     };
     Ok(Evidence {
         canary,
         stable,
-        canary_bounds: (lc, uc),
-        stable_bounds: (ls, us),
         excess,
-        excess_lower,
-        excess_upper,
+        harm: ln_harm.exp().min(MAX_SHOWN),
+        fine: ln_fine.exp().min(MAX_SHOWN),
+        bar: 1.0 / alpha,
         outcome,
         extra_failures,
         extra_failures_upper,
         more_requests_needed,
+        state,
     })
 }
 
-/// Rough number of further canary requests before the bounds clear the
-/// tolerance line at the current point estimates (same traffic split). The
-/// bounds' half-width shrinks like `sqrt(log n / n)`; solved by a few
-/// fixed-point steps rather than by re-running the test.
-fn requests_needed(canary: Counts, excess: f64, lower: f64, upper: f64) -> Option<u64> {
-    let gap = excess.abs();
-    let half = if excess >= 0.0 {
-        excess - lower
-    } else {
-        upper - excess
-    };
-    if canary.requests == 0.0 || gap < 1e-9 || !half.is_finite() || half <= 0.0 {
+/// Rough number of further canary requests before the evidence the point
+/// estimates lean to gains the `missing` nats it lacks: each canary request
+/// adds about `KL(p̂c ‖ allowed(p̂s))` when the rates are what they seem.
+fn requests_needed(canary: Counts, stable: Counts, tol: Tolerance, missing: f64) -> Option<u64> {
+    if canary.requests == 0.0 || stable.requests == 0.0 || missing <= 0.0 {
         return None;
     }
-    let n = canary.requests.max(2.0);
-    let mut scale = (half / gap).powi(2);
-    for _ in 0..8 {
-        scale = (half / gap).powi(2) * ((scale * n).ln().max(1.0) / n.ln().max(1.0));
-    }
-    let more = ((scale - 1.0).max(0.0) * n).ceil();
-    (more.is_finite() && more < 1e15).then_some(more as u64)
+    let pc = ((canary.failures + 0.5) / (canary.requests + 1.0)).clamp(1e-9, 1.0 - 1e-9);
+    let allowed = tol
+        .allowed((stable.failures + 0.5) / (stable.requests + 1.0))
+        .clamp(1e-9, 1.0 - 1e-9);
+    let per_request = kl(pc, allowed);
+    let more = (missing / per_request).ceil();
+    (per_request > 1e-12 && more.is_finite() && more < 1e15).then_some(more as u64)
 }
 
 /// `{p : M_n(p) < 1/δ}` as `(lower, upper)`.

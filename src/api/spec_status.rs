@@ -694,14 +694,21 @@ pub struct ComparisonStatus {
     #[serde(default)]
     pub tolerance: String,
     /// How far the canary's error rate is above what is tolerated
-    /// (`canary - (stable + tolerance)`): point estimate and the bounds at
-    /// `confidence`. Harm when `excessLower > 0`; fine when `excessUpper <= 0`.
+    /// (`canary - (stable + tolerance)`), at the point estimates.
     #[serde(default)]
     pub excess: f64,
+    /// Evidence that the canary is worse than tolerated: how many times more
+    /// likely the counts are if it is than if it is not (an e-value). Harm
+    /// when it reaches `evidenceBar`.
     #[serde(default)]
-    pub excess_lower: f64,
+    pub harm_evidence: f64,
+    /// Evidence that the canary is within tolerance, read the same way.
+    /// Fine when it reaches `evidenceBar`.
     #[serde(default)]
-    pub excess_upper: f64,
+    pub fine_evidence: f64,
+    /// `1 / (1 - confidence)`: e.g. 100 for confidence 0.99.
+    #[serde(default)]
+    pub evidence_bar: f64,
     #[serde(default)]
     pub confidence: f64,
     /// Rough number of further canary requests needed for a conclusion.
@@ -711,6 +718,28 @@ pub struct ComparisonStatus {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_at: Option<Time>,
+    /// The running evidence carried from one look to the next (written by
+    /// rollwise; editing it voids the test's guarantee).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<EvidenceState>,
+}
+
+/// What the sequential test carries between looks: the cumulative counts
+/// already taken into account and the natural log of each mixture
+/// component's running likelihood ratio (see docs/analysis.md).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceState {
+    pub canary_requests: f64,
+    pub canary_failures: f64,
+    pub stable_requests: f64,
+    pub stable_failures: f64,
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub harm: Vec<f64>,
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub fine: Vec<f64>,
 }
 
 /// Failed requests the canary caused beyond the stable rate.

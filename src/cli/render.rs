@@ -473,7 +473,7 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
                     "CANARY",
                     "STABLE",
                     "TOLERANCE",
-                    "EXCESS",
+                    "EXCESS EVIDENCE",
                     "VERDICT",
                     "MEASURED",
                 ]
@@ -502,10 +502,11 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
                             s.tolerance.clone()
                         },
                         format!(
-                            "{} [{}, {}]",
+                            "{} harm {} fine {} /{}",
                             percent(s.excess),
-                            percent(s.excess_lower),
-                            percent(s.excess_upper)
+                            number(s.harm_evidence),
+                            number(s.fine_evidence),
+                            number(s.evidence_bar)
                         ),
                         s.verdict.clone(),
                         s.measured_at

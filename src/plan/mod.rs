@@ -31,7 +31,7 @@ use crate::analysis::{
     judge,
 };
 use crate::api::{
-    BudgetStatus, ComparisonStatus, DecisionRecord, MetricStatus, Phase, Plan, PlanStep,
+    BudgetStatus, ComparisonStatus, DecisionRecord, EvidenceState, MetricStatus, Phase, Plan, PlanStep,
     RolloutStatus, Verdict,
 };
 use crate::traffic::{HeaderRoute, Match};
@@ -544,13 +544,33 @@ fn record_analysis(
     let mut budget: Option<(f64, f64, f64)> = None; // (used, upper, canary requests)
     for cmp in &plan.compare {
         let outcome = round.comparisons.iter().find(|o| o.name == cmp.name);
+        // The previous look of this comparison: its running evidence
+        // carries over; a look without counts keeps it (and its counts).
+        let prev = st.comparisons.iter().find(|c| c.name == cmp.name);
         let mut cs = ComparisonStatus {
             name: cmp.name.clone(),
             tolerance: cmp.tolerance.describe(),
             confidence: plan.confidence,
+            evidence_bar: 1.0 / (1.0 - plan.confidence),
             measured_at: Some(time(round.at)),
             ..Default::default()
         };
+        if let Some(p) = prev {
+            cs.canary_requests = p.canary_requests;
+            cs.canary_failures = p.canary_failures;
+            cs.canary_rate = p.canary_rate;
+            cs.stable_requests = p.stable_requests;
+            cs.stable_failures = p.stable_failures;
+            cs.stable_rate = p.stable_rate;
+            cs.excess = p.excess;
+            cs.harm_evidence = p.harm_evidence;
+            cs.fine_evidence = p.fine_evidence;
+            cs.state = p.state.clone();
+        }
+        let prev_state = prev
+            .and_then(|p| p.state.as_ref())
+            .map(state_from_status)
+            .unwrap_or_default();
         let verdict = match outcome.map(|o| (&o.canary, &o.stable)) {
             None => {
                 cs.message = "not evaluated".into();
@@ -569,7 +589,7 @@ fn record_analysis(
                 Verdict::NoData
             }
             Some((CountsOutcome::Counts(c), CountsOutcome::Counts(s))) => {
-                match sequential::evaluate(*c, *s, cmp.tolerance, plan.confidence) {
+                match sequential::evaluate(&prev_state, *c, *s, cmp.tolerance, plan.confidence) {
                     Err(e) => {
                         cs.message = format!("bad counts: {e}");
                         Verdict::Error
@@ -693,29 +713,41 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
     cs.stable_failures = ev.stable.failures;
     cs.stable_rate = ev.stable.rate();
     cs.excess = ev.excess;
-    cs.excess_lower = ev.excess_lower;
-    cs.excess_upper = ev.excess_upper;
+    cs.harm_evidence = round_evidence(ev.harm);
+    cs.fine_evidence = round_evidence(ev.fine);
+    cs.evidence_bar = round_evidence(ev.bar);
+    cs.state = Some(state_to_status(&ev.state));
     cs.more_requests_needed = ev
         .more_requests_needed
         .map(|n| n.min(i64::MAX as u64) as i64);
     let conclusion = match ev.outcome {
         Outcome::Harm => format!(
-            "worse than tolerated with {}% confidence (excess at least {})",
+            "worse than tolerated with {}% confidence (evidence of harm {} reached {})",
             fmt_num(cs.confidence * 100.0),
-            fmt_pct(ev.excess_lower)
+            fmt_num(cs.harm_evidence),
+            fmt_num(cs.evidence_bar)
         ),
         Outcome::Fine => format!(
-            "within tolerance with {}% confidence (excess at most {})",
+            "within tolerance with {}% confidence (evidence {} reached {})",
             fmt_num(cs.confidence * 100.0),
-            fmt_pct(ev.excess_upper)
+            fmt_num(cs.fine_evidence),
+            fmt_num(cs.evidence_bar)
         ),
-        Outcome::Inconclusive => match ev.more_requests_needed {
-            Some(n) => format!("not enough evidence yet (roughly {n} more canary requests)"),
-            None => "not enough evidence yet".into(),
-        },
+        Outcome::Inconclusive => {
+            let more = match ev.more_requests_needed {
+                Some(n) => format!(", roughly {n} more canary requests"),
+                None => String::new(),
+            };
+            format!(
+                "not enough evidence yet (harm {}, fine {}, either must reach {}{more})",
+                fmt_num(cs.harm_evidence),
+                fmt_num(cs.fine_evidence),
+                fmt_num(cs.evidence_bar)
+            )
+        }
     };
     cs.message = format!(
-        "canary {}/{} failed ({}) vs stable {}/{} ({}), tolerance {}; excess {} in [{}, {}]: {conclusion}",
+        "canary {}/{} failed ({}) vs stable {}/{} ({}), tolerance {}, excess {}: {conclusion}",
         fmt_num(ev.canary.failures),
         fmt_num(ev.canary.requests),
         fmt_pct(ev.canary.rate()),
@@ -724,9 +756,42 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
         fmt_pct(ev.stable.rate()),
         cs.tolerance,
         fmt_pct(ev.excess),
-        fmt_pct(ev.excess_lower),
-        fmt_pct(ev.excess_upper),
     );
+}
+
+/// E-values for people: 3 significant digits (they span many decades).
+fn round_evidence(v: f64) -> f64 {
+    if !v.is_finite() || v <= 0.0 {
+        return 0.0;
+    }
+    let scale = 10f64.powi(2 - v.log10().floor() as i32);
+    (v * scale).round() / scale
+}
+
+fn state_from_status(s: &EvidenceState) -> sequential::State {
+    sequential::State {
+        canary: sequential::Counts {
+            requests: s.canary_requests,
+            failures: s.canary_failures,
+        },
+        stable: sequential::Counts {
+            requests: s.stable_requests,
+            failures: s.stable_failures,
+        },
+        harm: s.harm.clone(),
+        fine: s.fine.clone(),
+    }
+}
+
+fn state_to_status(s: &sequential::State) -> EvidenceState {
+    EvidenceState {
+        canary_requests: s.canary.requests,
+        canary_failures: s.canary.failures,
+        stable_requests: s.stable.requests,
+        stable_failures: s.stable.failures,
+        harm: s.harm.clone(),
+        fine: s.fine.clone(),
+    }
 }
 
 /// Extra failed requests the canary would likely cause in the next
