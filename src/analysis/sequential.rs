@@ -403,9 +403,9 @@ pub fn evaluate(
                 } else {
                     0.0
                 };
-                // Stored rounded *down*: the kept evidence never exceeds
-                // the real one.
-                ((l + e) * 1000.0).floor() / 1000.0
+                // Kept at full precision: rounding at every look would add
+                // up over the thousands of looks of a slow rollout.
+                l + e
             })
             .collect()
     };

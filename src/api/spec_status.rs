@@ -387,7 +387,9 @@ pub struct PauseStep {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisSpec {
-    /// How often metrics are evaluated (Go duration). Default 30s.
+    /// How often metrics are evaluated (Go duration). Default 30s; 5s when
+    /// there are only `compare` entries (their test is valid at every look,
+    /// so looking often costs queries, not false rollbacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("interval must look like 30s, 2m or 1h30m"))]
     #[schemars(length(max = 32))]
@@ -402,7 +404,8 @@ pub struct AnalysisSpec {
     pub metrics: Vec<MetricSpec>,
     /// Consecutive query errors (backend down, query rejected) tolerated:
     /// when this many evaluations in a row errored, the canary is rolled
-    /// back. Default 4. Errors alone never count as failures.
+    /// back. Default: the looks in 2 minutes (4 at a 30s interval, 24 at
+    /// 5s). Errors alone never count as failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("consecutiveErrorLimit must be between 1 and 1000"))]
     pub consecutive_error_limit: Option<i32>,

@@ -8,10 +8,17 @@ use std::time::Duration;
 use super::{RolloutSpec, Step};
 use crate::traffic::{HeaderRoute, Match, capabilities};
 
-/// Default analysis interval.
+/// Default analysis interval when there are threshold metrics: each look is
+/// a measurement that counts against `failureLimit`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-/// Default number of consecutive query errors before a rollback.
-pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: u32 = 4;
+/// Default analysis interval when the analysis only compares canary with
+/// stable: the sequential test is valid at every look, so looking often costs
+/// queries, not false rollbacks, and a bad canary is caught after fewer
+/// requests.
+pub const DEFAULT_COMPARE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default time metrics may keep erroring before a rollback: the default
+/// `consecutiveErrorLimit` is the number of looks in it (4 at 30s).
+pub const DEFAULT_ERROR_WINDOW: Duration = Duration::from_secs(120);
 /// Default pause after each default weight step.
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(300);
 /// Default weight schedule.
@@ -426,9 +433,17 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         }
     };
 
-    let mut interval = DEFAULT_INTERVAL;
+    let compare_only = spec
+        .analysis
+        .as_ref()
+        .is_some_and(|a| a.metrics.is_empty() && !a.compare.is_empty());
+    let mut interval = if compare_only {
+        DEFAULT_COMPARE_INTERVAL
+    } else {
+        DEFAULT_INTERVAL
+    };
     let mut metrics = Vec::new();
-    let mut consecutive_error_limit = DEFAULT_CONSECUTIVE_ERROR_LIMIT;
+    let mut consecutive_error_limit = None;
     let mut prometheus = None;
     let mut compare = Vec::new();
     let mut confidence = DEFAULT_CONFIDENCE;
@@ -448,7 +463,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
                     format!("{n} must be at least 1"),
                 );
             } else {
-                consecutive_error_limit = n as u32;
+                consecutive_error_limit = Some(n as u32);
             }
         }
         if let Some(p) = &a.prometheus {
@@ -647,7 +662,12 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         compare,
         confidence,
         max_extra_failures,
-        consecutive_error_limit,
+        consecutive_error_limit: consecutive_error_limit.unwrap_or_else(|| {
+            DEFAULT_ERROR_WINDOW
+                .as_millis()
+                .div_ceil(interval.as_millis().max(1))
+                .clamp(1, 1000) as u32
+        }),
         prometheus,
         paused: spec.paused,
         canary_ref: version_ref_key(&spec.canary),

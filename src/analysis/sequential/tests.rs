@@ -100,8 +100,11 @@ fn ten_times_the_error_rate_is_harm_after_few_requests() {
     assert_eq!(ev.outcome, Outcome::Harm, "{ev:?}");
     assert!(ev.harm >= ev.bar && (ev.bar - 100.0).abs() < 1e-9, "{ev:?}");
     assert!(ev.extra_failures > 12.0 && ev.extra_failures_upper >= ev.extra_failures);
-    // Half the counts are not enough.
+    // Half the counts are still enough (7 of 150 against 14 of 2850); two
+    // failures in 40 are not.
     let half = first(c(150.0, 7.0), c(2850.0, 14.0), Tolerance::ZERO);
+    assert_eq!(half.outcome, Outcome::Harm, "{half:?}");
+    let half = first(c(40.0, 2.0), c(760.0, 4.0), Tolerance::ZERO);
     assert_ne!(half.outcome, Outcome::Harm, "{half:?}");
 }
 
