@@ -31,8 +31,8 @@ use crate::analysis::{
     judge,
 };
 use crate::api::{
-    BudgetStatus, ComparisonStatus, DecisionRecord, EvidenceState, MetricStatus, Phase, Plan, PlanStep,
-    RolloutStatus, Verdict,
+    BudgetStatus, ComparisonStatus, DecisionRecord, EvidenceState, MetricStatus, Phase, Plan,
+    PlanStep, RolloutStatus, Verdict,
 };
 use crate::traffic::{HeaderRoute, Match};
 
