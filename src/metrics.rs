@@ -32,6 +32,8 @@ pub struct Metrics {
     pub comparison_rate: GaugeVec,
     /// The comparison's evidence (e-values) of harm and of fine.
     pub comparison_evidence: GaugeVec,
+    /// The interval for the comparison's excess over tolerance (lower, upper).
+    pub comparison_excess: GaugeVec,
     /// Extra failed requests caused by the canary (point, upper) and the budget (max).
     pub budget: GaugeVec,
 }
@@ -97,6 +99,14 @@ impl Metrics {
             &["namespace", "rollout", "comparison", "side"],
         )
         .expect("static");
+        let comparison_excess = GaugeVec::new(
+            Opts::new(
+                "comparison_excess",
+                "Interval (valid at every look) for the canary's error rate above stable + tolerance",
+            ),
+            &["namespace", "rollout", "comparison", "bound"],
+        )
+        .expect("static");
         let comparison_evidence = GaugeVec::new(
             Opts::new(
                 "comparison_evidence",
@@ -124,6 +134,7 @@ impl Metrics {
             Box::new(analysis_value.clone()),
             Box::new(comparison_rate.clone()),
             Box::new(comparison_evidence.clone()),
+            Box::new(comparison_excess.clone()),
             Box::new(budget.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -150,6 +161,7 @@ impl Metrics {
             analysis_value,
             comparison_rate,
             comparison_evidence,
+            comparison_excess,
             budget,
         }
     }
@@ -179,6 +191,11 @@ impl Metrics {
                 let _ = self
                     .comparison_rate
                     .remove_label_values(&[namespace, name, c, side]);
+            }
+            for bound in ["lower", "upper"] {
+                let _ = self
+                    .comparison_excess
+                    .remove_label_values(&[namespace, name, c, bound]);
             }
             for kind in ["harm", "fine"] {
                 let _ = self

@@ -256,25 +256,39 @@ fn kl(q: f64, r: f64) -> f64 {
 fn project(qc: f64, qs: f64, nc: f64, ns: f64, tol: Tolerance) -> (f64, f64) {
     let (k, a) = (tol.k(), tol.absolute);
     let hi = ((1.0 - a) / k).min(1.0);
-    // d/dr [nc·KL(qc‖k r + a) + ns·KL(qs‖r)], increasing in r.
-    let slope = |r: f64| {
+    // f(r) = nc·KL(qc‖k r + a) + ns·KL(qs‖r) is convex on (0, hi): Newton on
+    // f', kept inside a bracket that shrinks with the sign of f' (bisection
+    // when a step leaves it).
+    let slope_curve = |r: f64| {
         let rc = k * r + a;
-        nc * k * ((1.0 - qc) / (1.0 - rc) - qc / rc) + ns * ((1.0 - qs) / (1.0 - r) - qs / r)
+        let slope =
+            nc * k * ((1.0 - qc) / (1.0 - rc) - qc / rc) + ns * ((1.0 - qs) / (1.0 - r) - qs / r);
+        let curve = nc * k * k * ((1.0 - qc) / (1.0 - rc).powi(2) + qc / (rc * rc))
+            + ns * ((1.0 - qs) / (1.0 - r).powi(2) + qs / (r * r));
+        (slope, curve)
     };
     let (mut lo, mut up) = (0.0f64, hi);
-    for _ in 0..80 {
-        let mid = 0.5 * (lo + up);
-        if mid <= lo || mid >= up {
+    let mut r = qs.clamp(hi * 1e-9, hi * (1.0 - 1e-9));
+    for _ in 0..100 {
+        let (slope, curve) = slope_curve(r);
+        if slope < 0.0 {
+            lo = r;
+        } else {
+            up = r;
+        }
+        let newton = r - slope / curve;
+        let next = if newton > lo && newton < up && newton.is_finite() {
+            newton
+        } else {
+            0.5 * (lo + up)
+        };
+        if (next - r).abs() <= 1e-14 * r || up - lo <= f64::EPSILON * up {
+            r = next;
             break;
         }
-        if slope(mid) < 0.0 {
-            lo = mid;
-        } else {
-            up = mid;
-        }
+        r = next;
     }
-    let rs = 0.5 * (lo + up);
-    (k * rs + a, rs)
+    (k * r + a, r)
 }
 
 /// The per-request factors of one batch's e-value for the alternative
@@ -341,6 +355,13 @@ pub struct Evidence {
     /// `pc - allowed(ps)` at the point estimates: above 0 means worse than
     /// tolerated.
     pub excess: f64,
+    /// An interval for the excess, valid at every look with probability
+    /// `confidence`: `Lc - allowed(Us)` to `Uc - allowed(Ls)` from each
+    /// side's confidence sequence at `α/2`. For people: it treats the sides
+    /// separately, so it is wider than what the test uses, and a conclusion
+    /// may come while it still contains 0.
+    pub excess_lower: f64,
+    pub excess_upper: f64,
     /// The e-values (likelihood ratios, see the module docs): how many times
     /// more likely the data are if the canary is worse than tolerated than
     /// if it is within tolerance (`harm`), and the other way round (`fine`).
@@ -433,7 +454,8 @@ pub fn evaluate(
     } else {
         Outcome::Inconclusive
     };
-    let (ls, _) = confidence_sequence(stable, alpha);
+    let (lc, uc) = confidence_sequence(canary, alpha / 2.0);
+    let (ls, us) = confidence_sequence(stable, alpha / 2.0);
     let extra_failures = (canary.failures - canary.requests * stable.rate()).max(0.0);
     let extra_failures_upper = (canary.failures - canary.requests * ls).max(0.0);
     let more_requests_needed = match outcome {
@@ -447,6 +469,8 @@ pub fn evaluate(
         canary,
         stable,
         excess,
+        excess_lower: lc - tolerance.allowed(us),
+        excess_upper: uc - tolerance.allowed(ls),
         harm: ln_harm.exp().min(MAX_SHOWN),
         fine: ln_fine.exp().min(MAX_SHOWN),
         bar: 1.0 / alpha,

@@ -700,6 +700,13 @@ pub struct ComparisonStatus {
     /// (`canary - (stable + tolerance)`), at the point estimates.
     #[serde(default)]
     pub excess: f64,
+    /// An interval for the excess, valid at every look at `confidence` (from
+    /// each side's confidence sequence; wider than what the test uses, so a
+    /// conclusion may come while it still contains 0).
+    #[serde(default)]
+    pub excess_lower: f64,
+    #[serde(default)]
+    pub excess_upper: f64,
     /// Evidence that the canary is worse than tolerated: how many times more
     /// likely the counts are if it is than if it is not (an e-value). Harm
     /// when it reaches `evidenceBar`.

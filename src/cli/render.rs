@@ -502,8 +502,10 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
                             s.tolerance.clone()
                         },
                         format!(
-                            "{} harm {} fine {} /{}",
+                            "{} [{}, {}] harm {} fine {} /{}",
                             percent(s.excess),
+                            percent(s.excess_lower),
+                            percent(s.excess_upper),
                             number(s.harm_evidence),
                             number(s.fine_evidence),
                             number(s.evidence_bar)

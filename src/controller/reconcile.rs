@@ -459,6 +459,12 @@ fn record_metrics(
             m.comparison_rate
                 .with_label_values(&[ns, name, &c.name, "stable"])
                 .set(c.stable_rate);
+            m.comparison_excess
+                .with_label_values(&[ns, name, &c.name, "lower"])
+                .set(c.excess_lower);
+            m.comparison_excess
+                .with_label_values(&[ns, name, &c.name, "upper"])
+                .set(c.excess_upper);
             m.comparison_evidence
                 .with_label_values(&[ns, name, &c.name, "harm"])
                 .set(c.harm_evidence);

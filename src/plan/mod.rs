@@ -563,6 +563,8 @@ fn record_analysis(
             cs.stable_failures = p.stable_failures;
             cs.stable_rate = p.stable_rate;
             cs.excess = p.excess;
+            cs.excess_lower = p.excess_lower;
+            cs.excess_upper = p.excess_upper;
             cs.harm_evidence = p.harm_evidence;
             cs.fine_evidence = p.fine_evidence;
             cs.state = p.state.clone();
@@ -713,6 +715,8 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
     cs.stable_failures = ev.stable.failures;
     cs.stable_rate = ev.stable.rate();
     cs.excess = ev.excess;
+    cs.excess_lower = ev.excess_lower;
+    cs.excess_upper = ev.excess_upper;
     cs.harm_evidence = round_evidence(ev.harm);
     cs.fine_evidence = round_evidence(ev.fine);
     cs.evidence_bar = round_evidence(ev.bar);
@@ -747,7 +751,7 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
         }
     };
     cs.message = format!(
-        "canary {}/{} failed ({}) vs stable {}/{} ({}), tolerance {}, excess {}: {conclusion}",
+        "canary {}/{} failed ({}) vs stable {}/{} ({}), tolerance {}, excess {} in [{}, {}]: {conclusion}",
         fmt_num(ev.canary.failures),
         fmt_num(ev.canary.requests),
         fmt_pct(ev.canary.rate()),
@@ -756,6 +760,8 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
         fmt_pct(ev.stable.rate()),
         cs.tolerance,
         fmt_pct(ev.excess),
+        fmt_pct(ev.excess_lower),
+        fmt_pct(ev.excess_upper),
     );
 }
 

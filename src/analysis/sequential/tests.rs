@@ -100,6 +100,9 @@ fn ten_times_the_error_rate_is_harm_after_few_requests() {
     assert_eq!(ev.outcome, Outcome::Harm, "{ev:?}");
     assert!(ev.harm >= ev.bar && (ev.bar - 100.0).abs() < 1e-9, "{ev:?}");
     assert!(ev.extra_failures > 12.0 && ev.extra_failures_upper >= ev.extra_failures);
+    // The interval for people contains the point estimate; here it is
+    // already above 0.
+    assert!(ev.excess_lower > 0.0 && ev.excess_lower <= ev.excess && ev.excess <= ev.excess_upper);
     // Half the counts are still enough (7 of 150 against 14 of 2850); two
     // failures in 40 are not.
     let half = first(c(150.0, 7.0), c(2850.0, 14.0), Tolerance::ZERO);
@@ -351,6 +354,8 @@ proptest! {
         prop_assert!(b.harm >= a.harm * (1.0 - 1e-9), "{} < {}", b.harm, a.harm);
         prop_assert!(b.fine <= a.fine * (1.0 + 1e-9) + 1e-12);
         prop_assert!(b.extra_failures >= a.extra_failures);
+        prop_assert!(b.excess_lower >= a.excess_lower - 1e-12);
+        prop_assert!(a.excess_lower <= a.excess + 1e-12 && a.excess <= a.excess_upper + 1e-12);
         if a.outcome == Outcome::Harm { prop_assert_eq!(b.outcome, Outcome::Harm); }
     }
 }
