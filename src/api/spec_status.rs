@@ -740,6 +740,11 @@ pub struct ComparisonStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EvidenceState {
+    /// What the evidence was gathered for: the tolerance and a digest of the
+    /// two queries. When the comparison changes, the evidence starts over.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub basis: String,
     pub canary_requests: f64,
     pub canary_failures: f64,
     pub stable_requests: f64,

@@ -569,8 +569,12 @@ fn record_analysis(
             cs.fine_evidence = p.fine_evidence;
             cs.state = p.state.clone();
         }
+        // Evidence gathered for another tolerance or other queries is no
+        // evidence for this comparison: it starts over.
+        let basis = evidence_basis(cmp);
         let prev_state = prev
             .and_then(|p| p.state.as_ref())
+            .filter(|s| s.basis == basis)
             .map(state_from_status)
             .unwrap_or_default();
         let verdict = match outcome.map(|o| (&o.canary, &o.stable)) {
@@ -597,7 +601,7 @@ fn record_analysis(
                         Verdict::Error
                     }
                     Ok(ev) => {
-                        fill_comparison(&mut cs, &ev);
+                        fill_comparison(&mut cs, &ev, basis);
                         let (used, upper, n) = budget.unwrap_or((0.0, 0.0, 0.0));
                         budget = Some((
                             used.max(ev.extra_failures),
@@ -707,7 +711,7 @@ fn round2(v: f64) -> f64 {
 }
 
 /// The comparison's numbers, and a sentence that explains them.
-fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
+fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: String) {
     cs.canary_requests = ev.canary.requests;
     cs.canary_failures = ev.canary.failures;
     cs.canary_rate = ev.canary.rate();
@@ -720,7 +724,7 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence) {
     cs.harm_evidence = round_evidence(ev.harm);
     cs.fine_evidence = round_evidence(ev.fine);
     cs.evidence_bar = round_evidence(ev.bar);
-    cs.state = Some(state_to_status(&ev.state));
+    cs.state = Some(state_to_status(&ev.state, basis));
     cs.more_requests_needed = ev
         .more_requests_needed
         .map(|n| n.min(i64::MAX as u64) as i64);
@@ -774,6 +778,20 @@ fn round_evidence(v: f64) -> f64 {
     (v * scale).round() / scale
 }
 
+/// The tolerance and a digest (FNV-1a, 64 bits) of the two queries.
+fn evidence_basis(cmp: &crate::api::PlanCompare) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cmp
+        .requests
+        .bytes()
+        .chain([0u8])
+        .chain(cmp.failures.bytes())
+    {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{} {h:016x}", cmp.tolerance.describe())
+}
+
 fn state_from_status(s: &EvidenceState) -> sequential::State {
     sequential::State {
         canary: sequential::Counts {
@@ -789,8 +807,9 @@ fn state_from_status(s: &EvidenceState) -> sequential::State {
     }
 }
 
-fn state_to_status(s: &sequential::State) -> EvidenceState {
+fn state_to_status(s: &sequential::State, basis: String) -> EvidenceState {
     EvidenceState {
+        basis,
         canary_requests: s.canary.requests,
         canary_failures: s.canary.failures,
         stable_requests: s.stable.requests,

@@ -67,6 +67,8 @@ struct Traffic {
     counts: (f64, f64, f64, f64),
     rng: crate::simulate::rng::Rng,
     last: Option<Timestamp>,
+    /// The canary's queries return no series (Prometheus lost them).
+    blackout: bool,
 }
 
 impl Default for Traffic {
@@ -78,6 +80,7 @@ impl Default for Traffic {
             counts: (0.0, 0.0, 0.0, 0.0),
             rng: crate::simulate::rng::Rng::new(0),
             last: None,
+            blackout: false,
         }
     }
 }
@@ -174,10 +177,11 @@ impl World {
             .iter()
             .map(|c| CompareOutcome {
                 name: c.name.clone(),
-                canary: CountsOutcome::from_queries(
-                    QueryOutcome::Value(cn),
-                    QueryOutcome::Value(cf),
-                ),
+                canary: if self.traffic.blackout {
+                    CountsOutcome::NoData("requests: no series".into())
+                } else {
+                    CountsOutcome::from_queries(QueryOutcome::Value(cn), QueryOutcome::Value(cf))
+                },
                 stable: CountsOutcome::from_queries(
                     QueryOutcome::Value(sn),
                     QueryOutcome::Value(sf),
@@ -653,6 +657,82 @@ fn the_budget_guard_holds_a_raise_that_would_likely_exhaust_it() {
     );
     // Never promoted: a 2-point excess over hours would spend far more than 60.
     assert_ne!(w.status.phase, Phase::Succeeded);
+}
+
+/// Reconcile until the next analysis round has run.
+fn until_next_round(w: &mut World) {
+    let before = w.status.last_analysis_at.clone();
+    for _ in 0..1000 {
+        w.step(&healthy, None);
+        if w.status.last_analysis_at != before {
+            return;
+        }
+    }
+    panic!("no analysis round");
+}
+
+#[test]
+fn the_running_evidence_survives_a_look_without_data_and_starts_over_on_retry() {
+    let mut w = with_traffic(compare_plan(0.005, None), 100.0, 0.006, 0.006, 17);
+    for _ in 0..5 {
+        until_next_round(&mut w);
+    }
+    let before = w.status.comparisons[0].clone();
+    let state = before
+        .state
+        .clone()
+        .expect("the evidence is kept in status");
+    assert_eq!((state.harm.len(), state.fine.len()), (16, 16));
+    assert_eq!(state.canary_requests, before.canary_requests);
+    assert!(state.canary_requests > 0.0 && state.stable_requests > 0.0);
+
+    // A look without data: NoData, the evidence and last counts kept.
+    w.traffic.blackout = true;
+    until_next_round(&mut w);
+    let c = w.status.comparisons[0].clone();
+    assert_eq!(c.verdict, "NoData");
+    assert_eq!(c.state.as_ref(), Some(&state));
+    assert_eq!(c.canary_requests, before.canary_requests);
+    assert_eq!(c.fine_evidence, before.fine_evidence);
+
+    // Data again: the batch since the last counted look is added.
+    w.traffic.blackout = false;
+    until_next_round(&mut w);
+    let after = w.status.comparisons[0].state.clone().unwrap();
+    assert!(after.canary_requests > state.canary_requests);
+    assert_ne!(after.fine, state.fine);
+
+    // A new tolerance: evidence gathered against the old one is no evidence
+    // for the new one, so it starts over from this look's totals.
+    w.plan.compare[0].tolerance.absolute = 0.01;
+    until_next_round(&mut w);
+    let fresh = w.status.comparisons[0].state.clone().unwrap();
+    assert_ne!(fresh.basis, after.basis);
+    assert!(fresh.basis.starts_with("+0.01 "), "{}", fresh.basis);
+    let single = crate::analysis::sequential::evaluate(
+        &Default::default(),
+        crate::analysis::sequential::Counts {
+            requests: fresh.canary_requests,
+            failures: fresh.canary_failures,
+        },
+        crate::analysis::sequential::Counts {
+            requests: fresh.stable_requests,
+            failures: fresh.stable_failures,
+        },
+        w.plan.compare[0].tolerance,
+        w.plan.confidence,
+    )
+    .unwrap();
+    assert_eq!(fresh.harm, single.state.harm, "one batch from scratch");
+
+    // Abort and retry: a new window, and the evidence starts over.
+    w.step(&healthy, Some(ManualAction::Abort));
+    w.step(&healthy, Some(ManualAction::Retry));
+    assert!(
+        w.status.comparisons.is_empty(),
+        "{:?}",
+        w.status.comparisons
+    );
 }
 
 #[test]
