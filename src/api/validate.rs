@@ -762,6 +762,37 @@ mod tests {
     }
 
     #[test]
+    fn an_analysis_that_only_compares_looks_every_5s_and_tolerates_2_minutes_of_errors() {
+        let mut s = spec();
+        let a = s.analysis.as_mut().unwrap();
+        a.interval = None;
+        a.metrics.clear();
+        a.compare = vec![crate::api::CompareSpec {
+            name: "http-errors".into(),
+            requests: "r{{service}}".into(),
+            failures: "f{{service}}".into(),
+            tolerance: None,
+        }];
+        let plan = validate(&s).unwrap();
+        assert_eq!(plan.interval, Duration::from_secs(5));
+        assert_eq!(plan.consecutive_error_limit, 24);
+        // With a threshold metric too, each look counts against its
+        // failureLimit: 30s.
+        let a = s.analysis.as_mut().unwrap();
+        a.metrics = spec().analysis.unwrap().metrics;
+        let plan = validate(&s).unwrap();
+        assert_eq!(plan.interval, Duration::from_secs(30));
+        assert_eq!(plan.consecutive_error_limit, 4);
+        // An explicit interval and limit win.
+        let a = s.analysis.as_mut().unwrap();
+        a.interval = Some("45s".into());
+        let plan = validate(&s).unwrap();
+        assert_eq!(plan.consecutive_error_limit, 3);
+        s.analysis.as_mut().unwrap().consecutive_error_limit = Some(7);
+        assert_eq!(validate(&s).unwrap().consecutive_error_limit, 7);
+    }
+
+    #[test]
     fn decreasing_weight_is_rejected_naming_the_step() {
         let mut s = spec();
         s.steps = Some(vec![
