@@ -893,14 +893,26 @@ fn reading(results: &[ScenarioResult]) -> String {
             o,
             "- **A canary that turns bad** is judged by rollwise on all its requests since it \
              first got traffic, so the good first minutes weigh against the later errors: it rolled \
-             back {} of them after a median {} (the canary turned at 10m). It promoted {} — with a \
-             median time to promote of {}, that is before the canary turned, when it was still \
-             healthy; no policy can see a fault that starts after the rollout ended. Flagger took \
-             {}, Argo {}.",
+             back {} of them after a median {} (the canary turned at 10m). It promoted {} (median \
+             time to promote {}, the latest at {}){} Flagger took {}, Argo {}.",
             fmt_pct(d.rollback_rate),
             d.median_time_to_decision.time(),
             d.promoted,
             d.median_time_to_promote.time(),
+            d.latest_promotion
+                .map(|s| human(s.round() as u64))
+                .unwrap_or_else(|| "-".into()),
+            match d.latest_promotion {
+                Some(s) if s <= 600.0 => ": all before the canary turned, while it was still \
+                     healthy — no policy can see a fault that starts after the rollout ended."
+                    .into(),
+                Some(_) => format!(
+                    ": {} of them after the canary turned, on evidence gathered while it was \
+                     healthy that the first bad seconds had not yet outweighed.",
+                    d.promote_times.iter().filter(|s| **s > 600.0).count()
+                ),
+                None => ".".into(),
+            },
             t.get(PolicyName::Flagger).median_time_to_decision.time(),
             t.get(PolicyName::Argo).median_time_to_decision.time(),
         );
