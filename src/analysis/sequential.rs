@@ -416,7 +416,14 @@ pub fn evaluate(
     let update = |harm: bool, before: &[f64]| -> Vec<f64> {
         (0..COMPONENTS)
             .map(|i| {
-                let l = before.get(i).copied().unwrap_or(0.0);
+                // A component the stored state lacks starts now (a product
+                // that is 1 until it starts is still an e-process); a value
+                // that is not a number counts as no evidence at all.
+                let l = match before.get(i) {
+                    Some(v) if v.is_finite() => *v,
+                    Some(_) => f64::MIN,
+                    None => 0.0,
+                };
                 let qc = (rho(harm, i) * allowed).clamp(1e-9, 1.0 - 1e-9);
                 let on_its_side = if harm { qc > allowed } else { qc < allowed };
                 let e = if on_its_side {

@@ -175,6 +175,27 @@ fn a_dip_in_the_totals_adds_no_batch_and_loses_nothing() {
 }
 
 #[test]
+fn a_damaged_state_never_adds_evidence() {
+    // Fewer components than now (an older rollwise), or values that are not
+    // numbers: the missing ones start now, the broken ones count as none.
+    let a = first(c(1000.0, 10.0), c(10_000.0, 100.0), Tolerance::ZERO);
+    let mut damaged = a.state.clone();
+    damaged.harm.truncate(4);
+    damaged.fine = vec![f64::NAN; COMPONENTS];
+    let b = evaluate(
+        &damaged,
+        c(2000.0, 20.0),
+        c(20_000.0, 200.0),
+        Tolerance::ZERO,
+        0.99,
+    )
+    .unwrap();
+    assert_eq!(b.state.harm.len(), COMPONENTS);
+    assert!(b.state.harm.iter().all(|l| l.is_finite()));
+    assert!(b.fine <= 1e-300, "{}", b.fine);
+}
+
+#[test]
 fn huge_counts_do_not_overflow() {
     let ev = first(c(1e12, 5e10), c(1e13, 1e11), Tolerance::ZERO);
     assert_eq!(ev.outcome, Outcome::Harm);
