@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::analysis::{MetricsProvider, ProviderError, QueryOutcome};
 use crate::controller::ProviderFactory;
+use crate::simulate::rng::Rng;
 
 /// The query window of the simulated error-rate query.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -26,7 +27,7 @@ struct Series {
 }
 
 struct State {
-    rng: u64,
+    rng: Rng,
     rps: f64,
     error_rates: HashMap<String, f64>,
     series: HashMap<String, Series>,
@@ -41,7 +42,7 @@ pub struct Traffic(Arc<Mutex<State>>);
 impl Traffic {
     pub fn new(seed: u64, rps: f64, now: Timestamp) -> Self {
         Traffic(Arc::new(Mutex::new(State {
-            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            rng: Rng::new(seed),
             rps,
             error_rates: HashMap::new(),
             series: HashMap::new(),
@@ -79,14 +80,9 @@ impl Traffic {
         let requests = s.rps * dt.as_secs_f64();
         for (service, w) in weights {
             let expected = requests * (*w).max(0) as f64 / total as f64;
-            let n = expected.floor() as u64 + u64::from(next_f64(&mut s.rng) < expected.fract());
+            let n = expected.floor() as u64 + u64::from(s.rng.uniform() < expected.fract());
             let p = s.error_rates.get(service).copied().unwrap_or(0.0);
-            let mut failures = 0;
-            for _ in 0..n {
-                if next_f64(&mut s.rng) < p {
-                    failures += 1;
-                }
-            }
+            let failures = s.rng.binomial(n, p);
             let series = s.series.entry(service.clone()).or_default();
             series.buckets.push_back((now, n, failures));
             series.total_requests += n;
@@ -145,16 +141,6 @@ impl Traffic {
     pub fn providers(&self) -> Arc<dyn ProviderFactory> {
         Arc::new(SimulatedProviders(self.clone()))
     }
-}
-
-fn next_f64(state: &mut u64) -> f64 {
-    // xorshift64*
-    let mut x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The `service="..."` label value of a rendered query.

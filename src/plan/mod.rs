@@ -649,17 +649,14 @@ fn record_analysis(
             max,
         });
         // Roll back *before* the budget is spent: when what is used plus
-        // what the next interval will likely cost at this weight reaches it.
-        // The projection uses the point estimate of the excess rate, which
-        // is noisy while canary failures are few: it is counted twice, so a
-        // budget is not overshot by one unlucky interval.
+        // what the next interval could cost at this weight reaches it.
         let next = projected_extra(plan, st, round.at, st.canary_weight.clamp(0, 100) as u8)
             .unwrap_or(0.0);
-        if rollback.is_none() && used + 2.0 * next >= max {
+        if rollback.is_none() && used + next >= max {
             rollback = Some((
                 "BudgetExhausted",
                 format!(
-                    "the canary has caused about {} extra failed requests (upper bound {}) and would cause about {} more in the next {}; budget {}",
+                    "the canary has caused about {} extra failed requests (upper bound {}) and could cause up to {} more in the next {}; budget {}",
                     fmt_num(used),
                     fmt_num(upper),
                     fmt_num(next),
@@ -819,10 +816,12 @@ fn state_to_status(s: &sequential::State, basis: String) -> EvidenceState {
     }
 }
 
-/// Extra failed requests the canary would likely cause in the next
-/// interval at `weight` percent, from the latest comparisons (point
-/// estimates; the traffic rate is that of both sides together, so a weight
-/// just raised is accounted for).
+/// Extra failed requests the canary could cause in the next interval at
+/// `weight` percent, from the latest comparisons: twice the point estimate
+/// (the excess rate is noisy while failures are few, and the next look may
+/// come a little late) plus three standard deviations of the interval's own
+/// canary failures (one unlucky interval). The traffic rate is that of both
+/// sides together, so a weight just raised is accounted for.
 fn projected_extra(plan: &Plan, st: &RolloutStatus, now: Timestamp, weight: u8) -> Option<f64> {
     let since = st.canary_traffic_since.as_ref()?.0;
     // The counts cover the window up to the latest analysis round.
@@ -834,7 +833,12 @@ fn projected_extra(plan: &Plan, st: &RolloutStatus, now: Timestamp, weight: u8) 
         .map(|c| {
             let total_rate = (c.canary_requests + c.stable_requests) / window;
             let per_interval = total_rate * plan.interval.as_secs_f64() * weight as f64 / 100.0;
-            per_interval * (c.canary_rate - c.stable_rate).max(0.0)
+            let excess = (c.canary_rate - c.stable_rate).max(0.0);
+            if excess > 0.0 {
+                2.0 * per_interval * excess + 3.0 * (per_interval * c.canary_rate).sqrt()
+            } else {
+                0.0
+            }
         })
         .reduce(f64::max)
 }
@@ -927,12 +931,11 @@ fn budget_guard(
         return None;
     }
     let used = st.budget.as_ref().map(|b| b.used).unwrap_or(0.0);
-    // Counted twice, as for the rollback rule: the estimate is noisy, and
-    // the next check may come a little later than one interval.
-    let next = 2.0 * projected_extra(plan, st, now, to)?;
+    // The same projection as the rollback rule's, at the raised weight.
+    let next = projected_extra(plan, st, now, to)?;
     (used + next >= max).then(|| {
         format!(
-            "holding at {from}%: at {to}% the canary would likely cause about {} more extra failed requests in the next {} (used {} of {})",
+            "holding at {from}%: at {to}% the canary could cause up to {} more extra failed requests in the next {} (used {} of {})",
             fmt_num(next),
             human(plan.interval),
             fmt_num(used),
