@@ -707,11 +707,12 @@ async fn thin_evidence_holds_and_status_says_how_many_requests_each_side_served(
 async fn the_exposure_budget_rolls_back_and_is_shown_in_status() {
     let sim = Sim::standard(23).await.unwrap();
     sim.traffic.set_rps(400.0);
-    // Worse than stable but under the 2% threshold metric and within a
-    // loose tolerance: only the budget stops it.
+    // Worse than stable but within a loose tolerance: only the budget stops
+    // it. (Without the standard threshold metric: 1.5% against its 2% over
+    // one minute fails now and then by chance, which is not this test.)
     sim.traffic.set_error_rate("checkout-v1", 0.002);
     sim.traffic.set_error_rate("checkout-v2", 0.015);
-    let patch = json!({"spec": {"analysis": {"maxExtraFailures": 40, "compare": [{
+    let patch = json!({"spec": {"analysis": {"metrics": [], "maxExtraFailures": 40, "compare": [{
         "name": "http-errors",
         "requests": "sum(increase(http_requests_total{service=\"{{service}}\"}[{{window}}]))",
         "failures": "sum(increase(http_requests_total{service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
