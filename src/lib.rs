@@ -26,6 +26,14 @@ pub mod traffic;
 
 pub use controller::{Error, Result};
 
+/// FNV-1a, 64 bits: stable across runs and builds (unlike `RandomState`),
+/// for names and fingerprints that must not change between releases.
+pub fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Choose the process-wide TLS crypto provider (ring). The build contains
 /// two rustls backends (kube uses ring, the Prometheus client's reqwest
 /// brings aws-lc-rs); without an explicit choice, the first HTTPS connection

@@ -244,8 +244,8 @@ pub struct State {
     pub fine: Vec<f64>,
 }
 
-/// KL divergence of Bernoulli(q) from Bernoulli(r).
-fn kl(q: f64, r: f64) -> f64 {
+/// KL divergence of Bernoulli(q) from Bernoulli(r): `KL(q‖r)`.
+pub fn kl(q: f64, r: f64) -> f64 {
     let term = |x: f64, y: f64| if x <= 0.0 { 0.0 } else { x * (x / y).ln() };
     term(q, r) + term(1.0 - q, 1.0 - r)
 }

@@ -777,16 +777,12 @@ fn round_evidence(v: f64) -> f64 {
 
 /// The tolerance and a digest (FNV-1a, 64 bits) of the two queries.
 fn evidence_basis(cmp: &crate::api::PlanCompare) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in cmp
-        .requests
-        .bytes()
-        .chain([0u8])
-        .chain(cmp.failures.bytes())
-    {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{} {h:016x}", cmp.tolerance.describe())
+    let queries = format!("{}\0{}", cmp.requests, cmp.failures);
+    format!(
+        "{} {:016x}",
+        cmp.tolerance.describe(),
+        crate::fnv1a(&queries)
+    )
 }
 
 fn state_from_status(s: &EvidenceState) -> sequential::State {

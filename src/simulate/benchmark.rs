@@ -110,9 +110,8 @@ pub const WALD_BETA: f64 = 0.1;
 /// `E[N] = ((1−β)·ln((1−β)/α) + β·ln(β/(1−α))) / KL(p1‖p0)`,
 /// `KL(p1‖p0) = p1·ln(p1/p0) + (1−p1)·ln((1−p1)/(1−p0))`.
 pub fn wald_expected_n(p1: f64, p0: f64, alpha: f64, beta: f64) -> f64 {
-    let kl = p1 * (p1 / p0).ln() + (1.0 - p1) * ((1.0 - p1) / (1.0 - p0)).ln();
     let numerator = (1.0 - beta) * ((1.0 - beta) / alpha).ln() + beta * (beta / (1.0 - alpha)).ln();
-    numerator / kl
+    numerator / crate::analysis::sequential::kl(p1, p0)
 }
 
 /// One scenario's results: a distribution per policy.

@@ -171,7 +171,7 @@ pub fn canary_ingress_name(ingress: &str, canary_service: &str) -> String {
     if full.len() <= MAX_NAME {
         return full;
     }
-    let suffix = format!("-{:08x}-canary", fnv1a(&full) as u32);
+    let suffix = format!("-{:08x}-canary", crate::fnv1a(&full) as u32);
     let base = format!("{ingress}-{canary_service}");
     format!("{}{suffix}", shorten(&base, MAX_NAME - suffix.len()))
 }
@@ -182,7 +182,7 @@ fn label_value(value: &str) -> String {
     if value.len() <= MAX_LABEL_VALUE {
         return value.to_owned();
     }
-    let suffix = format!("-{:08x}", fnv1a(value) as u32);
+    let suffix = format!("-{:08x}", crate::fnv1a(value) as u32);
     format!("{}{suffix}", shorten(value, MAX_LABEL_VALUE - suffix.len()))
 }
 
@@ -194,13 +194,6 @@ fn shorten(s: &str, max: usize) -> &str {
         end -= 1;
     }
     s[..end].trim_end_matches(['-', '.', '_'])
-}
-
-/// FNV-1a, 64 bits: stable across runs and builds (unlike `RandomState`).
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 impl NginxRouter {
