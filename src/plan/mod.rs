@@ -544,31 +544,21 @@ fn record_analysis(
     let mut budget: Option<(f64, f64, f64)> = None; // (used, upper, canary requests)
     for cmp in &plan.compare {
         let outcome = round.comparisons.iter().find(|o| o.name == cmp.name);
-        // The previous look of this comparison: its running evidence
-        // carries over; a look without counts keeps it (and its counts).
+        // The previous look of this comparison: its counts, evidence and
+        // running state carry over (a look without counts keeps them); what
+        // belongs to this look is set here or below.
         let prev = st.comparisons.iter().find(|c| c.name == cmp.name);
         let mut cs = ComparisonStatus {
             name: cmp.name.clone(),
             tolerance: cmp.tolerance.describe(),
             confidence: plan.confidence,
-            evidence_bar: 1.0 / (1.0 - plan.confidence),
+            evidence_bar: round_evidence(1.0 / (1.0 - plan.confidence)),
             measured_at: Some(time(round.at)),
-            ..Default::default()
+            verdict: String::new(),
+            message: String::new(),
+            more_requests_needed: None,
+            ..prev.cloned().unwrap_or_default()
         };
-        if let Some(p) = prev {
-            cs.canary_requests = p.canary_requests;
-            cs.canary_failures = p.canary_failures;
-            cs.canary_rate = p.canary_rate;
-            cs.stable_requests = p.stable_requests;
-            cs.stable_failures = p.stable_failures;
-            cs.stable_rate = p.stable_rate;
-            cs.excess = p.excess;
-            cs.excess_lower = p.excess_lower;
-            cs.excess_upper = p.excess_upper;
-            cs.harm_evidence = p.harm_evidence;
-            cs.fine_evidence = p.fine_evidence;
-            cs.state = p.state.clone();
-        }
         // Evidence gathered for another tolerance or other queries is no
         // evidence for this comparison: it starts over.
         let basis = evidence_basis(cmp);
@@ -720,7 +710,6 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: 
     cs.excess_upper = ev.excess_upper;
     cs.harm_evidence = round_evidence(ev.harm);
     cs.fine_evidence = round_evidence(ev.fine);
-    cs.evidence_bar = round_evidence(ev.bar);
     cs.state = Some(state_to_status(&ev.state, basis));
     cs.more_requests_needed = ev
         .more_requests_needed

@@ -888,6 +888,7 @@ fn reading(results: &[ScenarioResult]) -> String {
     }
     if let Some(t) = by_file("turns-bad.yaml") {
         let d = t.get(PolicyName::Rollwise);
+        let latest = d.promote_times.iter().cloned().reduce(f64::max);
         let _ = writeln!(
             o,
             "- **A canary that turns bad** is judged by rollwise on all its requests since it \
@@ -898,10 +899,10 @@ fn reading(results: &[ScenarioResult]) -> String {
             d.median_time_to_decision.time(),
             d.promoted,
             d.median_time_to_promote.time(),
-            d.latest_promotion
+            latest
                 .map(|s| human(s.round() as u64))
                 .unwrap_or_else(|| "-".into()),
-            match d.latest_promotion {
+            match latest {
                 Some(s) if s <= 600.0 => ": all before the canary turned, while it was still \
                      healthy — no policy can see a fault that starts after the rollout ended."
                     .into(),

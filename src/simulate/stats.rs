@@ -74,8 +74,6 @@ pub struct Distribution {
     pub p90_time_to_decision: Quantile,
     /// Seconds to a promotion, over the promoted runs only.
     pub median_time_to_promote: Quantile,
-    /// The latest promotion, in seconds (None when nothing was promoted).
-    pub latest_promotion: Option<f64>,
     /// Every promoted run's time to promote, in seconds.
     pub promote_times: Vec<f64>,
     /// Failed requests served by the canary until the decision.
@@ -143,7 +141,6 @@ impl Distribution {
             median_time_to_decision: quantile(&decided, undecided, limit, 0.5),
             p90_time_to_decision: quantile(&decided, undecided, limit, 0.9),
             median_time_to_promote: quantile(&promote_times, 0, limit, 0.5),
-            latest_promotion: promote_times.iter().cloned().reduce(f64::max),
             promote_times: promote_times.clone(),
             median_failed_canary_requests: quantile(&failed, 0, limit, 0.5),
             p90_failed_canary_requests: quantile(&failed, 0, limit, 0.9),
