@@ -204,8 +204,8 @@ pub enum Outcome {
 impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Harm => "Harm",
-            Outcome::Fine => "Fine",
+            Outcome::Harm => crate::api::COMPARISON_HARM,
+            Outcome::Fine => crate::api::COMPARISON_FINE,
             Outcome::Inconclusive => "Inconclusive",
         }
     }

@@ -565,6 +565,43 @@ impl Verdict {
             Verdict::Inconclusive => "Inconclusive",
         }
     }
+
+    /// The verdict a status string names (None for "" or anything else).
+    pub fn parse(s: &str) -> Option<Verdict> {
+        [
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::NoData,
+            Verdict::Error,
+            Verdict::Inconclusive,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    /// How a comparison shows this verdict: a passing comparison is `Fine`,
+    /// a failing one `Harm`.
+    pub fn comparison_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => COMPARISON_FINE,
+            Verdict::Fail => COMPARISON_HARM,
+            v => v.as_str(),
+        }
+    }
+}
+
+/// A comparison's verdict when the evidence says the canary is within
+/// tolerance / worse than tolerated.
+pub const COMPARISON_FINE: &str = "Fine";
+pub const COMPARISON_HARM: &str = "Harm";
+
+impl ComparisonStatus {
+    pub fn is_fine(&self) -> bool {
+        self.verdict == COMPARISON_FINE
+    }
+    pub fn is_harm(&self) -> bool {
+        self.verdict == COMPARISON_HARM
+    }
 }
 
 /// Observed state. Everything the engine needs to resume lives here.

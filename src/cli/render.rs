@@ -548,7 +548,7 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
             }
         }
         for c in &st.comparisons {
-            if c.verdict != "Fine" && !c.message.is_empty() {
+            if !c.is_fine() && !c.message.is_empty() {
                 o.push_str(&wrap(
                     &format!("{}: {}", c.name, c.message),
                     "  ",

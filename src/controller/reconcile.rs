@@ -480,13 +480,7 @@ fn record_metrics(
             m.budget.with_label_values(&[ns, name, "max"]).set(b.max);
         }
         for s in &next.analysis {
-            let v = match s.verdict.as_str() {
-                "Pass" => Verdict::Pass,
-                "Fail" => Verdict::Fail,
-                "NoData" => Verdict::NoData,
-                "Inconclusive" => Verdict::Inconclusive,
-                _ => Verdict::Error,
-            };
+            let v = Verdict::parse(&s.verdict).unwrap_or(Verdict::Error);
             m.verdicts.with_label_values(&[v.as_str()]).inc();
         }
     }

@@ -615,11 +615,7 @@ fn record_analysis(
                 }
             }
         };
-        cs.verdict = match verdict {
-            Verdict::Fail => "Harm".into(),
-            Verdict::Pass => "Fine".into(),
-            v => v.as_str().into(),
-        };
+        cs.verdict = verdict.comparison_str().into();
         any_error |= verdict == Verdict::Error;
         round_verdict = worst(round_verdict, verdict);
         comparisons.push(cs);
@@ -855,18 +851,22 @@ fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'stati
             .chain(
                 st.comparisons
                     .iter()
-                    .filter(|c| c.verdict != "Fine")
+                    .filter(|c| !c.is_fine())
                     .map(|c| format!("{}: {}", c.name, c.message)),
             )
             .collect::<Vec<_>>()
             .join("; ")
     };
-    match st.verdict.as_str() {
-        "Pass" if st.passes_in_step > 0 => None,
-        "Inconclusive" => Some(("NotEnoughEvidence", format!("holding: {}", summary()))),
-        "NoData" => Some(("WaitingForData", format!("waiting for data: {}", summary()))),
-        "Error" => Some(("MetricsError", format!("holding: {}", summary()))),
-        "Fail" => Some((
+    match Verdict::parse(&st.verdict) {
+        Some(Verdict::Pass) if st.passes_in_step > 0 => None,
+        Some(Verdict::Inconclusive) => {
+            Some(("NotEnoughEvidence", format!("holding: {}", summary())))
+        }
+        Some(Verdict::NoData) => {
+            Some(("WaitingForData", format!("waiting for data: {}", summary())))
+        }
+        Some(Verdict::Error) => Some(("MetricsError", format!("holding: {}", summary()))),
+        Some(Verdict::Fail) => Some((
             "WaitingForPass",
             format!(
                 "holding after a failed evaluation (within its limit): {}",
@@ -899,7 +899,7 @@ fn evidence_fine(plan: &Plan, st: &RolloutStatus) -> bool {
         && st.passes_in_step > 0
         && st.verdict == Verdict::Pass.as_str()
         && st.comparisons.len() == plan.compare.len()
-        && st.comparisons.iter().all(|c| c.verdict == "Fine")
+        && st.comparisons.iter().all(ComparisonStatus::is_fine)
 }
 
 /// Why raising the weight from `from` to `to` would likely exhaust the

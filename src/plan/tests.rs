@@ -1154,3 +1154,25 @@ proptest! {
         prop_assert_eq!(seen, expected);
     }
 }
+
+#[test]
+fn verdicts_round_trip_through_their_status_strings() {
+    for v in [
+        Verdict::Pass,
+        Verdict::Fail,
+        Verdict::NoData,
+        Verdict::Error,
+        Verdict::Inconclusive,
+    ] {
+        assert_eq!(Verdict::parse(v.as_str()), Some(v));
+    }
+    assert_eq!(Verdict::parse(""), None);
+    assert_eq!(
+        Verdict::parse("Fine"),
+        None,
+        "a comparison's word, not a verdict"
+    );
+    assert_eq!(Verdict::Pass.comparison_str(), "Fine");
+    assert_eq!(Verdict::Fail.comparison_str(), "Harm");
+    assert_eq!(Verdict::NoData.comparison_str(), "NoData");
+}

@@ -15,7 +15,7 @@ use super::world::{Event, Mark, Policy, Traffic, Verdict};
 use crate::analysis::{
     CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, fmt_num, fmt_pct,
 };
-use crate::api::{Phase, Plan, RolloutStatus};
+use crate::api::{ComparisonStatus, Phase, Plan, RolloutStatus};
 use crate::plan::{
     AnalysisRound, DecisionKind, Observation, Readiness, analysis_due, decide, human,
 };
@@ -193,7 +193,7 @@ impl Policy for Rollwise {
     fn conclusive(&self) -> bool {
         let c = &self.status.comparisons;
         !c.is_empty()
-            && (c.iter().all(|c| c.verdict == "Fine") || c.iter().any(|c| c.verdict == "Harm"))
+            && (c.iter().all(ComparisonStatus::is_fine) || c.iter().any(ComparisonStatus::is_harm))
     }
 }
 
