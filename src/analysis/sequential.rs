@@ -362,13 +362,12 @@ pub struct Evidence {
     /// may come while it still contains 0.
     pub excess_lower: f64,
     pub excess_upper: f64,
-    /// The e-values (likelihood ratios, see the module docs): how many times
+    /// The e-values (likelihood ratios, see the module docs; the bar both
+    /// must reach is `1 / (1 - confidence)`): how many times
     /// more likely the data are if the canary is worse than tolerated than
     /// if it is within tolerance (`harm`), and the other way round (`fine`).
     pub harm: f64,
     pub fine: f64,
-    /// The bar both must reach: `1 / (1 - confidence)`.
-    pub bar: f64,
     pub outcome: Outcome,
     /// Failures the canary caused beyond the stable rate: point estimate
     /// and upper bound.
@@ -480,7 +479,6 @@ pub fn evaluate(
         excess_upper: uc - tolerance.allowed(ls),
         harm: ln_harm.exp().min(MAX_SHOWN),
         fine: ln_fine.exp().min(MAX_SHOWN),
-        bar: 1.0 / alpha,
         outcome,
         extra_failures,
         extra_failures_upper,

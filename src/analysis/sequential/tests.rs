@@ -98,7 +98,7 @@ fn ten_times_the_error_rate_is_harm_after_few_requests() {
     // stable 0.5%, canary 5%: 300 canary requests with 15 failures.
     let ev = first(c(300.0, 15.0), c(5700.0, 28.0), Tolerance::ZERO);
     assert_eq!(ev.outcome, Outcome::Harm, "{ev:?}");
-    assert!(ev.harm >= ev.bar && (ev.bar - 100.0).abs() < 1e-9, "{ev:?}");
+    assert!(ev.harm >= 100.0, "the bar at confidence 0.99: {ev:?}");
     assert!(ev.extra_failures > 12.0 && ev.extra_failures_upper >= ev.extra_failures);
     // The interval for people contains the point estimate; here it is
     // already above 0.
