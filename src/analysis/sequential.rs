@@ -232,17 +232,9 @@ fn rho(harm: bool, i: usize) -> f64 {
 /// first batch, and little (see [`batch_log_e`]).
 const FIRST_STABLE_GUESS: f64 = 0.01;
 
-/// The running evidence of one comparison, kept in status between looks.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct State {
-    /// Cumulative counts already taken into account.
-    pub canary: Counts,
-    pub stable: Counts,
-    /// `ln` of each harm component's running product (empty: all 0).
-    pub harm: Vec<f64>,
-    /// `ln` of each fine component's running product.
-    pub fine: Vec<f64>,
-}
+/// The running evidence of one comparison is kept in status between looks
+/// as it is (`basis` is the caller's: what the evidence was gathered for).
+pub use crate::api::EvidenceState as State;
 
 /// KL divergence of Bernoulli(q) from Bernoulli(r): `KL(q‖r)`.
 pub fn kl(q: f64, r: f64) -> f64 {
@@ -403,11 +395,19 @@ pub fn evaluate(
         let failures = (now.failures - before.failures).max(0.0).min(requests);
         Counts { requests, failures }
     };
-    let (dc, ds) = (batch(canary, prev.canary), batch(stable, prev.stable));
+    let seen_canary = Counts {
+        requests: prev.canary_requests,
+        failures: prev.canary_failures,
+    };
+    let seen_stable = Counts {
+        requests: prev.stable_requests,
+        failures: prev.stable_failures,
+    };
+    let (dc, ds) = (batch(canary, seen_canary), batch(stable, seen_stable));
     // The alternatives are chosen before the batch is seen: from stable's
     // counts of the earlier looks.
-    let qs = if prev.stable.requests > 0.0 {
-        (prev.stable.failures + 0.5) / (prev.stable.requests + 1.0)
+    let qs = if seen_stable.requests > 0.0 {
+        (seen_stable.failures + 0.5) / (seen_stable.requests + 1.0)
     } else {
         FIRST_STABLE_GUESS
     };
@@ -437,14 +437,11 @@ pub fn evaluate(
             .collect()
     };
     let state = State {
-        canary: Counts {
-            requests: prev.canary.requests.max(canary.requests),
-            failures: prev.canary.failures.max(canary.failures),
-        },
-        stable: Counts {
-            requests: prev.stable.requests.max(stable.requests),
-            failures: prev.stable.failures.max(stable.failures),
-        },
+        basis: prev.basis.clone(),
+        canary_requests: seen_canary.requests.max(canary.requests),
+        canary_failures: seen_canary.failures.max(canary.failures),
+        stable_requests: seen_stable.requests.max(stable.requests),
+        stable_failures: seen_stable.failures.max(stable.failures),
         harm: update(true, &prev.harm),
         fine: update(false, &prev.fine),
     };

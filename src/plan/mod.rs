@@ -565,7 +565,7 @@ fn record_analysis(
         let prev_state = prev
             .and_then(|p| p.state.as_ref())
             .filter(|s| s.basis == basis)
-            .map(state_from_status)
+            .cloned()
             .unwrap_or_default();
         let verdict = match outcome.map(|o| (&o.canary, &o.stable)) {
             None => {
@@ -706,7 +706,10 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: 
     cs.excess_upper = ev.excess_upper;
     cs.harm_evidence = round_evidence(ev.harm);
     cs.fine_evidence = round_evidence(ev.fine);
-    cs.state = Some(state_to_status(&ev.state, basis));
+    cs.state = Some(EvidenceState {
+        basis,
+        ..ev.state.clone()
+    });
     cs.more_requests_needed = ev
         .more_requests_needed
         .map(|n| n.min(i64::MAX as u64) as i64);
@@ -768,33 +771,6 @@ fn evidence_basis(cmp: &crate::api::PlanCompare) -> String {
         cmp.tolerance.describe(),
         crate::fnv1a(&queries)
     )
-}
-
-fn state_from_status(s: &EvidenceState) -> sequential::State {
-    sequential::State {
-        canary: sequential::Counts {
-            requests: s.canary_requests,
-            failures: s.canary_failures,
-        },
-        stable: sequential::Counts {
-            requests: s.stable_requests,
-            failures: s.stable_failures,
-        },
-        harm: s.harm.clone(),
-        fine: s.fine.clone(),
-    }
-}
-
-fn state_to_status(s: &sequential::State, basis: String) -> EvidenceState {
-    EvidenceState {
-        basis,
-        canary_requests: s.canary.requests,
-        canary_failures: s.canary.failures,
-        stable_requests: s.stable.requests,
-        stable_failures: s.stable.failures,
-        harm: s.harm.clone(),
-        fine: s.fine.clone(),
-    }
 }
 
 /// Extra failed requests the canary could cause in the next interval at

@@ -139,7 +139,7 @@ fn evidence_accumulates_across_looks() {
         sf += 11.0;
         let ev = evaluate(&st, c(cn, cf), c(sn, sf), tol(0.005), 0.99).unwrap();
         assert_eq!(
-            ev.state.canary,
+            c(ev.state.canary_requests, ev.state.canary_failures),
             c(cn, cf),
             "the state has taken the look in"
         );
@@ -173,7 +173,10 @@ fn a_dip_in_the_totals_adds_no_batch_and_loses_nothing() {
     .unwrap();
     assert_eq!(b.state.harm, a.state.harm);
     assert_eq!(b.state.fine, a.state.fine);
-    assert_eq!(b.state.canary, c(1000.0, 10.0));
+    assert_eq!(
+        (b.state.canary_requests, b.state.canary_failures),
+        (1000.0, 10.0)
+    );
     assert_ne!(b.outcome, Outcome::Harm);
 }
 
