@@ -22,12 +22,12 @@
 //! previous look) is the likelihood ratio of an alternative `(qc, qs)`
 //! against the point of the boundary closest to it in Kullback–Leibler
 //! divergence, weighted by the batch's request counts (its *projection*,
-//! [`batch_factors`] shows why that makes it an e-value for every point of
+//! `batch_factors` shows why that makes it an e-value for every point of
 //! the boundary at once). So stable's unknown rate costs nothing but what
 //! the data say about it: no union bound, no plug-in.
 //!
 //! The alternative is not known, so each test is an equal-weight mixture of
-//! [`COMPONENTS`] products, each with its own alternative `qc = ρ·(k·qs + a)`
+//! `COMPONENTS` products, each with its own alternative `qc = ρ·(k·qs + a)`
 //! (log-spaced `ρ` from 1.1 to 30 for harm, from 0.95 down to 0.05 for
 //! fine). `qs` is stable's rate estimated from the *earlier* looks, chosen
 //! before the batch is seen, as a likelihood ratio's alternative must be.
@@ -229,7 +229,7 @@ fn rho(harm: bool, i: usize) -> f64 {
 
 /// The stable rate assumed for the first batch, before stable has served
 /// anything. Any value keeps the test valid; it only affects the power of the
-/// first batch, and little (see [`batch_log_e`]).
+/// first batch, and little (see `batch_log_e`).
 const FIRST_STABLE_GUESS: f64 = 0.01;
 
 /// The running evidence of one comparison is kept in status between looks
