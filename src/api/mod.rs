@@ -3,7 +3,7 @@
 //!
 //! Durations are kept as strings in the spec (`"30s"`, `"2m"`): a typo must
 //! never make the object undeserializable for the operator, it must become a
-//! status condition naming the field (see [`validate`]).
+//! status condition naming the field (see [`validate()`]).
 
 mod spec_status;
 pub mod validate;

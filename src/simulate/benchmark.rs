@@ -120,7 +120,7 @@ pub struct ScenarioResult {
     pub kind: Kind,
     pub scenario: Scenario,
     pub by_policy: Vec<Distribution>,
-    /// Wald's E[N] for the canary's constant rate against stable + tolerance.
+    /// Wald's `E[N]` for the canary's constant rate against stable + tolerance.
     pub wald: Option<f64>,
 }
 

@@ -1,6 +1,6 @@
 //! `rollwise simulate`: replay a Rollout's plan against synthetic or
 //! recorded traffic with a virtual clock, with the very same engine the
-//! operator runs ([`crate::api::validate`], [`crate::plan::decide`], the
+//! operator runs ([`crate::api::validate()`], [`crate::plan::decide`], the
 //! sequential comparison), and show when it would promote or roll back —
 //! as a timeline, a summary, JSON or an SVG chart. The decision rules that
 //! Flagger and Argo Rollouts document run on the same traffic for
