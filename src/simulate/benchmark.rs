@@ -886,32 +886,40 @@ fn reading(results: &[ScenarioResult]) -> String {
             l.get(PolicyName::Argo).median_time_to_promote.time(),
         );
     }
-    if let Some(t) = by_file("turns-bad.yaml") {
+    // When the canary of the turns-bad scenario turns: the first second its
+    // error rate differs from its first.
+    let turned = |sc: &Scenario| {
+        (1..sc.duration).find(|&t| sc.canary_error_rate(t) != sc.canary_error_rate(0))
+    };
+    if let Some((t, turn)) =
+        by_file("turns-bad.yaml").and_then(|t| turned(&t.scenario).map(|turn| (t, turn)))
+    {
         let d = t.get(PolicyName::Rollwise);
         let latest = d.promote_times.iter().cloned().reduce(f64::max);
+        let after = d.promote_times.iter().filter(|s| **s > turn as f64).count();
         let _ = writeln!(
             o,
             "- **A canary that turns bad** is judged by rollwise on all its requests since it \
              first got traffic, so the good first minutes weigh against the later errors: it rolled \
-             back {} of them after a median {} (the canary turned at 10m). It promoted {} (median \
+             back {} of them after a median {} (the canary turned at {}). It promoted {} (median \
              time to promote {}, the latest at {}){} Flagger took {}, Argo {}.",
             fmt_pct(d.rollback_rate),
             d.median_time_to_decision.time(),
+            human(turn),
             d.promoted,
             d.median_time_to_promote.time(),
             latest
                 .map(|s| human(s.round() as u64))
                 .unwrap_or_else(|| "-".into()),
-            match latest {
-                Some(s) if s <= 600.0 => ": all before the canary turned, while it was still \
-                     healthy — no policy can see a fault that starts after the rollout ended."
+            match (latest, after) {
+                (None, _) => ".".into(),
+                (Some(_), 0) => ": all before the canary turned, while it was still healthy — no \
+                     policy can see a fault that starts after the rollout ended."
                     .into(),
-                Some(_) => format!(
-                    ": {} of them after the canary turned, on evidence gathered while it was \
-                     healthy that the first bad seconds had not yet outweighed.",
-                    d.promote_times.iter().filter(|s| **s > 600.0).count()
+                (Some(_), n) => format!(
+                    ": {n} of them after the canary turned, on evidence gathered while it was \
+                     healthy that the first bad seconds had not yet outweighed."
                 ),
-                None => ".".into(),
             },
             t.get(PolicyName::Flagger).median_time_to_decision.time(),
             t.get(PolicyName::Argo).median_time_to_decision.time(),
