@@ -1,4 +1,5 @@
 //! Support code shared by the integration tests (`mod common;` in a test file).
 
+pub mod cluster;
 pub mod prometheus;
 pub mod routers;
