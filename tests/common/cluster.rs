@@ -65,6 +65,9 @@ pub const POLL: Duration = Duration::from_millis(500);
 pub const CRD_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const OPERATOR_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a Rollout may stay in a terminal phase a wait does not accept
+/// before the wait fails (the operator records a rollback in two writes).
+const TERMINAL_SETTLE: Duration = Duration::from_secs(5);
 /// How long a teardown waits for a running operator to finalize Rollouts
 /// before it strips the finalizer itself.
 const TEARDOWN_FINALIZE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -540,6 +543,7 @@ impl TestNs {
     ) -> Rollout {
         let deadline = Deadline::new(format!("Rollout {name}: {what}"), timeout);
         let mut last_seen = String::new();
+        let mut terminal_since: Option<Instant> = None;
         loop {
             self.check_operators();
             let r = self.rollout(name).await;
@@ -551,13 +555,19 @@ impl TestNs {
             if done(&r) {
                 return r;
             }
-            if let Some(s) = &r.status {
-                assert!(
-                    !s.phase.is_terminal()
-                        || r.metadata.generation.unwrap_or(0) > s.observed_generation,
-                    "Rollout {name} ended in phase {} while waiting for {what}: {summary}",
-                    s.phase.as_str()
-                );
+            // A terminal phase that is not what we wait for fails the wait
+            // once it has settled (a rollback records the phase before it
+            // moves the traffic, and the weight after).
+            let ended = r.status.as_ref().is_some_and(|s| {
+                s.phase.is_terminal() && r.metadata.generation.unwrap_or(0) <= s.observed_generation
+            });
+            match (ended, terminal_since) {
+                (false, _) => terminal_since = None,
+                (true, None) => terminal_since = Some(Instant::now()),
+                (true, Some(t)) => assert!(
+                    t.elapsed() < TERMINAL_SETTLE,
+                    "Rollout {name} ended while waiting for {what}: {summary}"
+                ),
             }
             deadline.wait(summary).await;
         }
