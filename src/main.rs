@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rollwise::controller::{RunConfig, run};
+use rollwise::controller::{RunConfig, run_with};
 use rollwise::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -69,7 +69,10 @@ async fn main() -> ExitCode {
         }
         Command::Run(config) => {
             telemetry::init(cli.log_format, cli.log.as_deref());
-            let client = match kube::Client::try_default().await {
+            let metrics = rollwise::metrics::Metrics::new();
+            let client = match rollwise::controller::counted_client(metrics.kube_requests.clone())
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!(
@@ -78,7 +81,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match run(client, config).await {
+            match run_with(client, metrics, config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rollwise: {e}");

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub comparison_excess: GaugeVec,
     /// Extra failed requests caused by the canary (point, upper) and the budget (max).
     pub budget: GaugeVec,
+    /// The operator's Kubernetes API requests by verb, resource and status
+    /// code (counted by the client, see `controller::counted_client`).
+    pub kube_requests: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -123,8 +126,17 @@ impl Metrics {
             &["namespace", "rollout", "estimate"],
         )
         .expect("static");
+        let kube_requests = IntCounterVec::new(
+            Opts::new(
+                "kube_requests_total",
+                "The operator's Kubernetes API requests by verb, resource and status code",
+            ),
+            &["verb", "resource", "code"],
+        )
+        .expect("static");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(kube_requests.clone()),
             Box::new(errors.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(phase.clone()),
@@ -163,6 +175,7 @@ impl Metrics {
             comparison_evidence,
             comparison_excess,
             budget,
+            kube_requests,
         }
     }
 

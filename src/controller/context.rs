@@ -57,6 +57,9 @@ pub struct Context {
     pub default_prometheus: Option<String>,
     /// Webhook notifications (operator-wide and per Rollout).
     pub notifier: Option<crate::notify::Notifier>,
+    /// What each Rollout depends on, watched (the operator; `None` in tests
+    /// and the demo, which drive reconciles themselves).
+    pub watches: Option<Arc<super::Watches>>,
 }
 
 impl Context {
@@ -70,6 +73,7 @@ impl Context {
             providers: Arc::new(PrometheusProviders::new(Duration::from_secs(10))),
             default_prometheus: None,
             notifier: None,
+            watches: None,
         }
     }
 
@@ -85,6 +89,11 @@ impl Context {
 
     pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
         self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn with_watches(mut self, watches: Arc<super::Watches>) -> Self {
+        self.watches = Some(watches);
         self
     }
 

@@ -3,14 +3,18 @@
 //! [`reconcile`] is the whole loop for one Rollout; it can be called directly
 //! (tests, the demo) or from the kube-runtime `Controller` ([`run`]).
 
+mod client;
 mod context;
 mod observe;
 mod reconcile;
 mod run;
+mod watches;
 
+pub use client::{classify, counted_client};
 pub use context::{Context, PrometheusProviders, ProviderFactory};
 pub use reconcile::{error_policy, reconcile};
-pub use run::{RunConfig, run, trim, trim_meta};
+pub use run::{RunConfig, run, run_with, trim, trim_meta};
+pub use watches::{Trigger, Watches};
 
 /// Errors of the operator's own machinery (a failed canary is not an error:
 /// it is a decision recorded in status).

@@ -17,11 +17,15 @@ use crate::api::{
 };
 use crate::plan::{self, AnalysisRound, DecisionKind, ManualAction, Observation};
 use crate::status::{self, Readiness as SpecReadiness};
-use crate::traffic::{Backends, TrafficError, router_for};
+use crate::traffic::{Backends, TrafficError, router_for, watched_objects};
 
 /// Requeue for a configuration problem we do not watch (a missing Service,
 /// Deployment or route): look again now and then.
 const MISSING_REF_REQUEUE: Duration = Duration::from_secs(30);
+
+/// With the canary's Deployment watched, the timed look while waiting for it
+/// is only a safety net.
+const WATCHED_WAIT_FALLBACK: Duration = Duration::from_secs(300);
 
 /// Reconcile one Rollout. Adds the finalizer first; on deletion returns all
 /// traffic to stable before letting the object go.
@@ -165,6 +169,9 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     };
     ctx.metrics
         .forget(&ns, &r.name_any(), &metric_names, &compare_names);
+    if let Some(w) = &ctx.watches {
+        w.remove(&ns, &r.name_any());
+    }
     Ok(Action::await_change())
 }
 
@@ -417,7 +424,48 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         rollout = %name, namespace = %ns, kind = decision.kind.as_str(), reason = decision.reason,
         weight = next.canary_weight, step = %next.step, "{}", decision.message
     );
-    Ok(Action::requeue(decision.requeue_after))
+    depend_on(ctx, &ns, &r, !next.phase.is_terminal());
+    Ok(next_look(ctx, &decision))
+}
+
+/// Tell the watches what the Rollout depends on now: its routing objects
+/// always (a change made by someone else is put right at once); its
+/// Deployments while the rollout is in progress (it may wait on the canary's
+/// availability) or when the replicas router splits traffic by them.
+fn depend_on(ctx: &Context, ns: &str, r: &Rollout, in_progress: bool) {
+    let Some(w) = &ctx.watches else {
+        return;
+    };
+    let mut deps: super::watches::Dependencies =
+        watched_objects(&r.spec.traffic_routing, &backends(ns, r))
+            .into_iter()
+            .map(|o| (o.resource, o.name))
+            .collect();
+    if in_progress || r.spec.traffic_routing.replicas.is_some() {
+        deps.extend(super::watches::deployments(
+            [&r.spec.stable.deployment, &r.spec.canary.deployment]
+                .into_iter()
+                .flatten(),
+        ));
+    }
+    w.set(ns, &r.name_any(), deps);
+}
+
+/// When to look at the Rollout again. The operator watches what a Rollout
+/// waits on (the Rollout itself, its route, its Deployments): a Rollout with
+/// nothing pending gets no timer at all, and one waiting for its canary only
+/// a long safety net. Without watches (tests, the demo) the engine's timer
+/// is used as it is.
+fn next_look(ctx: &Context, decision: &plan::Decision) -> Action {
+    let after = decision.requeue_after;
+    match &ctx.watches {
+        None => Action::requeue(after),
+        Some(_) if after >= plan::IDLE_REQUEUE => Action::await_change(),
+        Some(_) if decision.reason == plan::WAITING_FOR_CANARY => {
+            Action::requeue(after.max(WATCHED_WAIT_FALLBACK))
+        }
+        Some(_) => Action::requeue(after),
+    }
 }
 
 fn record_metrics(
@@ -580,6 +628,9 @@ async fn invalid(
             .inc();
     }
     tracing::warn!(rollout = %r.name_any(), namespace = ?r.namespace(), reason, "{message}");
+    if let Some(ns) = r.namespace() {
+        depend_on(ctx, &ns, r, true);
+    }
     Ok(action)
 }
 

@@ -129,7 +129,36 @@ fn error_policy_meta(
     super::reconcile::retry_after(&name, meta.metadata.namespace.as_deref(), error, &ctx)
 }
 
+/// What makes a change to a Rollout's metadata worth a reconcile: a new
+/// spec (`generation`), a manual action (the annotation), deletion. Not the
+/// operator's own status writes, which change only the resourceVersion: each
+/// decision is carried out by one reconcile, and the next one comes from its
+/// timer or from a change to what the Rollout waits on.
+fn rollout_trigger(meta: &PartialObjectMeta<Rollout>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let m = &meta.metadata;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.generation.hash(&mut h);
+    m.annotations
+        .as_ref()
+        .and_then(|a| a.get(ACTION_ANNOTATION))
+        .hash(&mut h);
+    m.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// `rollwise run` with a fresh metrics registry.
 pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result<()> {
+    run_with(client, Metrics::new(), config).await
+}
+
+/// `rollwise run`, exporting `metrics` (the binary passes the registry its
+/// client already counts requests in).
+pub async fn run_with(
+    client: kube::Client,
+    metrics: Metrics,
+    config: RunConfig,
+) -> anyhow_like::Result<()> {
     let api: Api<Rollout> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -140,7 +169,6 @@ pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result
             "cannot list rollouts.rollwise.io ({e}); is the CRD installed? kubectl apply -f crds/"
         )));
     }
-    let metrics = Metrics::new();
     let leader_gauge = leader::leader_gauge(&metrics);
     let health = Health::default();
     // Notifications: operator-wide webhook (if any) and per-Rollout ones.
@@ -151,13 +179,16 @@ pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result
         )
     });
     let notifier = crate::notify::Notifier::new(client.clone(), global, &metrics.registry);
+    let (watches, triggers) = super::Watches::new(client.clone(), config.namespace.clone());
+    let triggers: Triggers = Box::pin(triggers);
     let ctx = Arc::new(
         Context::new(client.clone(), metrics.clone(), config.instance.clone())
             .with_default_prometheus(config.default_prometheus.clone())
             .with_providers(Arc::new(super::PrometheusProviders::new(
                 std::time::Duration::from_secs(config.query_timeout_seconds.max(1)),
             )))
-            .with_notifier(notifier),
+            .with_notifier(notifier)
+            .with_watches(watches),
     );
 
     let http = tokio::spawn(http::serve(
@@ -173,12 +204,27 @@ pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result
         "rollwise operator started"
     );
     let result = if config.leader_election {
-        run_elected(client, &config, api, ctx, health, leader_gauge, shutdown).await
+        run_elected(
+            client,
+            &config,
+            (api, triggers),
+            ctx,
+            health,
+            leader_gauge,
+            shutdown,
+        )
+        .await
     } else {
         // No election: this replica always reconciles (it counts as leader).
         health.set_election(Election::Disabled);
         leader_gauge.set(1);
-        let controller = reconcile_until(api, ctx, health, config.concurrency, shutdown.clone());
+        let controller = reconcile_until(
+            (api, triggers),
+            ctx,
+            health,
+            config.concurrency,
+            shutdown.clone(),
+        );
         tokio::select! {
             () = controller => {}
             () = shutdown.clone().forced() => tracing::warn!("forced shutdown"),
@@ -203,7 +249,7 @@ pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result
 async fn run_elected(
     client: kube::Client,
     config: &RunConfig,
-    api: Api<Rollout>,
+    api: (Api<Rollout>, Triggers),
     ctx: Arc<Context>,
     health: Health,
     leader_gauge: prometheus::IntGauge,
@@ -295,8 +341,12 @@ async fn run_elected(
 /// Watch Rollouts (trimmed cache) and run the kube-runtime Controller until
 /// `shutdown` is requested (graceful: in-flight reconciles finish). Dropping
 /// this future stops everything at once, aborting in-flight reconciles.
+/// The Rollouts to watch, and the reconcile requests of the watches on
+/// what they depend on.
+type Triggers = std::pin::Pin<Box<dyn futures::Stream<Item = super::Trigger> + Send>>;
+
 async fn reconcile_until(
-    api: Api<Rollout>,
+    (api, triggers): (Api<Rollout>, Triggers),
     ctx: Arc<Context>,
     health: Health,
     concurrency: u16,
@@ -313,7 +363,8 @@ async fn reconcile_until(
         .default_backoff()
         .modify(trim_meta)
         .reflect(writer)
-        .touched_objects();
+        .touched_objects()
+        .predicate_filter(rollout_trigger, Default::default());
     let synced = {
         let reader = reader.clone();
         let health = health.clone();
@@ -326,6 +377,7 @@ async fn reconcile_until(
         }
     };
     let controller = Controller::for_stream(stream, reader)
+        .reconcile_on(triggers)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.requested())
         .run(reconcile_meta, error_policy_meta, ctx)

@@ -36,10 +36,16 @@ use crate::api::{
 };
 use crate::traffic::{HeaderRoute, Match};
 
-/// Requeue when nothing is pending soon: a periodic drift check.
+/// Requeue when nothing is pending: the Rollout waits for a change (to
+/// itself, its route or its Deployments). The operator watches those and
+/// then sets no timer at all; a driver that does not watch (the demo, tests)
+/// looks again after this long.
 pub const IDLE_REQUEUE: Duration = Duration::from_secs(300);
-/// Requeue while waiting for the canary Deployment to become available.
+/// Requeue while waiting for the canary Deployment to become available
+/// (the operator also watches the Deployment, so this is a safety net).
 pub const READINESS_REQUEUE: Duration = Duration::from_secs(10);
+/// The reason of a decision that waits for the canary to become available.
+pub const WAITING_FOR_CANARY: &str = "WaitingForCanary";
 /// Requeue right after a transition (the next step is carried out at once).
 pub const TRANSITION_REQUEUE: Duration = Duration::from_millis(200);
 /// Requeue after a weight change, to read it back.
@@ -1150,7 +1156,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         );
                         b.finish(
                             DecisionKind::Hold,
-                            "WaitingForCanary",
+                            WAITING_FOR_CANARY,
                             msg,
                             actual,
                             READINESS_REQUEUE,
@@ -1220,7 +1226,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 );
                 return b.finish(
                     DecisionKind::Hold,
-                    "WaitingForCanary",
+                    WAITING_FOR_CANARY,
                     msg,
                     actual,
                     READINESS_REQUEUE,

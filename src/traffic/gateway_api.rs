@@ -189,9 +189,11 @@ impl GatewayApiRouter {
 
     /// Read the route as raw JSON.
     async fn fetch(&self) -> Result<DynamicObject, TrafficError> {
-        bounded("get", self.api.get(&self.route))
+        let obj = bounded("get", self.api.get(&self.route))
             .await
-            .map_err(|e| self.map_api_error(e))
+            .map_err(|e| self.map_api_error(e))?;
+        super::seen::note(KIND, &obj);
+        Ok(obj)
     }
 
     /// Set the stable/canary weights, retrying on conflicts; returns the
@@ -247,6 +249,7 @@ impl GatewayApiRouter {
             .await
             {
                 Ok(written) => {
+                    super::seen::note(KIND, &written);
                     tracing::info!(route = %self.route, what, attempt, "HTTPRoute updated");
                     return Ok(Modified {
                         object: written,

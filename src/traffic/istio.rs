@@ -101,7 +101,7 @@ pub const HEADER_ROUTE_PREFIX: &str = "rollwise-";
 
 const KIND: &str = "VirtualService";
 
-fn resource() -> ApiResource {
+pub(crate) fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.istio.io", "v1", KIND),
         "virtualservices",

@@ -12,6 +12,7 @@ pub mod nginx;
 mod raw;
 pub mod replicas;
 pub mod scale;
+pub mod seen;
 pub mod smi;
 pub mod traefik;
 
@@ -198,6 +199,52 @@ pub trait TrafficRouter: Send + Sync {
             })
         }
     }
+}
+
+/// An object a router reads and writes, by kind and name (in the Rollout's
+/// namespace): the operator watches it (metadata only) so that a change made
+/// by someone else is noticed at once, not at the next timed look.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watched {
+    pub resource: kube::api::ApiResource,
+    pub name: String,
+}
+
+/// The routing objects of the router the spec names (none for `replicas`:
+/// its "route" is the two Deployments, which the controller watches anyway
+/// while it waits on them).
+pub fn watched_objects(routing: &TrafficRouting, backends: &Backends) -> Vec<Watched> {
+    use kube::api::ApiResource;
+    let one = |resource: ApiResource, name: &str| Watched {
+        resource,
+        name: name.to_owned(),
+    };
+    if let Some(g) = &routing.gateway_api {
+        return vec![one(
+            ApiResource::erase::<::gateway_api::apis::standard::httproutes::HttpRoute>(&()),
+            &g.http_route,
+        )];
+    }
+    if let Some(n) = &routing.nginx {
+        let ingress = ApiResource::erase::<k8s_openapi::api::networking::v1::Ingress>(&());
+        return vec![
+            one(ingress.clone(), &n.ingress),
+            one(
+                ingress,
+                &nginx::canary_ingress_name(&n.ingress, &backends.canary_service),
+            ),
+        ];
+    }
+    if let Some(i) = &routing.istio {
+        return vec![one(istio::resource(), &i.virtual_service)];
+    }
+    if let Some(s) = &routing.smi {
+        return vec![one(smi::resource(), &s.traffic_split)];
+    }
+    if let Some(t) = &routing.traefik {
+        return vec![one(traefik::resource(), &t.weighted_service)];
+    }
+    Vec::new()
 }
 
 /// Build the router the spec names.

@@ -17,8 +17,9 @@
 //!   the same ports), and every path (and `defaultBackend`) pointing
 //!   elsewhere is dropped, as is a rule left without paths: the canary
 //!   Ingress carries only the canary;
-//! - annotations: the user's, without `kubectl.kubernetes.io/last-applied-configuration`
-//!   and without any `nginx.ingress.kubernetes.io/canary*` or rollwise
+//! - annotations: the user's, without `kubectl.kubernetes.io/last-applied-configuration`,
+//!   Argo CD's `argocd.argoproj.io/tracking-id` (it names the user's Ingress)
+//!   and any `nginx.ingress.kubernetes.io/canary*` or rollwise
 //!   annotation of the user's, plus `canary: "true"`, `canary-weight: "<w>"`,
 //!   `canary-weight-total: "100"` and, for a header route, the `canary-by-*`
 //!   annotations (below). Only the default annotation prefix
@@ -137,6 +138,10 @@ pub const COOKIE_ALWAYS: &str = "always";
 
 const MANAGED_BY: &str = "rollwise";
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Argo CD's resource-tracking annotation names the object it is on (the
+/// user's Ingress): a copy on the canary Ingress would claim that Argo CD
+/// manages it (and may prune it). Not copied.
+const ARGOCD_TRACKING_ID: &str = "argocd.argoproj.io/tracking-id";
 /// Annotations of the user's Ingress that are not copied as they are.
 const CANARY_PREFIX: &str = "nginx.ingress.kubernetes.io/canary";
 /// The annotations that hold the header-route state.
@@ -218,7 +223,10 @@ impl NginxRouter {
     /// The user's Ingress.
     async fn fetch_user(&self) -> Result<DynamicObject, TrafficError> {
         match bounded("get", self.api.get(&self.ingress)).await {
-            Ok(obj) => Ok(obj),
+            Ok(obj) => {
+                super::seen::note(KIND, &obj);
+                Ok(obj)
+            }
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 Err(TrafficError::RouteNotFound {
                     kind: KIND,
@@ -234,7 +242,12 @@ impl NginxRouter {
     /// that name exists that rollwise did not create.
     async fn fetch_canary(&self) -> Result<Option<DynamicObject>, TrafficError> {
         let canary = match bounded("get", self.api.get_opt(&self.canary)).await {
-            Ok(canary) => canary,
+            Ok(canary) => {
+                if let Some(obj) = &canary {
+                    super::seen::note(KIND, obj);
+                }
+                canary
+            }
             Err(e) => return Err(self.api_error(&self.canary, e)),
         };
         match canary {
@@ -282,6 +295,7 @@ impl NginxRouter {
             .flatten()
             .filter(|(k, _)| {
                 k.as_str() != LAST_APPLIED
+                    && k.as_str() != ARGOCD_TRACKING_ID
                     && !k.starts_with(CANARY_PREFIX)
                     && k.as_str() != HEADER_ROUTE
             })
@@ -438,6 +452,7 @@ impl NginxRouter {
         )
         .await
         .map_err(|e| self.retry_or_fail(e))?;
+        super::seen::note(KIND, &written);
         if desired.is_met_by(&written) {
             tracing::info!(ingress = %self.canary, attempt, "canary Ingress applied");
             return Ok(written);
@@ -466,6 +481,7 @@ impl NginxRouter {
         )
         .await
         .map_err(|e| self.retry_or_fail(e))?;
+        super::seen::note(KIND, &repaired);
         tracing::info!(ingress = %self.canary, attempt, "canary Ingress applied; leftovers removed");
         Ok(repaired)
     }

@@ -57,9 +57,11 @@ impl RawObject {
     }
 
     pub(super) async fn get(&self) -> Result<DynamicObject, TrafficError> {
-        bounded("get", self.api.get(&self.name))
+        let obj = bounded("get", self.api.get(&self.name))
             .await
-            .map_err(|e| self.map_api_error(e))
+            .map_err(|e| self.map_api_error(e))?;
+        super::seen::note(self.kind, &obj);
+        Ok(obj)
     }
 
     /// `None` when the object does not exist (the resource type does).
@@ -141,7 +143,10 @@ impl RawObject {
         result: Result<DynamicObject, kube::Error>,
     ) -> Result<Option<DynamicObject>, TrafficError> {
         match result {
-            Ok(written) => Ok(Some(written)),
+            Ok(written) => {
+                super::seen::note(self.kind, &written);
+                Ok(Some(written))
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 tracing::debug!(kind = self.kind, name = %self.name, message = %status.message, "changed under us");
                 Ok(None)

@@ -75,7 +75,7 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 const KIND: &str = "TrafficSplit";
 const API_VERSION: &str = "split.smi-spec.io/v1alpha2";
 
-fn resource() -> ApiResource {
+pub(crate) fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("split.smi-spec.io", "v1alpha2", KIND),
         "trafficsplits",

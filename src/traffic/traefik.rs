@@ -44,7 +44,7 @@ pub const TRAEFIKSERVICE_CRD: &str = "traefikservices.traefik.io";
 
 const KIND: &str = "TraefikService";
 
-fn resource() -> ApiResource {
+pub(crate) fn resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("traefik.io", "v1alpha1", KIND),
         "traefikservices",
