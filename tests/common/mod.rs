@@ -1,5 +1,6 @@
 //! Support code shared by the integration tests (`mod common;` in a test file).
 
 pub mod cluster;
+pub mod install;
 pub mod prometheus;
 pub mod routers;
