@@ -60,12 +60,8 @@ pub struct RolloutSpec {
     pub blue_green: Option<BlueGreenStrategy>,
     /// The steps. Default: setWeight 5, 33, 50, 100, each followed by a 5m pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
-    // For two setWeight steps a before b: a.setWeight <= b.setWeight. Written
-    // pairwise with indexOf (evaluated only when a pair decreases) because
-    // the Kubernetes 1.28 cost estimator puts `filter(..).map(..).isSorted()`
-    // over 100x the budget and refuses the whole CRD.
-    #[x_kube(validation = Rule::new("self.all(a, !has(a.setWeight) || self.all(b, !has(b.setWeight) || a.setWeight <= b.setWeight || self.indexOf(b) <= self.indexOf(a)))").message("setWeight steps must not decrease"))]
+    #[schemars(length(min = 1, max = MAX_STEPS))]
+    #[x_kube(validation = Rule::new(non_decreasing_weights_rule()).message("setWeight steps must not decrease"))]
     pub steps: Option<Vec<Step>>,
     /// Metrics checked while the canary receives traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +74,32 @@ pub struct RolloutSpec {
     /// the operator-wide webhook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationSpec>,
+}
+
+/// The most steps a Rollout may have (`maxItems` of `spec.steps`).
+pub const MAX_STEPS: usize = 64;
+
+/// The CEL rule "setWeight steps never decrease": for two setWeight steps at
+/// indexes i < j, `steps[i].setWeight <= steps[j].setWeight`.
+///
+/// CEL on Kubernetes 1.28 has no index range, so the indexes are a literal
+/// list `[0, 1, ..., MAX_STEPS - 1]`. The forms that read better do not work:
+/// the 1.28 cost estimator puts `filter(..).map(..).isSorted()` over 100x the
+/// budget and refuses the whole CRD; and position by `indexOf(step)`
+/// compares whole steps (a repeated step such as `[20, 50, 20]` finds the
+/// first copy and passes; a 64-step Rollout with long header-route values
+/// exceeds the runtime cost limit). This form reads integers by index only:
+/// at most 64 x 64 cheap comparisons whatever the steps hold.
+fn non_decreasing_weights_rule() -> String {
+    let indexes = (0..MAX_STEPS)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[{indexes}].all(i, i >= size(self) || !has(self[i].setWeight) || \
+         [{indexes}].all(j, j <= i || j >= size(self) || !has(self[j].setWeight) || \
+         self[i].setWeight <= self[j].setWeight))"
+    )
 }
 
 /// Per-Rollout notification targets.
@@ -126,13 +148,13 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 pub struct VersionRef {
     /// The Service that selects this version's pods.
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("must be a DNS-1035 label (a Service name)"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("must be a Service name: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (a DNS-1035 label)"))]
     #[schemars(length(max = 63))]
     pub service: String,
     /// The Deployment that runs this version (optional): when set, traffic is
     /// only shifted to the canary once it is fully available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$') && size(self) <= 253").message("must be a DNS-1123 subdomain (a Deployment name)"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("must be a Deployment name: dot-separated parts of lowercase letters, digits and '-', each starting and ending with a letter or digit (a DNS-1123 subdomain)"))]
     #[schemars(length(max = 253))]
     pub deployment: Option<String>,
     /// Stable only, opt-in: after a promotion, wait this long (Go duration),
@@ -152,7 +174,7 @@ pub struct VersionRef {
 /// Where traffic is shifted. Exactly one router must be set.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.gatewayAPI), has(self.nginx), has(self.istio), has(self.smi), has(self.traefik), has(self.replicas)].filter(x, x).size() == 1").message("exactly one traffic router must be set"))]
+#[x_kube(validation = Rule::new("[has(self.gatewayAPI), has(self.nginx), has(self.istio), has(self.smi), has(self.traefik), has(self.replicas)].filter(x, x).size() == 1").message("exactly one traffic router must be set (gatewayAPI, nginx, istio, smi, traefik or replicas)"))]
 pub struct TrafficRouting {
     /// Gateway API: weights on the backendRefs of an HTTPRoute.
     #[serde(
@@ -177,6 +199,7 @@ pub struct TrafficRouting {
     /// No router: one Service selects both versions' pods and the split
     /// follows replica counts (the only router that scales Deployments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "empty_object_schema")]
     pub replicas: Option<ReplicasRouting>,
 }
 
@@ -299,7 +322,7 @@ pub struct GatewayApiRouting {
 /// One step: exactly one of `setWeight` or `pause`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.setHeaderRoute)].filter(x, x).size() == 1").message("a step sets exactly one of setWeight, pause or setHeaderRoute"))]
+#[x_kube(validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.setHeaderRoute)].filter(x, x).size() == 1").message("a step sets exactly one of setWeight, pause or setHeaderRoute (a pause until promoted is `pause: {}`)"))]
 pub struct Step {
     /// Send this percentage (0-100) of traffic to the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,7 +342,7 @@ pub struct Step {
 #[serde(rename_all = "camelCase")]
 pub struct HeaderRouteStep {
     #[schemars(length(max = 63))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("route name must be a DNS label"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("route name must be lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (a DNS-1035 label)"))]
     pub name: String,
     /// All must match (AND). Empty or absent: remove the route.
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
@@ -395,7 +418,7 @@ pub struct AnalysisSpec {
     /// there are only `compare` entries (their test is valid at every look,
     /// so looking often costs queries, not false rollbacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("interval must look like 30s, 2m or 1h30m"))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s')").message("interval must be a duration of at least 1s, like 30s, 2m or 1h30m"))]
     #[schemars(length(max = 32))]
     pub interval: Option<String>,
     /// The Prometheus server to query.
@@ -439,16 +462,16 @@ pub struct AnalysisSpec {
 pub struct CompareSpec {
     /// Name shown in status and events.
     #[schemars(length(max = 63))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$')").message("compare name must be 1-63 letters, digits, '-', '_' or '.'"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$')").message("compare name must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     pub name: String,
     /// PromQL counting requests in the window, e.g.
     /// `sum(increase(http_requests_total{service="{{service}}"}[{{window}}]))`.
     #[schemars(length(max = 8192))]
-    #[x_kube(validation = Rule::new("self.contains('{{service}}')").message("the requests query must use {{service}}"))]
+    #[x_kube(validation = Rule::new("self.contains('{{service}}') || self.contains('{{ service }}')").message("the requests query must use {{service}} (it runs once for the canary and once for the stable Service)"))]
     pub requests: String,
     /// PromQL counting failed requests in the same window.
     #[schemars(length(max = 8192))]
-    #[x_kube(validation = Rule::new("self.contains('{{service}}')").message("the failures query must use {{service}}"))]
+    #[x_kube(validation = Rule::new("self.contains('{{service}}') || self.contains('{{ service }}')").message("the failures query must use {{service}} (it runs once for the canary and once for the stable Service)"))]
     pub failures: String,
     /// How much worse the canary may be and still count as fine: an absolute
     /// error rate (`0.005`) or relative to stable (`"20%"`). Default 0.
@@ -474,12 +497,12 @@ pub struct PrometheusSpec {
 #[x_kube(validation = Rule::new("!has(self.max) || !has(self.min) || self.min <= self.max").message("min must not exceed max"))]
 pub struct MetricSpec {
     /// Name shown in status and events.
-    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$') && size(self) <= 63").message("metric name must be 1-63 letters, digits, '-', '_' or '.'"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$')").message("metric name must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     #[schemars(length(max = 63))]
     pub name: String,
     /// PromQL; `{{service}}`, `{{namespace}}` and `{{rollout}}` are replaced
     /// (service = the canary Service).
-    #[x_kube(validation = Rule::new("size(self) > 0").message("query must not be empty"))]
+    #[x_kube(validation = Rule::new("self.matches('\\\\S')").message("query must not be empty"))]
     #[schemars(length(max = 8192))]
     pub query: String,
     /// Highest healthy value (inclusive).
@@ -845,6 +868,19 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
         );
     }
     schema
+}
+
+/// `{}` and nothing else. An object schema without properties cannot be
+/// read by the API server's CEL (`has(self.replicas)` fails with "invalid
+/// object type, expected either Properties or AdditionalProperties"), so it
+/// is declared as a map that may hold no entry.
+fn empty_object_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "additionalProperties": {"type": "string"},
+        "maxProperties": 0
+    })
 }
 
 fn tolerance_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
