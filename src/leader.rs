@@ -31,11 +31,22 @@
 //! successful renewal, while a standby takes over no earlier than `duration`
 //! after it saw that renewal.
 //!
-//! A standby retries every `duration / 5`; it takes over at most about
-//! `duration + 2 × duration / 5` after the leader's last renewal when the
-//! leader dies, and within `duration / 5` when the leader releases the
+//! Every replica also **watches the Lease** (`metadata.name` field
+//! selector), so it does not learn of a change only at its next timer: a
+//! standby notes each renewal as it happens and wakes exactly when the
+//! holder's claim expires, so when the leader dies it takes over at most
+//! `duration` (plus two API round trips) after the leader's last renewal,
+//! that is within `duration` of the death; when the leader releases the
 //! Lease on shutdown ([`LeaderElector::release`]: holder cleared, written
-//! with the `resourceVersion` read, so it never clears another's hold).
+//! with the `resourceVersion` read, so it never clears another's hold) the
+//! standby sees it free and takes it at once; and a leader sees another
+//! holder in the Lease at once, confirms it with a fresh read and reports
+//! the loss. The watch only makes the elector faster: the timers alone are
+//! correct. Without it (say RBAC grants no `watch`; a warning says so) a
+//! standby retries every `duration / 5`, so it sees a renewal up to that
+//! much later and takes over up to `duration + duration / 5` after the
+//! leader's death and within `duration / 5` of a release, and a leader sees
+//! another holder at its next renewal.
 //!
 //! What the operator does on loss (see `controller::run`): it drops the
 //! Controller at once and then **exits non-zero**, so Kubernetes restarts the
@@ -65,17 +76,21 @@
 //!
 //! # RBAC
 //!
-//! In the Lease's namespace: `get`, `create`, `update` on
-//! `leases.coordination.k8s.io`.
+//! In the Lease's namespace: `create`, and `get`, `update`, `watch` on
+//! `leases.coordination.k8s.io` (the last three can be limited to the
+//! Lease's name with `resourceNames`: the watch selects it by name).
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams, WatchEvent, WatchParams};
 use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -281,6 +296,19 @@ pub fn leader_gauge(metrics: &Metrics) -> IntGauge {
     gauge
 }
 
+/// What this replica last saw of the Lease.
+struct Observed {
+    /// Its `resourceVersion`...
+    version: Option<String>,
+    /// ...and when this replica first saw that version (its own clock):
+    /// the holder's claim runs `duration` from here.
+    at: Instant,
+    /// The holder it names (None: free).
+    holder: Option<String>,
+    /// How long the holder's claim lasts (its `leaseDurationSeconds`).
+    duration: Duration,
+}
+
 enum Attempt {
     /// We hold the Lease (acquired or renewed).
     Holding,
@@ -294,8 +322,8 @@ pub struct LeaderElector {
     config: LeaseConfig,
     clock: Arc<dyn Clock>,
     status: watch::Sender<ElectionStatus>,
-    /// The Lease's `resourceVersion` as last seen, and when it was first seen.
-    observed: Option<(Option<String>, Instant)>,
+    /// The Lease as last seen (GET or watch).
+    observed: Option<Observed>,
     /// When the last successful acquire/renew started (while leading).
     last_renew: Option<Instant>,
 }
@@ -450,13 +478,12 @@ impl LeaderElector {
             return Ok(Attempt::Standby { holder });
         }
         if let Some(other) = holder.as_deref().filter(|_| !mine) {
-            let duration = spec
-                .lease_duration_seconds
-                .and_then(|d| u64::try_from(d).ok())
-                .filter(|d| *d > 0)
-                .map(Duration::from_secs)
-                .unwrap_or(self.config.lease_duration);
-            let seen_at = self.observed.as_ref().map_or(started, |(_, at)| *at);
+            let (seen_at, duration) = self
+                .observed
+                .as_ref()
+                .map_or((started, self.config.lease_duration), |o| {
+                    (o.at, o.duration)
+                });
             if seen_at.elapsed() < duration {
                 return Ok(Attempt::Standby { holder });
             }
@@ -488,12 +515,47 @@ impl LeaderElector {
         }
     }
 
-    /// Note the Lease's version; the expiry clock restarts when it changes.
+    /// Note the Lease's version, holder and claim; the expiry clock restarts
+    /// when the version changes. `at` is when this replica learnt of it: an
+    /// old version seen late only makes the claim last longer, never less.
     fn see(&mut self, lease: &Lease, at: Instant) {
-        let rv = lease.metadata.resource_version.clone();
-        match &self.observed {
-            Some((seen, _)) if *seen == rv => {}
-            _ => self.observed = Some((rv, at)),
+        let version = lease.metadata.resource_version.clone();
+        let spec = lease.spec.as_ref();
+        let holder = spec
+            .and_then(|s| s.holder_identity.clone())
+            .filter(|h| !h.is_empty());
+        let duration = spec
+            .and_then(|s| s.lease_duration_seconds)
+            .and_then(|d| u64::try_from(d).ok())
+            .filter(|d| *d > 0)
+            .map_or(self.config.lease_duration, Duration::from_secs);
+        let at = match &self.observed {
+            Some(o) if o.version == version => o.at,
+            _ => at,
+        };
+        self.observed = Some(Observed {
+            version,
+            at,
+            holder,
+            duration,
+        });
+    }
+
+    /// A version of the Lease (or its deletion: `None`) seen on the watch.
+    /// True when it is worth a step now rather than at the next timer: the
+    /// leader sees another holder (or none: the step confirms it with a
+    /// fresh read and reports the loss), a standby sees the Lease free.
+    fn on_watched(&mut self, lease: Option<&Lease>) -> bool {
+        let Some(lease) = lease else {
+            return true;
+        };
+        self.see(lease, Instant::now());
+        let me = self.config.identity.as_str();
+        let holder = self.observed.as_ref().and_then(|o| o.holder.as_deref());
+        if self.is_leader() {
+            holder != Some(me)
+        } else {
+            holder.is_none()
         }
     }
 
@@ -533,11 +595,23 @@ impl LeaderElector {
         }
     }
 
-    /// How long to wait before the next step.
+    /// How long to wait before the next step: the leader renews every renew
+    /// period; a standby retries every retry period, and wakes exactly when
+    /// the holder's claim (as it last saw it) expires if that is sooner.
     fn next_wait(&self) -> Duration {
         match (self.is_leader(), self.last_renew) {
             (true, Some(at)) => self.config.renew_period.saturating_sub(at.elapsed()),
-            _ => self.config.retry_period,
+            _ => {
+                let retry = self.config.retry_period;
+                let expires_in = self
+                    .observed
+                    .as_ref()
+                    .filter(|o| o.holder.as_deref() != Some(self.config.identity.as_str()))
+                    .filter(|o| o.holder.is_some())
+                    .map(|o| o.duration.saturating_sub(o.at.elapsed()))
+                    .filter(|left| !left.is_zero());
+                expires_in.map_or(retry, |left| left.min(retry))
+            }
         }
     }
 
@@ -546,17 +620,27 @@ impl LeaderElector {
     /// and the loop goes on as a standby.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
-        loop {
+        let mut watch = LeaseWatch::new(self.api.clone(), &self.config);
+        'run: loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 _ = self.step() => {}
             }
-            let wait = self.next_wait();
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                () = tokio::time::sleep(wait) => {}
+            // Wait for the timer, or for a version of the Lease that calls
+            // for a step now.
+            loop {
+                let wait = self.next_wait();
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break 'run,
+                    seen = watch.next() => {
+                        if self.on_watched(seen.as_ref()) {
+                            break;
+                        }
+                    }
+                    () = tokio::time::sleep(wait) => break,
+                }
             }
         }
         let limit = self.config.renew_deadline.max(Duration::from_secs(1));
@@ -569,6 +653,108 @@ impl LeaderElector {
             s.role = Role::Standby;
             s.running = false;
         });
+    }
+}
+
+type WatchStream = BoxStream<'static, Result<WatchEvent<Lease>, kube::Error>>;
+
+/// A watch on the one Lease, restarted whenever it ends. It only makes the
+/// elector react sooner (a leader sees another holder at once, a standby
+/// sees the Lease released at once and the holder's renewals as they
+/// happen); the timers alone are correct without it, so when the watch
+/// fails (say RBAC grants no `watch`) the elector polls and the watch is
+/// retried every lease duration.
+struct LeaseWatch {
+    api: Api<Lease>,
+    params: WatchParams,
+    identity: String,
+    backoff: Duration,
+    state: WatchState,
+    /// A failure was logged at warn level (later ones at debug).
+    warned: bool,
+}
+
+enum WatchState {
+    Idle { retry_at: Option<Instant> },
+    Connecting(BoxFuture<'static, Result<WatchStream, kube::Error>>),
+    Streaming(WatchStream),
+}
+
+impl LeaseWatch {
+    fn new(api: Api<Lease>, config: &LeaseConfig) -> Self {
+        LeaseWatch {
+            api,
+            params: WatchParams::default()
+                .fields(&format!("metadata.name={}", config.name))
+                .timeout(290),
+            identity: config.identity.clone(),
+            backoff: config.lease_duration,
+            state: WatchState::Idle { retry_at: None },
+            warned: false,
+        }
+    }
+
+    /// The next version of the Lease (`None`: it was deleted). Cancel-safe:
+    /// a pending connection or backoff carries over to the next call.
+    async fn next(&mut self) -> Option<Lease> {
+        loop {
+            match &mut self.state {
+                WatchState::Idle { retry_at } => {
+                    if let Some(at) = *retry_at {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    let (api, params) = (self.api.clone(), self.params.clone());
+                    // Empty resourceVersion: the current state first, then
+                    // every change.
+                    self.state = WatchState::Connecting(
+                        async move { api.watch(&params, "").await.map(StreamExt::boxed) }.boxed(),
+                    );
+                }
+                WatchState::Connecting(connect) => match connect.await {
+                    Ok(stream) => self.state = WatchState::Streaming(stream),
+                    Err(e) => self.failed(&e),
+                },
+                WatchState::Streaming(stream) => match stream.next().await {
+                    Some(Ok(WatchEvent::Added(l) | WatchEvent::Modified(l))) => {
+                        self.warned = false;
+                        return Some(l);
+                    }
+                    Some(Ok(WatchEvent::Deleted(_))) => return None,
+                    Some(Ok(WatchEvent::Bookmark(_))) => {}
+                    // Typically 410 Gone: start again from the current state.
+                    Some(Ok(WatchEvent::Error(e))) => {
+                        tracing::debug!(identity = %self.identity, error = %e, "the lease watch ended");
+                        self.state = WatchState::Idle { retry_at: None };
+                    }
+                    Some(Err(e)) => self.failed(&e),
+                    // The server's timeout: start again.
+                    None => self.state = WatchState::Idle { retry_at: None },
+                },
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &kube::Error) {
+        if self.warned {
+            tracing::debug!(identity = %self.identity, error = %e, "cannot watch the leader lease");
+        } else {
+            let hint = match e {
+                kube::Error::Api(s) if s.code == 403 => {
+                    " (grant `watch` on this Lease: leases.coordination.k8s.io)"
+                }
+                _ => "",
+            };
+            tracing::warn!(
+                identity = %self.identity,
+                error = %e,
+                retry_in = ?self.backoff,
+                "cannot watch the leader lease{hint}: polling it instead, so a hand-over takes up to a retry period longer"
+            );
+            self.warned = true;
+        }
+        self.state = WatchState::Idle {
+            retry_at: Some(Instant::now() + self.backoff),
+        };
     }
 }
 

@@ -200,10 +200,16 @@ async fn standby_takes_over_within_the_lease_duration_when_the_leader_dies() {
     wait_leader(&b.handle).await;
     let took = died.elapsed();
     // a renewed at most duration/3 before dying; b waits a full duration
-    // from when it saw that renewal, then at most one retry (duration/5).
+    // from when it saw that renewal and wakes when it expires. The fake API
+    // has no watch, so b sees a renewal only at its next retry (at most
+    // duration/5 late); on a real API server the watch shows it at once
+    // (tests/e2e_leader.rs).
     let d = Duration::from_secs(secs);
     assert!(took >= d - d / 3, "took over too early: {took:?}");
-    assert!(took <= d + 2 * d / 5, "took over too late: {took:?}");
+    assert!(
+        took <= d + d / 5 + Duration::from_millis(100),
+        "took over too late: {took:?}"
+    );
     assert_eq!(holder(&lease(&client).await).as_deref(), Some("b"));
 }
 
@@ -223,7 +229,9 @@ async fn leader_releases_on_shutdown_and_the_standby_takes_over_promptly() {
     assert!(!a.handle.status().running);
     wait_leader(&b.handle).await;
     let took = released.elapsed();
-    // One standby retry (duration/5 = 6 s), far below the 30 s expiry.
+    // One standby retry (duration/5 = 6 s), far below the 30 s expiry (no
+    // watch in the fake API; on a real one the standby sees the release at
+    // once).
     assert!(
         took <= Duration::from_secs(secs) / 5 + Duration::from_secs(1),
         "{took:?}"
