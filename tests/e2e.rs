@@ -3,6 +3,14 @@
 //! the cluster of `ROLLWISE_E2E_KUBECONFIG`), with a real Prometheus serving
 //! backfilled metrics. See `tests/common/cluster.rs` for what is shared.
 //!
+//! Scenarios: a promotion, a rollback by the analysis, a deletion mid-way;
+//! an operator killed (SIGKILL) at 50% and restarted (it carries on from the
+//! same step, no weight regression); input that passes admission but not the
+//! operator (phase Invalid, Ready=False and a Warning Event naming the field,
+//! the route untouched); a query without data (the weight holds, the status
+//! says it waits for data); a user's edit of the HTTPRoute while the rollout
+//! moves it (kept; the weights are the operator's).
+//!
 //! Without a cluster every cluster test prints one `SKIPPED: ...` line and
 //! passes. The `offline_*` tests check the fixtures (the Rollouts pass the
 //! operator's validation, the backfilled metrics give the intended verdicts,
@@ -214,6 +222,384 @@ async fn deleting_a_rollout_mid_way_returns_traffic_to_stable() {
             pretty(&route.data)
         );
         assert_route_otherwise_unchanged(env.route_as_created(), &route);
+    })
+    .await;
+}
+
+/// An operator killed (SIGKILL) while the Rollout is paused at 50%, and a
+/// new process started 5 s later: the new one carries on from the same step
+/// (the pause keeps its start time, so it ends when it would have), and
+/// neither the route nor the status ever goes back below 50%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_carries_on_from_the_same_step() {
+    in_namespace("restart", async |ns: &TestNs| {
+        const PAUSE: Duration = Duration::from_secs(20);
+        let env = Env::setup(ns, None).await;
+        env.create_rollout(rollout(
+            &ns.name,
+            json!([{"setWeight": 20}, {"setWeight": 50}, {"pause": {"duration": "20s"}}, {"setWeight": 100}]),
+            None,
+        ))
+        .await;
+        let before = ns
+            .wait_rollout(ROLLOUT, "the 20s pause at 50%", ROLLOUT_TIMEOUT, |r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.current_step_index == 2 && s.canary_weight == 50 && s.step_started_at.is_some()
+                })
+            })
+            .await;
+        let before = before.status.unwrap_or_default();
+        let pause_started = before.step_started_at.clone().expect("checked").0;
+        let sampler = Sampler::start(ns);
+
+        env.operator.signal("KILL");
+        let exit = env.operator.wait_exit(Duration::from_secs(10)).await;
+        assert!(!exit.success(), "the killed operator exited with {exit}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            rule_weights(&env.route().await),
+            (Some(50), Some(50)),
+            "(stable, canary) weights while no operator runs"
+        );
+        let restarted_at = jiff::Timestamp::now();
+        ns.start_admin_operator().await;
+
+        let done = ns
+            .wait_phase(ROLLOUT, Phase::Succeeded, 100, ROLLOUT_TIMEOUT)
+            .await;
+        let samples = sampler.stop().await;
+        let completed = done
+            .status
+            .as_ref()
+            .and_then(|s| s.completed_at.as_ref())
+            .expect("a Succeeded Rollout has completedAt")
+            .0;
+        let pause = jiff::SignedDuration::try_from(PAUSE).expect("a short pause");
+        assert!(
+            completed >= pause_started + pause,
+            "completed at {completed}, before the pause that began at {pause_started} was over"
+        );
+        // Started over after the restart, it would end 20s after it.
+        assert!(
+            completed < restarted_at + pause,
+            "completed at {completed}: the pause began at {pause_started} and the operator restarted at {restarted_at}; it started the pause over"
+        );
+        assert_no_regression(&samples, 50);
+        // Until it moved on, the step kept the start it had before the kill.
+        for s in samples.iter().filter(|s| s.step_index == 2) {
+            assert_eq!(s.step_started_at, Some(pause_started), "{s:?}");
+        }
+        assert_eq!(rule_weights(&env.route().await), (Some(0), Some(100)));
+        assert_route_otherwise_unchanged(env.route_as_created(), &env.route().await);
+    })
+    .await;
+}
+
+/// Input that passes admission but not the operator (a tolerance that is no
+/// number, a canary Service or an HTTPRoute that does not exist): phase
+/// Invalid, Ready=False naming the field, a Warning Event saying the same,
+/// and the user's route untouched. Once the spec is fixed, it proceeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_invalid_says_which_field_and_moves_no_traffic() {
+    in_namespace("invalid", async |ns: &TestNs| {
+        let env = Env::setup(ns, None).await;
+        let held = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]);
+        let cases = [
+            (
+                "bad-tolerance",
+                "InvalidSpec",
+                "spec.analysis.compare[0].tolerance",
+                named(
+                    rollout(
+                        &ns.name,
+                        held.clone(),
+                        Some(json!({
+                            "interval": "1s",
+                            "prometheus": {"address": "http://127.0.0.1:9"},
+                            "compare": [{
+                                "name": "errors",
+                                "requests": "sum(increase(r{service=\"{{service}}\"}[{{window}}]))",
+                                "failures": "sum(increase(f{service=\"{{service}}\"}[{{window}}]))",
+                                "tolerance": "fast"
+                            }]
+                        })),
+                    ),
+                    "bad-tolerance",
+                ),
+            ),
+            (
+                "missing-canary",
+                "ReferenceNotFound",
+                "spec.canary.service",
+                {
+                    let mut r = named(rollout(&ns.name, held.clone(), None), "missing-canary");
+                    r.spec.canary.service = "checkout-v3".into();
+                    r.spec.canary.deployment = None;
+                    r
+                },
+            ),
+            (
+                "missing-route",
+                "RouteNotUsable",
+                "spec.trafficRouting.gatewayAPI",
+                {
+                    let mut r = named(rollout(&ns.name, held.clone(), None), "missing-route");
+                    r.spec.traffic_routing.gateway_api = Some(rollwise::api::GatewayApiRouting {
+                        http_route: "no-such-route".into(),
+                    });
+                    r
+                },
+            ),
+        ];
+        for (_, _, _, r) in &cases {
+            ns.create(r).await;
+        }
+        for (name, reason, field, _) in &cases {
+            let r = ns
+                .wait_rollout(name, "phase Invalid", ROLLOUT_TIMEOUT, |r| {
+                    r.status.as_ref().is_some_and(|s| s.phase == Phase::Invalid)
+                })
+                .await;
+            let status = r.status.clone().unwrap_or_default();
+            assert_eq!(status.canary_weight, 0, "{name}: {status:?}");
+            let ready = condition(&r, "Ready");
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("False", *reason),
+                "{name}: Ready condition {ready:?}"
+            );
+            assert!(
+                ready.message.contains(field),
+                "{name}: the Ready condition should name {field}: {ready:?}"
+            );
+            let progressing = condition(&r, "Progressing");
+            assert_eq!(progressing.status, "False", "{name}: {progressing:?}");
+            let events = eventually(
+                &format!("a Warning Event {reason} about Rollout {name}"),
+                Duration::from_secs(30),
+                || async move {
+                    let events = warnings_about(ns, name).await;
+                    if events.iter().any(|(r, _)| r == reason) {
+                        Ok(events)
+                    } else {
+                        Err(format!("{events:?}"))
+                    }
+                },
+            )
+            .await;
+            assert!(
+                events
+                    .iter()
+                    .any(|(r, note)| r == reason && note.contains(field)),
+                "{name}: the Warning Event should name {field}: {events:?}"
+            );
+        }
+
+        // Nothing moved: the route is exactly as created (not even rewritten
+        // with the same content), and stays so.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let route = env.route().await;
+        assert_eq!(
+            route.metadata.resource_version,
+            env.route_as_created().metadata.resource_version,
+            "the operator wrote the HTTPRoute for Rollouts it refused: {}",
+            pretty(&route.data)
+        );
+
+        // Deleting a refused Rollout does not touch the route either.
+        ns.api::<Rollout>()
+            .delete("missing-canary", &DeleteParams::default())
+            .await
+            .expect("delete Rollout missing-canary");
+        env.wait_for_gone("missing-canary", DELETE_TIMEOUT).await;
+        let route = env.route().await;
+        assert_eq!(
+            route.metadata.resource_version,
+            env.route_as_created().metadata.resource_version,
+            "deleting a Rollout that never moved traffic rewrote the HTTPRoute: {}",
+            pretty(&route.data)
+        );
+
+        // Fixed, it proceeds: the spec change is the signal.
+        let fix = json!({"spec": {"analysis": null}});
+        ns.api::<Rollout>()
+            .patch(
+                "bad-tolerance",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&fix),
+            )
+            .await
+            .expect("fix Rollout bad-tolerance");
+        let r = ns
+            .wait_phase("bad-tolerance", Phase::Paused, 20, Duration::from_secs(30))
+            .await;
+        let ready = condition(&r, "Ready");
+        assert_eq!(ready.status, "True", "Ready after the fix: {ready:?}");
+        assert_eq!(rule_weights(&env.route().await), (Some(80), Some(20)));
+    })
+    .await;
+}
+
+/// A metric whose query returns no series: the canary holds its weight and
+/// the status says it waits for data. No evaluation passes or fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_without_data_holds_the_weight_and_says_so() {
+    in_namespace("nodata", async |ns: &TestNs| {
+        let env = Env::setup(ns, Some(HEALTHY_ERROR_RATE)).await;
+        let prometheus = env.prometheus.as_ref().expect("started").address();
+        env.create_rollout(rollout(
+            &ns.name,
+            json!([{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 100}]),
+            Some(json!({
+                "interval": "1s",
+                "prometheus": {"address": prometheus},
+                "metrics": [{"name": "teapots", "max": 0.05, "query": NO_DATA_QUERY}]
+            })),
+        ))
+        .await;
+        ns.wait_rollout(ROLLOUT, "waiting for data at 20%", ROLLOUT_TIMEOUT, |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.canary_weight == 20
+                    && s.last_decision
+                        .as_ref()
+                        .is_some_and(|d| d.reason == "WaitingForData")
+            })
+        })
+        .await;
+
+        // Twelve intervals (six times the pause): it holds, and says why.
+        let sampler = Sampler::start(ns);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let samples = sampler.stop().await;
+        assert!(samples.len() >= 10, "only {} samples", samples.len());
+        for s in &samples {
+            assert_eq!(
+                (s.phase, s.status_weight, s.route),
+                (Phase::Progressing, 20, (Some(80), Some(20))),
+                "a sample while the query has no data: {s:?}"
+            );
+        }
+        let r = ns.rollout(ROLLOUT).await;
+        let status = r.status.clone().unwrap_or_default();
+        assert_eq!(status.verdict, "NoData", "{status:?}");
+        let metric = status
+            .analysis
+            .iter()
+            .find(|m| m.name == "teapots")
+            .unwrap_or_else(|| panic!("no teapots in status.analysis: {:?}", status.analysis));
+        assert_eq!(
+            (metric.verdict.as_str(), metric.failures, metric.value),
+            ("NoData", 0, None),
+            "{metric:?}"
+        );
+        assert!(
+            status.message.contains("waiting for data"),
+            "status.message: {}",
+            status.message
+        );
+        let decision = status.last_decision.clone().expect("a decision");
+        assert_eq!(
+            (decision.kind.as_str(), decision.reason.as_str()),
+            ("Hold", "WaitingForData")
+        );
+        let progressing = condition(&r, "Progressing");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "WaitingForData"),
+            "{progressing:?}"
+        );
+        let warnings = warnings_about(ns, ROLLOUT).await;
+        assert!(warnings.is_empty(), "Warning Events: {warnings:?}");
+    })
+    .await;
+}
+
+/// The user edits the HTTPRoute while the rollout moves it (another rule's
+/// path, as `kubectl edit` does it, and a label, as `kubectl label`): both
+/// edits are kept to the end, the weights are always those the operator
+/// set, and they never go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_edit_of_the_route_during_the_rollout_is_kept() {
+    in_namespace("useredit", async |ns: &TestNs| {
+        let env = Env::setup(ns, None).await;
+        env.create_rollout(rollout(
+            &ns.name,
+            json!([
+                {"setWeight": 20}, {"pause": {"duration": "3s"}},
+                {"setWeight": 40}, {"pause": {"duration": "3s"}},
+                {"setWeight": 60}, {"pause": {"duration": "3s"}},
+                {"setWeight": 100}
+            ]),
+            None,
+        ))
+        .await;
+        ns.wait_phase(ROLLOUT, Phase::Progressing, 20, ROLLOUT_TIMEOUT)
+            .await;
+        let sampler = Sampler::start(ns);
+        ns.wait_rollout(ROLLOUT, "40%", ROLLOUT_TIMEOUT, |r| {
+            r.status.as_ref().is_some_and(|s| s.canary_weight >= 40)
+        })
+        .await;
+
+        // `kubectl edit`: read, change the second rule, write it all back
+        // with the resourceVersion read (again on a conflict).
+        let routes = ns.dynamic(&route_resource());
+        let edited = eventually("the user's edit of the route", Duration::from_secs(30), || {
+            let routes = routes.clone();
+            async move {
+                let mut route = routes.get(ROUTE).await.map_err(|e| format!("get: {e}"))?;
+                route.data["spec"]["rules"][1]["matches"][0]["path"]["value"] = json!("/assets");
+                routes
+                    .replace(ROUTE, &kube::api::PostParams {
+                        field_manager: Some("kubectl-edit".into()),
+                        ..Default::default()
+                    }, &route)
+                    .await
+                    .map_err(|e| format!("replace: {e}"))
+            }
+        })
+        .await;
+        // `kubectl label`: a merge patch of the labels.
+        routes
+            .patch(
+                ROUTE,
+                &kube::api::PatchParams {
+                    field_manager: Some("kubectl-label".into()),
+                    ..Default::default()
+                },
+                &kube::api::Patch::Merge(&json!({"metadata": {"labels": {"owner": "web-team"}}})),
+            )
+            .await
+            .expect("label the route");
+        let weights_at_edit = rule_weights(&edited);
+
+        let done = ns
+            .wait_phase(ROLLOUT, Phase::Succeeded, 100, ROLLOUT_TIMEOUT)
+            .await;
+        let samples = sampler.stop().await;
+        let route = env.route().await;
+        assert_eq!(
+            route.data["spec"]["rules"][1]["matches"][0]["path"]["value"],
+            json!("/assets"),
+            "the user's change of the second rule is gone: {}",
+            pretty(&route.data)
+        );
+        let labels = route.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            (labels.get("owner").map(String::as_str), labels.get("team").map(String::as_str)),
+            (Some("web-team"), Some("checkout")),
+            "the route's labels: {labels:?}"
+        );
+        assert_eq!(rule_weights(&route), (Some(0), Some(100)));
+        assert_eq!(done.status.as_ref().map(|s| s.canary_weight), Some(100));
+        assert_no_regression(&samples, 20);
+        // Every weight the route carried is one of the plan's.
+        for s in &samples {
+            assert!(
+                matches!(s.route, (Some(80), Some(20)) | (Some(60), Some(40)) | (Some(40), Some(60)) | (Some(0), Some(100))),
+                "the route carried weights the operator never set: {s:?} (the user's edit carried {weights_at_edit:?})"
+            );
+        }
     })
     .await;
 }
@@ -441,17 +827,22 @@ impl<'a> Env<'a> {
 
     /// Poll until the Rollout is gone: the operator removed its finalizer.
     async fn wait_for_rollout_gone(&self, timeout: Duration) {
+        self.wait_for_gone(ROLLOUT, timeout).await
+    }
+
+    /// Poll until the Rollout `name` is gone.
+    async fn wait_for_gone(&self, name: &str, timeout: Duration) {
         let rollouts = self.ns.raw_rollouts();
         eventually(
             &format!(
-                "Rollout {ROLLOUT} to disappear (the operator removes its finalizer {FINALIZER})"
+                "Rollout {name} to disappear (the operator removes its finalizer {FINALIZER})"
             ),
             timeout,
             || {
                 let rollouts = rollouts.clone();
                 async move {
-                    self.operator.check_alive();
-                    match rollouts.get_opt(ROLLOUT).await {
+                    self.ns.check_operators();
+                    match rollouts.get_opt(name).await {
                         Ok(None) => Ok(()),
                         Ok(Some(r)) => Err(format!(
                             "still there: deletionTimestamp={:?} finalizers={:?}",
@@ -587,6 +978,118 @@ fn metrics(ns: &str, canary_error_rate: f64) -> String {
             RATE,
         )
         .to_openmetrics()
+}
+
+/// A query on a series the test's Prometheus never has (no request is
+/// answered with 418): no data, whatever the window.
+const NO_DATA_QUERY: &str = r#"sum(rate(http_requests_total{service="{{service}}",namespace="{{namespace}}",code="418"}[1m]))"#;
+
+fn named(mut r: Rollout, name: &str) -> Rollout {
+    r.metadata.name = Some(name.to_string());
+    r
+}
+
+// ---------------------------------------------------------------------------
+// Watching a scenario as it goes
+// ---------------------------------------------------------------------------
+
+/// What the route and the Rollout said at one moment.
+#[derive(Clone, Debug)]
+struct Sample {
+    /// `(stable, canary)` weights of the route's first rule.
+    route: (Option<i64>, Option<i64>),
+    phase: Phase,
+    status_weight: i32,
+    step_index: i32,
+    step_started_at: Option<jiff::Timestamp>,
+}
+
+/// Reads the HTTPRoute and the Rollout every 200 ms in the background.
+struct Sampler {
+    samples: Arc<std::sync::Mutex<Vec<Sample>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(ns: &TestNs) -> Sampler {
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let routes = ns.dynamic(&route_resource());
+        let rollouts = ns.api::<Rollout>();
+        let task = tokio::spawn({
+            let (samples, stop) = (samples.clone(), stop.clone());
+            async move {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if let (Ok(route), Ok(r)) =
+                        (routes.get(ROUTE).await, rollouts.get(ROLLOUT).await)
+                    {
+                        let status = r.status.unwrap_or_default();
+                        samples.lock().unwrap().push(Sample {
+                            route: rule_weights(&route),
+                            phase: status.phase,
+                            status_weight: status.canary_weight,
+                            step_index: status.current_step_index,
+                            step_started_at: status.step_started_at.map(|t| t.0),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        });
+        Sampler {
+            samples,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the sampler does not panic");
+        let samples = self.samples.lock().unwrap().clone();
+        samples
+    }
+}
+
+/// Neither the route's canary weight nor the status's ever goes down, nor
+/// below `floor`; the step index never goes back.
+fn assert_no_regression(samples: &[Sample], floor: i64) {
+    assert!(!samples.is_empty(), "no samples");
+    for pair in samples.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            b.route.1 >= a.route.1
+                && b.status_weight >= a.status_weight
+                && b.step_index >= a.step_index,
+            "went back: {a:?} then {b:?}"
+        );
+    }
+    for s in samples {
+        assert!(
+            s.route.1.is_some_and(|w| w >= floor) && i64::from(s.status_weight) >= floor,
+            "below {floor}%: {s:?}"
+        );
+    }
+}
+
+/// `(reason, message)` of the Warning Events about the Rollout `name`.
+async fn warnings_about(ns: &TestNs, name: &str) -> Vec<(String, String)> {
+    let events = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list Events");
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.involved_object.kind.as_deref() == Some("Rollout")
+                && e.involved_object.name.as_deref() == Some(name)
+        })
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
