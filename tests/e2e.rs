@@ -1047,8 +1047,7 @@ impl Sampler {
     async fn stop(self) -> Vec<Sample> {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.await.expect("the sampler does not panic");
-        let samples = self.samples.lock().unwrap().clone();
-        samples
+        self.samples.lock().unwrap().clone()
     }
 }
 
