@@ -232,18 +232,21 @@ fn operator_permissions() -> BTreeSet<(String, String, String, String)> {
             &["get", "list", "watch", "patch"],
         ),
         ("rollwise.io", "rollouts/status", &["patch"]),
-        ("rollwise.io", "rollouts/finalizers", &["update"]),
-        ("apps", "deployments", &["get"]),
+        ("apps", "deployments", &["get", "list", "watch"]),
         ("", "services", &["get"]),
-        ("gateway.networking.k8s.io", "httproutes", &["get", "patch"]),
-        ("events.k8s.io", "events", &["create", "patch"]),
+        (
+            "gateway.networking.k8s.io",
+            "httproutes",
+            &["get", "list", "watch", "patch"],
+        ),
+        ("events.k8s.io", "events", &["create"]),
         ("", "secrets", &["get"]),
     ])
 }
 
 fn lease_permissions(lease: &str) -> BTreeSet<(String, String, String, String)> {
     let mut set = perms(&[("coordination.k8s.io", "leases", &["create"])]);
-    for verb in ["get", "update"] {
+    for verb in ["get", "update", "watch"] {
         set.insert((
             "coordination.k8s.io".into(),
             "leases".into(),
@@ -304,9 +307,36 @@ fn assert_least_privilege(what: &str, values: &str, r: &Rendered) {
                     "{what}: nothing is deleted but the nginx router's canary Ingress"
                 );
             }
-            // Nothing but Rollouts is listed or watched (Secrets in particular).
+            // Listed and watched: Rollouts, and metadata-only the
+            // Deployments and the route objects of the routers turned on
+            // (they wake the Rollouts that wait on them); the Lease, by
+            // name. Never Secrets, Services or Events.
             if ["list", "watch"].contains(&verb.as_str()) {
-                assert_eq!(resource, "rollouts", "{what}: only Rollouts are watched");
+                let router_kind = [
+                    ("httproutes", "routers.gatewayAPI"),
+                    ("ingresses", "routers.nginx"),
+                    ("virtualservices", "routers.istio"),
+                    ("trafficsplits", "routers.smi"),
+                    ("traefikservices", "routers.traefik"),
+                ]
+                .iter()
+                .any(|(kind, value)| {
+                    resource == *kind && (value_on(values, value) || gateway_default(values, value))
+                });
+                assert!(
+                    ["rollouts", "deployments"].contains(&resource.as_str())
+                        || router_kind
+                        || (resource == "leases" && verb == "watch"),
+                    "{what}: only Rollouts, Deployments, the routes of the routers \
+                     turned on and the Lease are watched"
+                );
+            }
+            if resource == "rollouts/finalizers" {
+                assert!(
+                    nginx || smi,
+                    "{what}: rollouts/finalizers only for the routers that create \
+                     objects owned by the Rollout"
+                );
             }
             if resource == "secrets" {
                 assert_eq!(verb, "get", "{what}: Secrets are only read by name");
@@ -316,8 +346,9 @@ fn assert_least_privilege(what: &str, values: &str, r: &Rendered) {
             }
             if resource == "deployments" {
                 assert!(
-                    verb == "get" || (verb == "patch" && writes_deployments),
-                    "{what}: Deployments are read, and patched only with \
+                    ["get", "list", "watch"].contains(&verb.as_str())
+                        || (verb == "patch" && writes_deployments),
+                    "{what}: Deployments are read and watched, and patched only with \
                      routers.replicas or scaling.enabled"
                 );
             }
@@ -332,6 +363,20 @@ fn assert_least_privilege(what: &str, values: &str, r: &Rendered) {
             }
         }
     }
+}
+
+/// Whether `value` is `routers.gatewayAPI`, on by default unless `values`
+/// turn it off.
+fn gateway_default(values: &str, value: &str) -> bool {
+    if value != "routers.gatewayAPI" {
+        return false;
+    }
+    let parsed: Value = if values.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_saphyr::from_str(values).unwrap()
+    };
+    parsed["routers"]["gatewayAPI"].as_bool() != Some(false)
 }
 
 fn chart_app_version() -> String {
@@ -394,33 +439,47 @@ const ROUTER_CASES: &[RouterCase] = &[
     RouterCase {
         what: "routers.nginx",
         values: "routers: {nginx: true}\n",
-        added: &[(
-            "networking.k8s.io",
-            "ingresses",
-            &["get", "create", "patch", "delete"],
-        )],
+        added: &[
+            (
+                "networking.k8s.io",
+                "ingresses",
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            ("rollwise.io", "rollouts/finalizers", &["update"]),
+        ],
         removed: &[],
     },
     RouterCase {
         what: "routers.istio",
         values: "routers: {istio: true}\n",
-        added: &[("networking.istio.io", "virtualservices", &["get", "patch"])],
+        added: &[(
+            "networking.istio.io",
+            "virtualservices",
+            &["get", "list", "watch", "patch"],
+        )],
         removed: &[],
     },
     RouterCase {
         what: "routers.smi",
         values: "routers: {smi: true}\n",
-        added: &[(
-            "split.smi-spec.io",
-            "trafficsplits",
-            &["get", "create", "patch"],
-        )],
+        added: &[
+            (
+                "split.smi-spec.io",
+                "trafficsplits",
+                &["get", "list", "watch", "create", "patch"],
+            ),
+            ("rollwise.io", "rollouts/finalizers", &["update"]),
+        ],
         removed: &[],
     },
     RouterCase {
         what: "routers.traefik",
         values: "routers: {traefik: true}\n",
-        added: &[("traefik.io", "traefikservices", &["get", "patch"])],
+        added: &[(
+            "traefik.io",
+            "traefikservices",
+            &["get", "list", "watch", "patch"],
+        )],
         removed: &[],
     },
     RouterCase {
@@ -439,7 +498,11 @@ const ROUTER_CASES: &[RouterCase] = &[
         what: "routers.gatewayAPI off (replicas only)",
         values: "routers: {gatewayAPI: false, replicas: true}\n",
         added: &[("apps", "deployments", &["patch"])],
-        removed: &[("gateway.networking.k8s.io", "httproutes", &["get", "patch"])],
+        removed: &[(
+            "gateway.networking.k8s.io",
+            "httproutes",
+            &["get", "list", "watch", "patch"],
+        )],
     },
     RouterCase {
         what: "every router and scaling, one namespace",
@@ -448,16 +511,25 @@ const ROUTER_CASES: &[RouterCase] = &[
             (
                 "networking.k8s.io",
                 "ingresses",
-                &["get", "create", "patch", "delete"],
+                &["get", "list", "watch", "create", "patch", "delete"],
             ),
-            ("networking.istio.io", "virtualservices", &["get", "patch"]),
+            (
+                "networking.istio.io",
+                "virtualservices",
+                &["get", "list", "watch", "patch"],
+            ),
             (
                 "split.smi-spec.io",
                 "trafficsplits",
-                &["get", "create", "patch"],
+                &["get", "list", "watch", "create", "patch"],
             ),
-            ("traefik.io", "traefikservices", &["get", "patch"]),
+            (
+                "traefik.io",
+                "traefikservices",
+                &["get", "list", "watch", "patch"],
+            ),
             ("apps", "deployments", &["patch"]),
+            ("rollwise.io", "rollouts/finalizers", &["update"]),
         ],
         removed: &[],
     },

@@ -53,7 +53,7 @@
 
 #![allow(dead_code)] // each test crate uses part of this module
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -88,6 +88,9 @@ pub struct Install {
     pub namespace: String,
     /// The `--set`/`--set-json` values of the install.
     pub values: Vec<(String, String)>,
+    /// The chart installed (and upgraded to): [`CHART_DIR`] unless
+    /// [`Install::helm_chart`] named another.
+    pub chart: PathBuf,
     dir: tempfile::TempDir,
     identities: AtomicU32,
     uninstalled: AtomicBool,
@@ -98,6 +101,17 @@ impl Install {
     /// exist), watching that namespace unless `values` set
     /// `watchNamespaces`. Panics with Helm's output when it fails.
     pub async fn helm(cluster: &Cluster, namespace: &str, values: &[(&str, &str)]) -> Install {
+        Self::helm_chart(cluster, namespace, Path::new(CHART_DIR), values).await
+    }
+
+    /// [`Install::helm`] of the chart in the directory `chart` (e.g. a
+    /// modified copy of `charts/rollwise`).
+    pub async fn helm_chart(
+        cluster: &Cluster,
+        namespace: &str,
+        chart: &Path,
+        values: &[(&str, &str)],
+    ) -> Install {
         let release = format!("{RELEASE_PREFIX}{}", unique_suffix());
         let mut all: Vec<(String, String)> = Vec::new();
         if !values.iter().any(|(k, _)| *k == "watchNamespaces") {
@@ -109,6 +123,7 @@ impl Install {
             release,
             namespace: namespace.to_string(),
             values: all,
+            chart: chart.to_path_buf(),
             dir: tempfile::Builder::new()
                 .prefix("rollwise-e2e-install-")
                 .tempdir()
@@ -119,7 +134,7 @@ impl Install {
         let mut args = vec![
             "install".to_string(),
             install.release.clone(),
-            CHART_DIR.to_string(),
+            install.chart.display().to_string(),
             "--wait".into(),
             "--timeout".into(),
             HELM_TIMEOUT.into(),
@@ -179,7 +194,7 @@ impl Install {
         let mut args = vec![
             "upgrade".to_string(),
             self.release.clone(),
-            CHART_DIR.to_string(),
+            self.chart.display().to_string(),
             "--reuse-values".into(),
             "--wait".into(),
             "--timeout".into(),
