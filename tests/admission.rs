@@ -1402,35 +1402,75 @@ async fn the_crd_applies_to_the_real_api_server_with_every_rule() {
     );
 }
 
-/// Every CEL rule in `crds/rollout.yaml` has a row in [`cel_rules`], and
-/// every row names a rule the CRD has: a new or renamed rule cannot land
-/// untested. (No cluster needed.)
-#[test]
-fn every_cel_rule_of_the_crd_has_a_row() {
-    let rules = crd_rules(&read_crd(ROLLOUT_CRD_FILE));
-    assert!(rules.len() >= 35, "only {} rules found", rules.len());
+/// What keeps the table from covering the rules of `crd`: rules without a
+/// row, rows without a rule, two rules that cannot be told apart.
+fn coverage_problems(crd: &Value) -> Vec<String> {
+    let rules = crd_rules(crd);
+    let mut problems = Vec::new();
     let in_crd: BTreeSet<(String, String)> = rules
         .iter()
         .map(|(at, key, _)| (at.clone(), key.clone()))
         .collect();
-    assert_eq!(
-        in_crd.len(),
-        rules.len(),
-        "two rules share a place and a message: give each its own message"
-    );
+    if in_crd.len() != rules.len() {
+        problems.push("two rules share a place and a message: give each its own message".into());
+    }
     let in_table: BTreeSet<(String, String)> = cel_rules()
         .iter()
         .map(|c| (c.at.to_string(), c.message.to_string()))
         .collect();
-    let untested: Vec<_> = rules
-        .iter()
-        .filter(|(at, key, _)| !in_table.contains(&(at.clone(), key.clone())))
-        .map(|(at, key, text)| format!("{at}: {key:?} (rule: {text})"))
-        .collect();
-    let stale: Vec<_> = in_table.difference(&in_crd).collect();
+    for (at, key, text) in &rules {
+        if !in_table.contains(&(at.clone(), key.clone())) {
+            problems.push(format!(
+                "no row in cel_rules() for the rule at {at}: {key:?} (rule: {text}); add an accepted and a rejected edit"
+            ));
+        }
+    }
+    for (at, key) in in_table.difference(&in_crd) {
+        problems.push(format!(
+            "a row in cel_rules() for a rule the CRD does not have: {at}: {key:?}"
+        ));
+    }
+    problems
+}
+
+/// Every CEL rule in `crds/rollout.yaml` has a row in [`cel_rules`], and
+/// every row names a rule the CRD has: a new or changed rule cannot land
+/// untested. (No cluster needed.)
+#[test]
+fn every_cel_rule_of_the_crd_has_a_row() {
+    let crd = read_crd(ROLLOUT_CRD_FILE);
+    let count = crd_rules(&crd).len();
+    assert!(count >= 35, "only {count} rules found");
+    let problems = coverage_problems(&crd);
     assert!(
-        untested.is_empty() && stale.is_empty(),
-        "rules of {ROLLOUT_CRD_FILE} without a row in cel_rules() (add an accepted and a rejected edit):\n  {}\nrows for rules the CRD does not have:\n  {stale:?}",
-        untested.join("\n  ")
+        problems.is_empty(),
+        "{ROLLOUT_CRD_FILE}:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The coverage check sees a rule added anywhere in the schema, with or
+/// without a message, and a message changed under a row.
+#[test]
+fn the_coverage_check_sees_new_and_changed_rules() {
+    let mut crd = read_crd(ROLLOUT_CRD_FILE);
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    spec["properties"]["paused"]["x-kubernetes-validations"] =
+        json!([{"rule": "self == false || has(oldSelf)"}]);
+    spec["properties"]["analysis"]["properties"]["metrics"]["items"]["x-kubernetes-validations"]
+        .as_array_mut()
+        .expect("the metric rules")
+        .push(json!({"rule": "self.query != 'up'", "message": "up is not a metric"}));
+    spec["x-kubernetes-validations"][0]["message"] = json!("stable and canary must differ");
+    let problems = coverage_problems(&crd);
+    let seen = |what: &str| problems.iter().any(|p| p.contains(what));
+    assert!(
+        seen("spec.paused: \"self == false || has(oldSelf)\"")
+            && seen("spec.analysis.metrics[]: \"up is not a metric\"")
+            && seen("at spec: \"stable and canary must differ\"")
+            && seen(
+                "does not have: spec: \"spec.stable.service and spec.canary.service must differ\""
+            ),
+        "{problems:#?}"
     );
 }
