@@ -54,8 +54,12 @@
 //! of the user's whole rules list and replace it on every apply (and fight
 //! with the user's own `kubectl apply`/GitOps tool over it).
 //!
-//! No write is made when the route already carries the requested weights, so
-//! an idempotent reconcile causes no resourceVersion churn.
+//! No write is made when the route already carries the requested weights
+//! (and header-route rules), so an idempotent reconcile causes no
+//! resourceVersion churn and no API request beyond the read. "Already" is
+//! judged after the API server's defaulting: a rule rollwise built leaves
+//! `group`, `kind` and `weight` of its backendRef and `type` of its header
+//! matches to their defaults, which the stored copy spells out.
 //!
 //! # Reading the weight
 //!
@@ -215,7 +219,8 @@ impl GatewayApiRouter {
     /// `change`, and write them with a merge patch carrying the
     /// resourceVersion that was read; on a conflict, re-read and recompute,
     /// up to [`MAX_WRITE_ATTEMPTS`] times. No write when `change` returns the
-    /// rules unchanged. Returns the object the API server holds afterwards.
+    /// rules unchanged (Gateway API defaults aside: [`same_after_defaulting`]).
+    /// Returns the object the API server holds afterwards.
     async fn modify<F>(&self, what: &'static str, mut change: F) -> Result<Modified, TrafficError>
     where
         F: FnMut(&[Value]) -> Result<Vec<Value>, TrafficError> + Send,
@@ -228,7 +233,7 @@ impl GatewayApiRouter {
             let current = self.fetch().await?;
             let original = self.rules_of(&current)?;
             let rules = change(original)?;
-            if rules == original {
+            if same_after_defaulting(&rules, original) {
                 tracing::debug!(route = %self.route, what, "HTTPRoute already as wanted; no write");
                 return Ok(Modified {
                     object: current,
@@ -632,6 +637,51 @@ fn validate_routes(routes: &[HeaderRoute]) -> Result<Vec<ValidRoute>, TrafficErr
 }
 
 /// Whether a rule is one rollwise added for a header route.
+/// Whether `wanted` says what `stored` says once the API server has filled
+/// in the Gateway API defaults the router leaves out when it builds a rule
+/// or a backendRef (`group: ""`, `kind: Service`, `weight: 1` on a
+/// backendRef; `type: Exact` on a header match). Without this a header-route
+/// rule rollwise built would never compare equal to its stored copy, and
+/// every reconcile would rewrite the route.
+fn same_after_defaulting(wanted: &[Value], stored: &[Value]) -> bool {
+    fn defaulted(rules: &[Value]) -> Vec<Value> {
+        let mut rules = rules.to_vec();
+        for rule in &mut rules {
+            for r in rule
+                .get_mut("backendRefs")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(r) = r.as_object_mut() {
+                    r.entry("group").or_insert_with(|| json!(""));
+                    r.entry("kind").or_insert_with(|| json!("Service"));
+                    r.entry("weight").or_insert_with(|| json!(1));
+                }
+            }
+            for m in rule
+                .get_mut("matches")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                for h in m
+                    .get_mut("headers")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(h) = h.as_object_mut() {
+                        h.entry("type").or_insert_with(|| json!("Exact"));
+                    }
+                }
+            }
+        }
+        rules
+    }
+    wanted == stored || defaulted(wanted) == defaulted(stored)
+}
+
 fn is_ours(rule: &Value) -> bool {
     rule.get("name")
         .and_then(Value::as_str)
@@ -767,5 +817,36 @@ mod tests {
             ns
         ));
         assert!(!is_service_ref(&json!({"name": "web-canary"}), "web", ns));
+    }
+
+    /// A header-route rule as built, and as a real API server stores it.
+    #[test]
+    fn a_rule_as_built_equals_its_stored_copy_after_defaulting() {
+        let built = header_rule(
+            &json!({"matches": [{"path": {"type": "PathPrefix", "value": "/a"}}],
+                    "backendRefs": [{"name": "web", "port": 80}]}),
+            0,
+            &[("x-beta".into(), "1".into())],
+            "rollwise-beta".into(),
+            "web-canary",
+        )
+        .expect("a rule");
+        let stored = json!({
+            "name": "rollwise-beta",
+            "matches": [{"path": {"type": "PathPrefix", "value": "/a"},
+                         "headers": [{"type": "Exact", "name": "x-beta", "value": "1"}]}],
+            "backendRefs": [{"group": "", "kind": "Service", "name": "web-canary", "port": 80, "weight": 1}]
+        });
+        assert_ne!(built, stored, "the built rule leaves the defaults out");
+        assert!(same_after_defaulting(
+            std::slice::from_ref(&built),
+            std::slice::from_ref(&stored)
+        ));
+        let mut other = stored.clone();
+        other["backendRefs"][0]["weight"] = json!(2);
+        assert!(!same_after_defaulting(&[built.clone()], &[other]));
+        let mut other = stored;
+        other["matches"][0]["headers"][0]["type"] = json!("RegularExpression");
+        assert!(!same_after_defaulting(&[built], &[other]));
     }
 }
