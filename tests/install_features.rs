@@ -28,8 +28,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,7 @@ const ERROR_RATE_QUERY: &str =
     r#"checkout_error_rate{namespace="{{namespace}}",service="{{service}}"}"#;
 const MAX_ERROR_RATE: f64 = 0.05;
 const HEALTHY_ERROR_RATE: f64 = 0.01;
+const FAULTY_ERROR_RATE: f64 = 0.30;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -78,8 +79,11 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// with `x-preview: true` go to the new version; then one switch 0 → 100%
 /// (no weight in between, the preview rule gone); after `scaleDownDelay` +
 /// `scaleDownAfter` the old Deployment is scaled to 0 with its count in
-/// `rollwise.io/scaled-down-from` (not before); deleting the Rollout then
-/// keeps the traffic on the new version (Event `TrafficKept`).
+/// `rollwise.io/scaled-down-from` (not before); `kubectl rollwise status
+/// --watch --until-done` exits 0; a finished rollout cannot be aborted;
+/// deleting the Rollout keeps the traffic on the new version (Event
+/// `TrafficKept`); a new Rollout that names the drained version as its
+/// canary restores its replica count first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_version() {
     in_namespace("bluegreen", async |ns: &TestNs| {
@@ -96,8 +100,9 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
             },
         )
         .await;
+        let plugin = Plugin::new(ns);
 
-        let preview = Duration::from_secs(6);
+        let preview = Duration::from_secs(8);
         let (scale_down_delay, scale_down_after) = (3, 2);
         ns.create(&rollout(json!({
             "stable": {"service": STABLE, "deployment": STABLE, "scaleDownAfter": format!("{scale_down_after}s")},
@@ -112,6 +117,8 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
             "analysis": analysis(&prometheus.address()),
         })))
         .await;
+        // What a pipeline waits on: exit 0 once the rollout has succeeded.
+        let watch = plugin.spawn(&["status", ROLLOUT, "--watch", "--until-done"]);
 
         // The preview: weight 0, the analysis passing on it, the header rule.
         let mut seen = Seen::default();
@@ -151,9 +158,21 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
             "(stable, canary) of the user's rule during the preview (as created: weight 1, no canary ref): {}",
             pretty(&route.data)
         );
-        assert!(
-            r.status.as_ref().unwrap().last_analysis_at.is_some(),
-            "the analysis ran during the preview"
+        // Another analysis round (a reconcile) during the preview: the route
+        // already says what is wanted, so it is not written again.
+        let first = r.status.as_ref().unwrap().last_analysis_at.clone().unwrap();
+        let patched = patches(&operator, "httproutes").await;
+        until(ns, "another analysis round during the preview", |r| {
+            seen.record(r);
+            let s = r.status.as_ref()?;
+            assert_eq!(s.canary_weight, 0, "the switch came before a second analysis round: {}", summary(r));
+            s.last_analysis_at.as_ref().filter(|t| t.0 > first.0).map(|_| ())
+        })
+        .await;
+        assert_eq!(
+            patches(&operator, "httproutes").await,
+            patched,
+            "PATCHes of the HTTPRoute during the preview after it carried the preview rule"
         );
 
         // The switch.
@@ -203,6 +222,17 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
             "blue/green moves no traffic but the one switch: {intermediate:?}"
         );
 
+        // A finished rollout cannot be aborted (docs/plugin.md): going back
+        // is a new rollout that names the old version as the canary.
+        let err = plugin.fails(1, &["abort", ROLLOUT]).await;
+        assert!(
+            err.contains(
+                "error: abort is not valid in phase Succeeded: nothing to abort: the rollout is Succeeded"
+            ),
+            "{err}"
+        );
+        assert_no_pending_action(ns).await;
+
         // The old version keeps its pods for scaleDownDelay + scaleDownAfter
         // after the promotion (status times are whole seconds: one second
         // of margin), then is drained.
@@ -236,6 +266,21 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
             "the new version is not touched"
         );
         wait_events(ns, &["StableScaledDown"]).await;
+        let watched = watch.wait().await;
+        assert_eq!(
+            watched.code,
+            Some(0),
+            "{} ends with 0 when the rollout succeeded:\n{}{}",
+            watched.command,
+            tail_of(&watched.stdout),
+            watched.stderr
+        );
+        assert!(
+            tail_of(&watched.stdout).contains("Succeeded"),
+            "the last frame of {}:\n{}",
+            watched.command,
+            tail_of(&watched.stdout)
+        );
 
         // Deleting the Rollout keeps the traffic where it is.
         delete_rollout(ns).await;
@@ -248,6 +293,34 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
             pretty(&route.data)
         );
         wait_events(ns, &["TrafficKept"]).await;
+
+        // Going back to the drained version: a new Rollout naming it as the
+        // canary first restores its recorded replica count.
+        ns.create(&rollout(json!({
+            "stable": {"service": CANARY, "deployment": CANARY},
+            "canary": {"service": STABLE, "deployment": STABLE},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": ROUTE}},
+            "steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}],
+        })))
+        .await;
+        let r = wait_paused_at(ns, 1, 50).await;
+        assert_eq!(
+            replicas_and_record(&deployment(ns, STABLE).await),
+            (REPLICAS, None),
+            "the drained version named as the canary again: its count restored, the record removed"
+        );
+        assert!(
+            !r.status.as_ref().unwrap().stable_scaled_down,
+            "{}",
+            summary(&r)
+        );
+        let route = ns.dynamic(&http_route_resource()).get(ROUTE).await.unwrap();
+        assert_eq!(
+            stable_rule_weights(&route),
+            (Some(50), Some(50)),
+            "(checkout-v1, checkout-v2) with checkout-v1 as the canary at 50%: {}",
+            pretty(&route.data)
+        );
         install.finish(ns, &[&operator]).await;
     })
     .await;
@@ -299,6 +372,7 @@ async fn blue_green_without_auto_promote_waits_for_kubectl_rollwise_promote() {
         })
         .await
         .1;
+        let patched = patches(&operator, "ingresses").await;
         let (r, _) = until(ns, "a second passing analysis round", |r| {
             let s = r.status.as_ref()?;
             (metric_verdict(r, "error-rate") == Some("Pass")
@@ -318,6 +392,11 @@ async fn blue_green_without_auto_promote_waits_for_kubectl_rollwise_promote() {
             Some("ManualPause"),
             "{}",
             summary(&r)
+        );
+        assert_eq!(
+            patches(&operator, "ingresses").await,
+            patched,
+            "PATCHes of Ingresses between two analysis rounds: the canary Ingress already said what was wanted"
         );
         let canary = canary_ingress(ns).await.unwrap_or_else(|| {
             panic!("no canary Ingress {} during the preview", canary_ingress_name())
@@ -402,6 +481,122 @@ async fn blue_green_without_auto_promote_waits_for_kubectl_rollwise_promote() {
             "{err}"
         );
         assert_no_pending_action(ns).await;
+        install.finish(ns, &[&operator]).await;
+    })
+    .await;
+}
+
+/// Blue/green on Istio with a cookie preview route and a canary that fails
+/// its analysis during the preview: rolled back before any switch (the
+/// driven route never carried the new version), the preview entry removed,
+/// `kubectl rollwise status --watch --until-done` exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_preview_that_fails_its_analysis_is_rolled_back_before_any_switch() {
+    in_namespace("bluegreen-fail", async |ns: &TestNs| {
+        ns.cluster
+            .require_crds(
+                &["virtualservices.networking.istio.io"],
+                common::cluster::ROUTER_CRDS_HINT,
+            )
+            .await;
+        ns.show("VirtualServices", virtual_service_resource());
+        ns.versions(&[STABLE, CANARY], 1).await;
+        let vs_api = ns.dynamic(&virtual_service_resource());
+        let created = ns
+            .create_dynamic(&virtual_service_resource(), virtual_service())
+            .await;
+        let prometheus = prometheus(ns, FAULTY_ERROR_RATE).await;
+        let (install, operator) = start_operator(
+            ns,
+            Needs {
+                istio: true,
+                ..Needs::default()
+            },
+        )
+        .await;
+        let plugin = Plugin::new(ns);
+
+        let mut analysis = analysis(&prometheus.address());
+        // Room to see the preview entry before the first look.
+        analysis["interval"] = json!("4s");
+        ns.create(&rollout(json!({
+            "stable": {"service": STABLE, "deployment": STABLE},
+            "canary": {"service": CANARY, "deployment": CANARY},
+            "trafficRouting": {"istio": {"virtualService": ROUTE, "routes": ["primary"]}},
+            "blueGreen": {
+                "previewDuration": "1m",
+                "previewRoute": {"name": "preview", "match": [{"cookie": {"name": "preview", "value": "1"}}]},
+            },
+            "analysis": analysis,
+        })))
+        .await;
+        let watch = plugin.spawn(&["status", ROLLOUT, "--watch", "--until-done"]);
+
+        let entry = eventually("the preview entry in the VirtualService", TIMEOUT, || async {
+            let vs = vs_api.get(ROUTE).await.map_err(|e| format!("get: {e}"))?;
+            let http = vs.data["spec"]["http"].as_array().cloned().unwrap_or_default();
+            http.first()
+                .filter(|h| h["name"] == "rollwise-preview")
+                .cloned()
+                .ok_or_else(|| format!("http: {}", pretty(&http)))
+        })
+        .await;
+        assert_eq!(
+            entry["match"],
+            json!([{"headers": {"cookie": {"regex": r"^(.*?;\s*)?(preview=1)(;.*)?$"}}}]),
+            "{}",
+            pretty(&entry)
+        );
+        assert_eq!(
+            entry["route"],
+            json!([{"destination": {"host": CANARY, "port": {"number": 80}}, "weight": 100}]),
+            "{}",
+            pretty(&entry)
+        );
+
+        let (r, _) = until(ns, "rolled back during the preview", |r| {
+            let s = r.status.as_ref()?;
+            (s.phase == Phase::RolledBack).then_some(())
+        })
+        .await;
+        let s = r.status.clone().unwrap();
+        assert_eq!(s.canary_weight, 0, "{}", summary(&r));
+        assert_eq!(s.current_step_index, 1, "rolled back in the preview step: {}", summary(&r));
+        let rolled_back = condition(&r, "RolledBack");
+        assert_eq!(
+            (rolled_back.status.as_str(), rolled_back.reason.as_str()),
+            ("True", "AnalysisFailed"),
+            "{rolled_back:?}"
+        );
+        assert_eq!(metric_verdict(&r, "error-rate"), Some("Fail"));
+        let vs = eventually("the preview entry removed", TIMEOUT, || async {
+            let vs = vs_api.get(ROUTE).await.map_err(|e| format!("get: {e}"))?;
+            if vs.data["spec"]["http"] == created.data["spec"]["http"] {
+                Ok(vs)
+            } else {
+                Err(pretty(&vs.data["spec"]["http"]))
+            }
+        })
+        .await;
+        assert_eq!(
+            vs.data["spec"], created.data["spec"],
+            "after the rollback the VirtualService is as created: the new version never had regular traffic"
+        );
+        let watched = watch.wait().await;
+        assert_eq!(
+            watched.code,
+            Some(1),
+            "{} ends with 1 when the rollout was rolled back:\n{}{}",
+            watched.command,
+            tail_of(&watched.stdout),
+            watched.stderr
+        );
+        assert!(
+            tail_of(&watched.stdout).contains("RolledBack"),
+            "{}",
+            tail_of(&watched.stdout)
+        );
+        wait_events(ns, &["HeaderRouteSet", "AnalysisFailed"]).await;
         install.finish(ns, &[&operator]).await;
     })
     .await;
@@ -712,6 +907,11 @@ async fn header_route_on_nginx_abort_drains_the_canary_and_retry_restores_it() {
             "{err}"
         );
         assert_no_pending_action(ns).await;
+        let list = plugin.ok(&["list"]).await;
+        assert!(
+            list.lines().any(|l| l.starts_with(ROLLOUT) && l.contains("Aborted")),
+            "kubectl rollwise list:\n{list}"
+        );
 
         // Retry: the canary comes back and the rollout starts over.
         let out = plugin.ok(&["retry", ROLLOUT]).await;
@@ -965,7 +1165,8 @@ impl Plugin {
         }
     }
 
-    async fn run(&self, args: &[&str]) -> Run {
+    /// The command, and how it is shown.
+    fn command(&self, args: &[&str]) -> (Command, String) {
         let path = std::env::join_paths(std::iter::once(self.dir.path().to_path_buf()).chain(
             std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
         ))
@@ -980,6 +1181,11 @@ impl Plugin {
             .env("COLUMNS", "200")
             .env("NO_COLOR", "1");
         let shown = format!("kubectl rollwise {} -n {}", args.join(" "), self.namespace);
+        (command, shown)
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        let (mut command, shown) = self.command(args);
         let out = tokio::task::spawn_blocking(move || command.output())
             .await
             .expect("the command runs")
@@ -1031,10 +1237,86 @@ impl Plugin {
         run.stderr
     }
 
-    #[allow(dead_code)]
-    fn path(&self) -> &Path {
-        self.dir.path()
+    /// Start a command that runs on its own (`status --watch`); its output
+    /// goes to files of this plugin's directory.
+    fn spawn(&self, args: &[&str]) -> Watching {
+        let (mut command, shown) = self.command(args);
+        static SPAWNED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let base = self.dir.path().join(format!(
+            "spawned-{}",
+            SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let (out, err) = (base.with_extension("out"), base.with_extension("err"));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("create the output file"))
+            .stderr(std::fs::File::create(&err).expect("create the error file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+        eprintln!("[e2e] $ {shown} &");
+        Watching {
+            child,
+            command: shown,
+            out,
+            err,
+        }
     }
+}
+
+/// A plugin command running on its own; killed when dropped.
+struct Watching {
+    child: std::process::Child,
+    command: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Watching {
+    /// Wait (bounded) for it to exit.
+    async fn wait(mut self) -> Run {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the plugin") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not exit within {TIMEOUT:?}; its last frame:\n{}",
+                self.command,
+                tail_of(&std::fs::read_to_string(&self.out).unwrap_or_default())
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let run = Run {
+            code: status.code(),
+            stdout: std::fs::read_to_string(&self.out).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.err).unwrap_or_default(),
+            command: self.command.clone(),
+        };
+        eprintln!(
+            "[e2e] {} -> exit {:?}; last frame:\n{}{}",
+            run.command,
+            run.code,
+            tail_of(&run.stdout),
+            run.stderr
+        );
+        run
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last frame of a `status --watch` output (after the last screen
+/// clear).
+fn tail_of(output: &str) -> &str {
+    output
+        .rsplit_once(rollwise::cli::CLEAR)
+        .map_or(output, |(_, last)| last)
 }
 
 // ---------------------------------------------------------------------------
@@ -1106,6 +1388,17 @@ async fn assert_no_pending_action(ns: &TestNs) {
         "a refused action wrote the annotation: {:?}",
         r.annotations()
     );
+}
+
+/// The operator's PATCH requests on `resource` so far (its
+/// `rollwise_kube_requests_total`).
+async fn patches(operator: &Operator, resource: &str) -> f64 {
+    operator
+        .metric_sum(
+            "rollwise_kube_requests_total",
+            &[("verb", "patch"), ("resource", resource)],
+        )
+        .await
 }
 
 async fn delete_rollout(ns: &TestNs) {
