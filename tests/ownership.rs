@@ -576,10 +576,23 @@ async fn gitops_reapply(ns: &TestNs, router: Router) {
                 router.list_path(),
                 pretty(&applied.data)
             );
+            let told_before = route_changed_notes(env.ns).await.len();
             env.wait_restored(started, weight, &format!("the {apply:?} re-apply {phase}"))
                 .await;
             env.assert_rollwise_owns_the_list(&format!("after the {apply:?} re-apply {phase}"))
                 .await;
+            // The correction is told, with the numbers (a Warning Event).
+            let notes = route_changed_notes(env.ns).await;
+            let expected = format!("carried 0% to the canary, not the {weight}% rollwise had set");
+            assert!(
+                notes.len() > told_before
+                    && notes
+                        .iter()
+                        .skip(told_before)
+                        .any(|n| n.contains(&expected)
+                            && n.contains(&format!("put back to {weight}%"))),
+                "a RouteChanged Warning Event saying {expected:?} after the {apply:?} re-apply {phase}; RouteChanged notes: {notes:?}"
+            );
         }
     }
     let r = env.ns.rollout(ROLLOUT).await;
@@ -1284,4 +1297,22 @@ fn applied_object(out: &Output) -> DynamicObject {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// The notes of the `RouteChanged` Warning Events in the namespace, oldest
+/// first.
+async fn route_changed_notes(ns: &TestNs) -> Vec<String> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut list: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("RouteChanged") && e.type_.as_deref() == Some("Warning")
+        })
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter().filter_map(|e| e.note).collect()
 }

@@ -292,6 +292,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     // What the route carries now.
     let reading = router.current_weight().await?;
     let plan::Weights { carried, actual } = plan::weights(&prev, reading.canary);
+    let moved = plan::moved_by_others(&prev, reading.canary);
 
     // A manual action, if any.
     let raw_action = r.annotations().get(ACTION_ANNOTATION).cloned();
@@ -403,6 +404,20 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     }
 
     // Tell people, and the metrics.
+    if let Some(found) = moved
+        && decision.weight != found
+    {
+        let message = format!(
+            "the {} route carried {found}% to the canary, not the {}% rollwise had set: someone else changed it (a kubectl apply or a GitOps sync of the route?); put back to {}%",
+            router.name(),
+            prev.canary_weight,
+            next.canary_weight
+        );
+        ctx.events
+            .publish(&reference, true, "RouteChanged", "Reconcile", &message)
+            .await;
+        tracing::warn!(rollout = %name, namespace = %ns, "{message}");
+    }
     ctx.events
         .transitions(&reference, &decision.transitions)
         .await;

@@ -279,6 +279,16 @@ pub fn weights(prev: &RolloutStatus, reading: Option<u8>) -> Weights {
     Weights { carried, actual }
 }
 
+/// The weight someone else set on the route: `Some(found)` when the router
+/// reads a canary weight that is not the one rollwise left there (what the
+/// status records, or its approximation), once the rollout has started.
+/// A `kubectl apply` or a GitOps sync of the route's manifest does this.
+pub fn moved_by_others(prev: &RolloutStatus, reading: Option<u8>) -> Option<u8> {
+    let found = reading?.min(100);
+    let recorded = prev.canary_weight.clamp(0, 100) as u8;
+    (!prev.canary_ref.is_empty() && found != recorded).then_some(found)
+}
+
 /// Whether deleting the Rollout should return all traffic to stable: not
 /// after a promotion that drained the old version (it has no pods left).
 pub fn restore_stable_on_delete(status: &RolloutStatus) -> bool {

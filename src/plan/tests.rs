@@ -1176,3 +1176,27 @@ fn verdicts_round_trip_through_their_status_strings() {
     assert_eq!(Verdict::Fail.comparison_str(), "Harm");
     assert_eq!(Verdict::NoData.comparison_str(), "NoData");
 }
+
+#[test]
+fn a_weight_moved_by_someone_else_is_recognised() {
+    let mut prev = RolloutStatus {
+        canary_ref: "checkout-v2/checkout-v2".into(),
+        canary_weight: 30,
+        desired_weight: 30,
+        ..Default::default()
+    };
+    assert_eq!(moved_by_others(&prev, Some(30)), None);
+    assert_eq!(
+        moved_by_others(&prev, None),
+        None,
+        "a router that cannot tell"
+    );
+    assert_eq!(moved_by_others(&prev, Some(0)), Some(0));
+    assert_eq!(moved_by_others(&prev, Some(100)), Some(100));
+    prev.canary_ref.clear();
+    assert_eq!(
+        moved_by_others(&prev, Some(0)),
+        None,
+        "before the rollout started nothing of rollwise's is on the route"
+    );
+}
