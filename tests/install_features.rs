@@ -122,7 +122,7 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
 
         // The preview: weight 0, the analysis passing on it, the header rule.
         let mut seen = Seen::default();
-        let r = until(ns, "the preview at weight 0 with a passing analysis", |r| {
+        until(ns, "the preview at weight 0 with a passing analysis", |r| {
             seen.record(r);
             let s = r.status.as_ref()?;
             (s.phase == Phase::Progressing
@@ -130,8 +130,7 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
                 && metric_verdict(r, "error-rate") == Some("Pass"))
             .then_some(())
         })
-        .await
-        .0;
+        .await;
         let route = ns.dynamic(&http_route_resource()).get(ROUTE).await.unwrap();
         let rule = rule_named(&route, "rollwise-preview").unwrap_or_else(|| {
             panic!(
