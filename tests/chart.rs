@@ -1078,6 +1078,68 @@ fn pod_settings_are_passed_through() {
     );
 }
 
+// ---------------------------------------------------------------- NOTES
+
+/// What `helm install` prints after installing (`--dry-run=client`: no
+/// cluster needed).
+fn notes(values: &str) -> String {
+    let file = values_file(values);
+    let out = run_tool(
+        "helm",
+        &[
+            "install",
+            RELEASE,
+            CHART,
+            "--dry-run=client",
+            "--namespace",
+            RELEASE_NS,
+            "-f",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "helm install --dry-run:\n{}",
+        text(&out)
+    );
+    let all = String::from_utf8(out.stdout).unwrap();
+    all.split("\nNOTES:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no NOTES in:\n{all}"))
+        .to_string()
+}
+
+#[test]
+fn notes_point_at_an_example_for_a_router_that_is_on() {
+    let cases = [
+        ("", "gateway-api"),
+        ("routers: {gatewayAPI: false, nginx: true}\n", "nginx"),
+        ("routers: {gatewayAPI: false, istio: true}\n", "istio"),
+        ("routers: {gatewayAPI: false, smi: true}\n", "smi"),
+        ("routers: {gatewayAPI: false, traefik: true}\n", "traefik"),
+        ("routers: {gatewayAPI: false, replicas: true}\n", "replicas"),
+    ];
+    for (values, example) in cases {
+        let notes = notes(values);
+        let path = format!("examples/{example}/checkout.yaml");
+        assert!(notes.contains(&path), "{values:?}: {path} in:\n{notes}");
+        assert!(
+            std::path::Path::new(ROOT).join(&path).is_file(),
+            "{path} exists"
+        );
+        assert!(notes.contains("kubectl create namespace shop"), "{notes}");
+    }
+    // Watching the release namespace: no namespace to create.
+    let notes = notes(&format!("watchNamespaces: [{RELEASE_NS}]\n"));
+    assert!(!notes.contains("create namespace"), "{notes}");
+    assert!(
+        notes.contains(&format!(
+            "kubectl apply -n {RELEASE_NS} -f examples/gateway-api/checkout.yaml"
+        )),
+        "{notes}"
+    );
+}
+
 // ---------------------------------------------------------------- CRD
 
 #[test]

@@ -112,6 +112,21 @@ impl Install {
         chart: &Path,
         values: &[(&str, &str)],
     ) -> Install {
+        Self::try_helm(cluster, namespace, chart, values, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `helm install` of `chart` with more arguments (e.g. `--skip-crds`);
+    /// Err: Helm's message (what the Drop of the failed release cleaned up
+    /// is printed).
+    pub async fn try_helm(
+        cluster: &Cluster,
+        namespace: &str,
+        chart: &Path,
+        values: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Result<Install, String> {
         let release = format!("{RELEASE_PREFIX}{}", unique_suffix());
         let mut all: Vec<(String, String)> = Vec::new();
         if !values.iter().any(|(k, _)| *k == "watchNamespaces") {
@@ -140,14 +155,13 @@ impl Install {
             HELM_TIMEOUT.into(),
         ];
         args.extend(set_args(&install.values));
-        if let Err(e) = install.helm_cmd(&args) {
-            panic!("{e}");
-        }
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        install.helm_cmd(&args)?;
         eprintln!(
             "[e2e] helm release {} installed in {namespace} ({:?})",
             install.release, install.values
         );
-        install
+        Ok(install)
     }
 
     /// The ServiceAccount the chart gives the operator.
@@ -435,28 +449,38 @@ pub fn forbidden_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Fails (with the lines and the log's tail) when the operator met a 403:
-/// its log mentions it, or `rollwise_reconcile_errors_total{category=
-/// "forbidden"}` is not 0.
-pub async fn assert_no_forbidden(op: &Operator) {
+/// Why the operator is known to have met a 403, or `None`: its log reports
+/// a refused call, or `rollwise_reconcile_errors_total{category=
+/// "forbidden"}` is not 0 (read while it runs).
+pub async fn forbidden_report(op: &Operator) -> Option<String> {
     let log = op.log();
     let lines = forbidden_lines(&log);
-    assert!(
-        lines.is_empty(),
-        "the operator ({}) was refused API calls (403) under the chart's RBAC:\n{}\n\nits log:\n{}",
-        op.describe(),
-        lines.join("\n"),
-        tail(&log, 200)
-    );
+    if !lines.is_empty() {
+        return Some(format!(
+            "the operator ({}) was refused API calls (403) under the chart's RBAC:\n{}\n\nits log:\n{}",
+            op.describe(),
+            lines.join("\n"),
+            tail(&log, 200)
+        ));
+    }
     if op.is_alive() {
         let forbidden = op
             .metric_sum(ERRORS_METRIC, &[("category", "forbidden")])
             .await;
-        assert_eq!(
-            forbidden,
-            0.0,
-            "{ERRORS_METRIC}{{category=\"forbidden\"}} of the operator ({})",
-            op.describe()
-        );
+        if forbidden != 0.0 {
+            return Some(format!(
+                "{ERRORS_METRIC}{{category=\"forbidden\"}} is {forbidden} for the operator ({})",
+                op.describe()
+            ));
+        }
+    }
+    None
+}
+
+/// Fails (with the lines and the log's tail) when the operator met a 403
+/// (see [`forbidden_report`]).
+pub async fn assert_no_forbidden(op: &Operator) {
+    if let Some(report) = forbidden_report(op).await {
+        panic!("{report}");
     }
 }
