@@ -957,10 +957,11 @@ async fn header_route_on_nginx_abort_drains_the_canary_and_retry_restores_it() {
 /// `rollwise-beta` ahead of the driven route (Istio takes the first match),
 /// header names lower-cased, the cookie as a regex on the `cookie` header,
 /// the canary at weight 100; `promote` moves the driven route to 70/30 (the
-/// A/B entry stays), `promote --full` ends at 0/100 with the entry removed;
-/// deleting the Rollout returns all traffic to stable.
+/// A/B entry stays); `abort` returns it to 100/0 and removes the entry;
+/// `retry` starts over with the entry; deleting the Rollout mid-way removes
+/// it again and leaves all traffic on stable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn header_and_cookie_route_on_istio_then_promote_full_and_delete() {
+async fn header_and_cookie_route_on_istio_removed_on_abort_and_on_delete() {
     in_namespace("ab-istio", async |ns: &TestNs| {
         ns.cluster
             .require_crds(
@@ -1046,28 +1047,37 @@ async fn header_and_cookie_route_on_istio_then_promote_full_and_delete() {
         );
         assert_eq!(vs.data["spec"]["http"][0]["name"], "rollwise-beta");
 
-        plugin.ok(&["promote", "--full", ROLLOUT]).await;
-        until(ns, "Succeeded at 100%", |r| {
+        plugin.ok(&["abort", ROLLOUT]).await;
+        until(ns, "Aborted at 0%", |r| {
             let s = r.status.as_ref()?;
-            (s.phase == Phase::Succeeded && s.canary_weight == 100).then_some(())
+            (s.phase == Phase::Aborted && s.canary_weight == 0).then_some(())
         })
         .await;
         let vs = vs_api.get(ROUTE).await.unwrap();
-        assert_eq!(istio_weights(&vs, "primary"), (Some(0), Some(100)));
-        let names: Vec<Value> = vs.data["spec"]["http"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["name"].clone())
-            .collect();
+        let (stable, canary) = istio_weights(&vs, "primary");
+        assert!(
+            stable == Some(100) && canary.unwrap_or(0) == 0,
+            "abort sends all traffic back to stable: {}",
+            pretty(&vs.data)
+        );
         assert_eq!(
-            names,
-            vec![json!("primary"), json!("static")],
-            "the A/B entry is removed at the promotion: {}",
+            http_names(&vs),
+            vec!["primary", "static"],
+            "abort removes the A/B entry: {}",
             pretty(&vs.data)
         );
         assert_eq!(vs.data["spec"]["http"][1], created.data["spec"]["http"][1]);
         assert_eq!(vs.data["spec"]["hosts"], created.data["spec"]["hosts"]);
+
+        plugin.ok(&["retry", ROLLOUT]).await;
+        wait_paused_at(ns, 1, 0).await;
+        let vs = vs_api.get(ROUTE).await.unwrap();
+        assert_eq!(
+            http_names(&vs),
+            vec!["rollwise-beta", "primary", "static"],
+            "retry starts over with the A/B entry: {}",
+            pretty(&vs.data)
+        );
 
         delete_rollout(ns).await;
         wait_gone(ns, &operator).await;
@@ -1078,7 +1088,23 @@ async fn header_and_cookie_route_on_istio_then_promote_full_and_delete() {
             "deleting the Rollout returns all traffic to stable: {}",
             pretty(&vs.data)
         );
-        wait_events(ns, &["TrafficRestored"]).await;
+        assert_eq!(
+            http_names(&vs),
+            vec!["primary", "static"],
+            "deleting the Rollout removes the A/B entry: {}",
+            pretty(&vs.data)
+        );
+        wait_events(
+            ns,
+            &[
+                "HeaderRouteSet",
+                "Promoted",
+                "Aborted",
+                "Retry",
+                "TrafficRestored",
+            ],
+        )
+        .await;
         install.finish(ns, &[&operator]).await;
     })
     .await;
@@ -1751,6 +1777,14 @@ fn canary_backend(ingress: &DynamicObject) -> Option<String> {
             .as_str()
             .map(String::from)
     })?
+}
+
+/// The names of the VirtualService's `http` routes, in order.
+fn http_names(vs: &DynamicObject) -> Vec<&str> {
+    vs.data["spec"]["http"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|e| e["name"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// `(stable, canary)` destination weights of the named http route.
