@@ -28,6 +28,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{
@@ -37,7 +38,7 @@ use common::install::{Install, assert_no_forbidden, forbidden_lines, forbidden_r
 use common::prometheus::{Backfill, PrometheusServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event as NewEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
@@ -86,7 +87,15 @@ const CANARY_ERROR_RATE: f64 = 0.01;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_api_canary_runs_under_the_chart_rbac() {
     in_namespace("inst-gw", async |ns: &TestNs| {
-        complete_canary(ns, Router::GatewayApi, &[], true).await;
+        complete_canary(
+            ns,
+            Router::GatewayApi,
+            Checks {
+                analysis: true,
+                ..Checks::default()
+            },
+        )
+        .await;
     })
     .await;
 }
@@ -94,7 +103,15 @@ async fn gateway_api_canary_runs_under_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_canary_runs_under_the_chart_rbac() {
     in_namespace("inst-nginx", async |ns: &TestNs| {
-        complete_canary(ns, Router::Nginx, &[], true).await;
+        complete_canary(
+            ns,
+            Router::Nginx,
+            Checks {
+                analysis: true,
+                ..Checks::default()
+            },
+        )
+        .await;
     })
     .await;
 }
@@ -102,7 +119,15 @@ async fn nginx_canary_runs_under_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_canary_runs_under_the_chart_rbac() {
     in_namespace("inst-istio", async |ns: &TestNs| {
-        complete_canary(ns, Router::Istio, &[], false).await;
+        complete_canary(
+            ns,
+            Router::Istio,
+            Checks {
+                webhooks: true,
+                ..Checks::default()
+            },
+        )
+        .await;
     })
     .await;
 }
@@ -110,7 +135,7 @@ async fn istio_canary_runs_under_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smi_canary_runs_under_the_chart_rbac() {
     in_namespace("inst-smi", async |ns: &TestNs| {
-        complete_canary(ns, Router::Smi, &[], false).await;
+        complete_canary(ns, Router::Smi, Checks::default()).await;
     })
     .await;
 }
@@ -118,7 +143,7 @@ async fn smi_canary_runs_under_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_canary_runs_under_the_chart_rbac() {
     in_namespace("inst-traefik", async |ns: &TestNs| {
-        complete_canary(ns, Router::Traefik, &[], false).await;
+        complete_canary(ns, Router::Traefik, Checks::default()).await;
     })
     .await;
 }
@@ -126,7 +151,7 @@ async fn traefik_canary_runs_under_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_canary_runs_under_the_chart_rbac() {
     in_namespace("inst-replicas", async |ns: &TestNs| {
-        complete_canary(ns, Router::Replicas, &[], false).await;
+        complete_canary(ns, Router::Replicas, Checks::default()).await;
     })
     .await;
 }
@@ -137,7 +162,15 @@ async fn replicas_canary_runs_under_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_defaults_grant_a_cluster_role_that_is_enough() {
     in_namespace("inst-cluster", async |ns: &TestNs| {
-        complete_canary(ns, Router::GatewayApi, &[("watchNamespaces", "[]")], false).await;
+        complete_canary(
+            ns,
+            Router::GatewayApi,
+            Checks {
+                values: &[("watchNamespaces", "[]")],
+                ..Checks::default()
+            },
+        )
+        .await;
     })
     .await;
 }
@@ -146,10 +179,37 @@ async fn the_chart_defaults_grant_a_cluster_role_that_is_enough() {
 /// the two versions and the router's object, the operator under the
 /// chart's identity, a Rollout held at 25% (checked), promoted by hand to
 /// 100% (checked), then deleted (stable restored, checked).
-async fn complete_canary(ns: &TestNs, router: Router, values: &[(&str, &str)], analysis: bool) {
+/// What a [`complete_canary`] adds to the router's own checks.
+#[derive(Default)]
+struct Checks {
+    /// More chart values.
+    values: &'static [(&'static str, &'static str)],
+    /// An analysis against a real Prometheus (1% errors, limit 5%).
+    analysis: bool,
+    /// A per-Rollout webhook whose URL is in a Secret (read by the operator
+    /// under the chart's `secrets: get`) and the chart's operator-wide
+    /// webhook (`notifications.webhook.existingSecret`): both are called.
+    webhooks: bool,
+}
+
+async fn complete_canary(ns: &TestNs, router: Router, checks: Checks) {
+    let Checks {
+        values,
+        analysis,
+        webhooks,
+    } = checks;
     router.show(ns);
     let mut all_values = router.chart_values();
     all_values.extend_from_slice(values);
+    let hooks = if webhooks {
+        let hooks = Webhooks::start().await;
+        ns.create(&hooks.secret(&ns.name)).await;
+        all_values.push(("notifications.webhook.existingSecret", HOOKS_SECRET));
+        all_values.push(("notifications.webhook.key", OPERATOR_HOOK_KEY));
+        Some(hooks)
+    } else {
+        None
+    };
     let install = Install::helm(&ns.cluster, &ns.name, &all_values).await;
     ns.note(format!("helm release {} ({all_values:?})", install.release));
     if values.contains(&("watchNamespaces", "[]")) {
@@ -166,12 +226,21 @@ async fn complete_canary(ns: &TestNs, router: Router, values: &[(&str, &str)], a
     let op = ns
         .start_operator(install.operator_options(&ns.name).await)
         .await;
-    ns.create(&rollout(
+    let mut r = rollout(
         &ns.name,
         router.traffic_routing(),
         prometheus.as_ref().map(|p| p.address()),
-    ))
-    .await;
+    );
+    if webhooks {
+        r.spec.notifications = Some(
+            serde_json::from_value(json!({"webhooks": [{
+                "name": "team",
+                "urlFrom": {"name": HOOKS_SECRET, "key": ROLLOUT_HOOK_KEY}
+            }]}))
+            .expect("a notification spec"),
+        );
+    }
+    ns.create(&r).await;
 
     let r = ns
         .wait_phase(ROLLOUT, Phase::Paused, 25, ROLLOUT_TIMEOUT)
@@ -195,6 +264,11 @@ async fn complete_canary(ns: &TestNs, router: Router, values: &[(&str, &str)], a
     assert_succeeded(&r, analysis);
     router.expect(ns, 100, &created).await;
     assert_events_published(ns).await;
+    if let Some(hooks) = &hooks {
+        for path in ["/rollout", "/operator"] {
+            hooks.wait_promoted(ns, path).await;
+        }
+    }
 
     // Deleting the Rollout: the finalizer restores stable traffic under the
     // chart's RBAC; then no 403 anywhere, and `helm uninstall`.
@@ -1430,6 +1504,88 @@ async fn assert_events_published(ns: &TestNs) {
         }
     })
     .await;
+}
+
+const HOOKS_SECRET: &str = "hooks";
+const ROLLOUT_HOOK_KEY: &str = "rollout-url";
+const OPERATOR_HOOK_KEY: &str = "operator-url";
+
+/// A webhook receiver on 127.0.0.1 recording (path, JSON body) of every
+/// call; `/rollout` is the Rollout's webhook, `/operator` the chart's
+/// operator-wide one.
+struct Webhooks {
+    addr: std::net::SocketAddr,
+    calls: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Webhooks {
+    async fn start() -> Webhooks {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a webhook receiver");
+        let addr = listener.local_addr().expect("its address");
+        let calls: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let app = axum::Router::new().fallback({
+            let calls = calls.clone();
+            move |uri: axum::http::Uri, body: axum::body::Bytes| {
+                let calls = calls.clone();
+                async move {
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    calls
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((uri.path().to_string(), body));
+                    axum::http::StatusCode::OK
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Webhooks { addr, calls }
+    }
+
+    /// The Secret holding both URLs.
+    fn secret(&self, ns: &str) -> Secret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": HOOKS_SECRET, "namespace": ns},
+            "stringData": {
+                ROLLOUT_HOOK_KEY: format!("http://{}/rollout", self.addr),
+                OPERATOR_HOOK_KEY: format!("http://{}/operator", self.addr),
+            }
+        }))
+        .expect("a Secret")
+    }
+
+    /// `path` was called with the Rollout's promotion.
+    async fn wait_promoted(&self, ns: &TestNs, path: &str) {
+        eventually(
+            &format!("the webhook {path} to be told of the promotion"),
+            Duration::from_secs(30),
+            || async {
+                let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let kinds: Vec<&Value> = calls
+                    .iter()
+                    .filter(|(p, _)| p == path)
+                    .map(|(_, b)| &b["kind"])
+                    .collect();
+                let promoted = calls.iter().any(|(p, b)| {
+                    p == path
+                        && b["kind"] == "Promoted"
+                        && b["rollout"] == ROLLOUT
+                        && b["namespace"] == ns.name.as_str()
+                        && b["canaryWeight"] == 100
+                });
+                if promoted {
+                    Ok(())
+                } else {
+                    Err(format!("calls of {path} so far: {kinds:?}"))
+                }
+            },
+        )
+        .await;
+    }
 }
 
 /// The chart's Lease names the operator the test started as its holder.
