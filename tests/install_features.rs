@@ -546,6 +546,7 @@ async fn blue_green_preview_that_fails_its_analysis_is_rolled_back_before_any_sw
             pretty(&entry)
         );
 
+        let patched = patches(&operator, "virtualservices").await;
         let (r, _) = until(ns, "rolled back during the preview", |r| {
             let s = r.status.as_ref()?;
             (s.phase == Phase::RolledBack).then_some(())
@@ -573,6 +574,11 @@ async fn blue_green_preview_that_fails_its_analysis_is_rolled_back_before_any_sw
         assert_eq!(
             vs.data["spec"], created.data["spec"],
             "after the rollback the VirtualService is as created: the new version never had regular traffic"
+        );
+        let writes = patches(&operator, "virtualservices").await - patched;
+        assert_eq!(
+            writes, 1.0,
+            "PATCHes of the VirtualService from the preview to the rollback: only the removal of the preview entry"
         );
         let watched = watch.wait().await;
         assert_eq!(
