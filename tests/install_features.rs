@@ -318,10 +318,11 @@ async fn blue_green_switches_once_after_the_preview_analysis_and_drains_the_old_
     .await;
 }
 
-/// Blue/green with `autoPromote: false` on ingress-nginx, the preview header
-/// route in the canary Ingress at weight 0: the analysis passes, the preview
-/// duration passes, and it still waits (phase Paused) until `kubectl
-/// rollwise promote`; then one switch to 100% and the header route is gone.
+/// Blue/green with `autoPromote: false` on ingress-nginx, the preview route
+/// (cookie `preview=always`, the only cookie value ingress-nginx matches) in
+/// the canary Ingress at weight 0: the analysis passes, the preview duration
+/// passes, and it still waits (phase Paused) until `kubectl rollwise
+/// promote`; then one switch to 100% and the preview route is gone.
 /// A second promote or an abort of the finished rollout is refused (exit 1)
 /// and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,7 +349,7 @@ async fn blue_green_without_auto_promote_waits_for_kubectl_rollwise_promote() {
             "blueGreen": {
                 "autoPromote": false,
                 "previewDuration": "2s",
-                "previewRoute": {"name": "preview", "match": [{"header": {"name": "x-preview", "value": "yes"}}]},
+                "previewRoute": {"name": "preview", "match": [{"cookie": {"name": "preview", "value": "always"}}]},
             },
             "analysis": analysis(&prometheus.address()),
         })))
@@ -399,8 +400,7 @@ async fn blue_green_without_auto_promote_waits_for_kubectl_rollwise_promote() {
                 "nginx.ingress.kubernetes.io/canary": "true",
                 "nginx.ingress.kubernetes.io/canary-weight": "0",
                 "nginx.ingress.kubernetes.io/canary-weight-total": "100",
-                "nginx.ingress.kubernetes.io/canary-by-header": "x-preview",
-                "nginx.ingress.kubernetes.io/canary-by-header-value": "yes",
+                "nginx.ingress.kubernetes.io/canary-by-cookie": "preview",
             }),
             "the canary Ingress during the preview: {}",
             pretty(&canary.data)
