@@ -28,6 +28,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -272,7 +273,9 @@ async fn complete_canary(ns: &TestNs, router: Router, checks: Checks) {
 
     // Deleting the Rollout: the finalizer restores stable traffic under the
     // chart's RBAC; then no 403 anywhere, and `helm uninstall`.
-    install.finish(ns, &[&op]).await;
+    let granted = install.granted();
+    let made = install.finish(ns, &[&op]).await;
+    assert_every_rule_used(&granted, &made[0], webhooks);
     router.expect_restored(ns, &created).await;
     drop(prometheus);
 }
@@ -1586,6 +1589,42 @@ impl Webhooks {
         )
         .await;
     }
+}
+
+/// Every rule the chart granted this install was used by the operator's
+/// run (`rollwise_kube_requests_total`, answered 2xx), but for:
+/// - `rollouts/finalizers` `update`: only checked by the
+///   OwnerReferencesPermissionEnforcement admission plugin (not enabled on
+///   the test cluster) when the nginx and smi routers create objects owned
+///   by the Rollout;
+/// - `create` on the canary Ingress and the TrafficSplit: they are created
+///   by a server-side apply, a PATCH, which the API server also authorizes
+///   as `create` when the object does not exist yet (so that PATCH must have
+///   been made);
+/// - Secrets `get` unless a Rollout had a webhook.
+fn assert_every_rule_used(
+    granted: &BTreeSet<(String, String)>,
+    made: &BTreeSet<(String, String)>,
+    webhooks: bool,
+) {
+    let unused: Vec<&(String, String)> = granted
+        .iter()
+        .filter(|rule| !made.contains(*rule))
+        .filter(
+            |(resource, verb)| match (resource.as_str(), verb.as_str()) {
+                ("rollouts/finalizers", "update") => false,
+                ("ingresses" | "trafficsplits", "create") => {
+                    !made.contains(&(resource.clone(), "patch".to_string()))
+                }
+                ("secrets", "get") => webhooks,
+                _ => true,
+            },
+        )
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "the chart grants rules this run never used: {unused:?}\ngranted: {granted:?}\nused: {made:?}"
+    );
 }
 
 /// The chart's Lease names the operator the test started as its holder.

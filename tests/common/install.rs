@@ -42,8 +42,11 @@
 //!   cluster the image would run; use `("replicas", "1")` there if needed.)
 //! - [`assert_no_forbidden`] fails the test when the operator met a 403: its
 //!   log mentions `forbidden` (every refused API call is logged: reconcile
-//!   errors, Events that could not be published, the Lease), or its metric
-//!   `rollwise_reconcile_errors_total{category="forbidden"}` is not 0.
+//!   errors, Events that could not be published, the Lease), or its metrics
+//!   `rollwise_reconcile_errors_total{category="forbidden"}` or
+//!   `rollwise_kube_requests_total{code="403"}` are not 0.
+//! - [`Install::granted`] and [`requests_made`] (what `finish` returns)
+//!   compare what the chart grants with what the operator used.
 //! - [`Install::finish`] ends a test that went well; [`Install::uninstall`]
 //!   is `helm uninstall --wait`. When the `Install` is dropped without either
 //!   (a failed test), it runs `helm uninstall` and deletes any ClusterRole or
@@ -53,6 +56,7 @@
 
 #![allow(dead_code)] // each test crate uses part of this module
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -329,8 +333,14 @@ impl Install {
     /// The end of a test that went well: delete the Rollouts in `ns` while
     /// the operators run (the finalizer restores stable traffic under the
     /// chart's RBAC) and wait until they are gone, fail on any 403 the
-    /// operators met, stop them, `helm uninstall`.
-    pub async fn finish(self, ns: &TestNs, operators: &[&Operator]) {
+    /// operators met, stop them, `helm uninstall`. Returns what the
+    /// operators that were still running had done: [`requests_made`] of
+    /// each, read just before they were stopped.
+    pub async fn finish(
+        self,
+        ns: &TestNs,
+        operators: &[&Operator],
+    ) -> Vec<BTreeSet<(String, String)>> {
         let rollouts: Api<Rollout> = ns.api();
         rollouts
             .delete_collection(&DeleteParams::background(), &ListParams::default())
@@ -359,13 +369,45 @@ impl Install {
             },
         )
         .await;
+        let mut made = Vec::new();
         for op in operators {
             assert_no_forbidden(op).await;
+            if op.is_alive() {
+                made.push(requests_made(&op.metrics().await));
+            }
         }
         for op in operators {
             op.kill();
         }
         self.uninstall().unwrap_or_else(|e| panic!("{e}"));
+        made
+    }
+
+    /// `(resource, verb)` of every rule of the release's Roles and
+    /// ClusterRoles (the API group left out, as in [`requests_made`]).
+    pub fn granted(&self) -> BTreeSet<(String, String)> {
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        };
+        let mut granted = BTreeSet::new();
+        for role in self
+            .manifest()
+            .iter()
+            .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+        {
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        granted.insert((resource.clone(), verb));
+                    }
+                }
+            }
+        }
+        granted
     }
 
     /// `helm uninstall --wait`; Err: Helm's message.
@@ -439,6 +481,36 @@ fn set_args(values: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// The operator's count of its API requests, by verb, resource and code.
+pub const REQUESTS_METRIC: &str = "rollwise_kube_requests_total";
+
+/// `(resource, verb)` of the API requests the operator made that the API
+/// server granted (2xx), from its [`REQUESTS_METRIC`] (`/metrics` text).
+pub fn requests_made(metrics: &str) -> BTreeSet<(String, String)> {
+    let mut made = BTreeSet::new();
+    for line in metrics.lines().filter(|l| l.starts_with(REQUESTS_METRIC)) {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(String::from)
+        };
+        let count: f64 = value.parse().unwrap_or(0.0);
+        if let (Some(verb), Some(resource), Some(code)) =
+            (label("verb"), label("resource"), label("code"))
+            && code.starts_with('2')
+            && count > 0.0
+        {
+            made.insert((resource, verb));
+        }
+    }
+    made
+}
+
 /// The lines of `log` that report a refused API call (403 Forbidden).
 pub fn forbidden_lines(log: &str) -> Vec<&str> {
     log.lines()
@@ -464,14 +536,20 @@ pub async fn forbidden_report(op: &Operator) -> Option<String> {
         ));
     }
     if op.is_alive() {
-        let forbidden = op
-            .metric_sum(ERRORS_METRIC, &[("category", "forbidden")])
-            .await;
-        if forbidden != 0.0 {
-            return Some(format!(
-                "{ERRORS_METRIC}{{category=\"forbidden\"}} is {forbidden} for the operator ({})",
-                op.describe()
-            ));
+        let metrics = op.metrics().await;
+        for (family, label) in [
+            (ERRORS_METRIC, ("category", "forbidden")),
+            (REQUESTS_METRIC, ("code", "403")),
+        ] {
+            let n = super::cluster::metric_sum(&metrics, family, &[label]);
+            if n != 0.0 {
+                return Some(format!(
+                    "{family}{{{}=\"{}\"}} is {n} for the operator ({})",
+                    label.0,
+                    label.1,
+                    op.describe()
+                ));
+            }
         }
     }
     None
