@@ -11,7 +11,11 @@
 //!   `docs/routers.md` says at each step, the status and conditions, the
 //!   Events, the Lease, and stable traffic restored when the Rollout is
 //!   deleted; Gateway API and nginx with an analysis against a real
-//!   Prometheus;
+//!   Prometheus; Istio with a per-Rollout webhook whose URL is in a Secret
+//!   and the chart's operator-wide webhook; Traefik with the release in a
+//!   namespace of its own, watching the test's. Every rule the chart grants
+//!   is used by the run (the operator's `rollwise_kube_requests_total`), so
+//!   none is there for nothing;
 //! - the chart's defaults (all namespaces: a ClusterRole);
 //! - a router the chart leaves off is refused by the API server (and the
 //!   403 check sees it);
@@ -144,7 +148,15 @@ async fn smi_canary_runs_under_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_canary_runs_under_the_chart_rbac() {
     in_namespace("inst-traefik", async |ns: &TestNs| {
-        complete_canary(ns, Router::Traefik, Checks::default()).await;
+        complete_canary(
+            ns,
+            Router::Traefik,
+            Checks {
+                release_namespace: true,
+                ..Checks::default()
+            },
+        )
+        .await;
     })
     .await;
 }
@@ -191,6 +203,34 @@ struct Checks {
     /// under the chart's `secrets: get`) and the chart's operator-wide
     /// webhook (`notifications.webhook.existingSecret`): both are called.
     webhooks: bool,
+    /// The release in a namespace of its own (ServiceAccount, Deployment,
+    /// Lease there), watching the test's namespace (the Role there).
+    release_namespace: bool,
+}
+
+/// A namespace besides the test's, deleted on drop.
+struct OtherNamespace {
+    cluster: Cluster,
+    name: String,
+}
+
+impl OtherNamespace {
+    async fn create(cluster: &Cluster, label: &str) -> OtherNamespace {
+        OtherNamespace {
+            cluster: cluster.clone(),
+            name: cluster.create_namespace(label).await,
+        }
+    }
+}
+
+impl Drop for OtherNamespace {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl()
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
 }
 
 async fn complete_canary(ns: &TestNs, router: Router, checks: Checks) {
@@ -198,11 +238,26 @@ async fn complete_canary(ns: &TestNs, router: Router, checks: Checks) {
         values,
         analysis,
         webhooks,
+        release_namespace,
     } = checks;
     router.show(ns);
     let mut all_values = router.chart_values();
     all_values.extend_from_slice(values);
+    // Dropped after the release (declared before it): deleted last.
+    let other_ns = if release_namespace {
+        Some(OtherNamespace::create(&ns.cluster, "inst-rel").await)
+    } else {
+        None
+    };
+    let install_ns = other_ns
+        .as_ref()
+        .map_or(ns.name.clone(), |o| o.name.clone());
+    let watch = format!("[{:?}]", ns.name);
+    if other_ns.is_some() {
+        all_values.push(("watchNamespaces", &watch));
+    }
     let hooks = if webhooks {
+        assert!(other_ns.is_none(), "webhooks: one namespace");
         let hooks = Webhooks::start().await;
         ns.create(&hooks.secret(&ns.name)).await;
         all_values.push(("notifications.webhook.existingSecret", HOOKS_SECRET));
@@ -211,7 +266,7 @@ async fn complete_canary(ns: &TestNs, router: Router, checks: Checks) {
     } else {
         None
     };
-    let install = Install::helm(&ns.cluster, &ns.name, &all_values).await;
+    let install = Install::helm(&ns.cluster, &install_ns, &all_values).await;
     ns.note(format!("helm release {} ({all_values:?})", install.release));
     if values.contains(&("watchNamespaces", "[]")) {
         assert_cluster_role(&install).await;
