@@ -600,6 +600,60 @@ async fn blue_green_preview_that_fails_its_analysis_is_rolled_back_before_any_sw
     .await;
 }
 
+/// `stable.scaleDownAfter` after a plain canary (no blue/green): once the
+/// last step is done the old version is drained that long after the
+/// promotion, with nothing else happening in the namespace meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_promotion_drains_the_old_version_after_scale_down_after() {
+    in_namespace("drain", async |ns: &TestNs| {
+        ns.show("HTTPRoutes", http_route_resource());
+        ns.versions(&[STABLE, CANARY], REPLICAS).await;
+        ns.create_dynamic(&http_route_resource(), http_route())
+            .await;
+        let (install, operator) = start_operator(
+            ns,
+            Needs {
+                gateway_api: true,
+                scaling: true,
+                ..Needs::default()
+            },
+        )
+        .await;
+        ns.create(&rollout(json!({
+            "stable": {"service": STABLE, "deployment": STABLE, "scaleDownAfter": "3s"},
+            "canary": {"service": CANARY, "deployment": CANARY},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": ROUTE}},
+            "steps": [{"setWeight": 50}, {"setWeight": 100}],
+        })))
+        .await;
+        let (r, _) = until(ns, "Succeeded at 100%", |r| {
+            let s = r.status.as_ref()?;
+            (s.phase == Phase::Succeeded && s.canary_weight == 100).then_some(())
+        })
+        .await;
+        assert_eq!(
+            replicas_and_record(&deployment(ns, STABLE).await),
+            (REPLICAS, None),
+            "the old version right after the promotion: {}",
+            summary(&r)
+        );
+        until(ns, "the old version drained 3s after the promotion", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.stable_scaled_down)
+                .then_some(())
+        })
+        .await;
+        assert_eq!(
+            replicas_and_record(&deployment(ns, STABLE).await),
+            (0, Some(REPLICAS.to_string()))
+        );
+        wait_events(ns, &["RolloutCompleted", "StableScaledDown"]).await;
+        install.finish(ns, &[&operator]).await;
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Header routes and manual actions
 // ---------------------------------------------------------------------------
