@@ -341,8 +341,9 @@ async fn complete_canary(ns: &TestNs, router: Router, checks: Checks) {
 
 /// With `routers.gatewayAPI=false` the chart grants nothing on HTTPRoutes:
 /// a Gateway API Rollout does not move any traffic (the API server refuses
-/// the operator), as the chart's README says, and the check every test
-/// ends with catches the 403.
+/// the operator) and says why (Ready=False, RouteNotUsable, the refusal),
+/// as the chart's README says; the check every test ends with catches the
+/// 403; `helm upgrade --set routers.gatewayAPI=true` lets it go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_turned_off_in_the_chart_is_refused() {
     in_namespace("inst-off", async |ns: &TestNs| {
@@ -380,22 +381,44 @@ async fn a_router_turned_off_in_the_chart_is_refused() {
             },
         )
         .await;
-        // No traffic moved, and the Rollout does not claim any.
-        router.expect(ns, 0, &created).await;
-        let r = ns.rollout(ROLLOUT).await;
+        // The user sees why: Ready=False, the refusal in the message; no
+        // traffic moved.
+        let r = ns
+            .wait_rollout(
+                ROLLOUT,
+                "Ready=False naming the refusal",
+                ROLLOUT_TIMEOUT,
+                |r| {
+                    r.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|c| {
+                            c.type_ == "Ready"
+                                && c.status == "False"
+                                && c.message.contains("forbidden")
+                        })
+                    })
+                },
+            )
+            .await;
+        let ready = condition(&r, "Ready");
+        assert_eq!(ready.reason, "RouteNotUsable", "{ready:?}");
+        assert!(ready.message.contains("httproutes"), "{ready:?}");
         let status = r.status.clone().unwrap_or_default();
         assert_eq!(status.canary_weight, 0, "{}", pretty(&status));
-        assert!(
-            !matches!(status.phase, Phase::Succeeded | Phase::Paused),
-            "{}",
-            pretty(&status)
-        );
+        router.expect(ns, 0, &created).await;
         // The check every other test ends with fails here.
         assert!(
             forbidden_report(&op).await.is_some(),
             "the 403 check passed although the log has:\n{}",
             forbidden_lines(&log).join("\n")
         );
+        // Turning the router on with `helm upgrade` is enough: the same
+        // operator goes on.
+        install
+            .upgrade(&[("routers.gatewayAPI", "true")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        ns.wait_phase(ROLLOUT, Phase::Paused, 25, ROLLOUT_TIMEOUT)
+            .await;
+        router.expect(ns, 25, &created).await;
         op.kill();
         install.uninstall().unwrap_or_else(|e| panic!("{e}"));
     })

@@ -72,6 +72,7 @@ impl TrafficError {
             TrafficError::NoStableBackend { .. } => "no_stable_backend",
             TrafficError::CrdMissing { .. } => "crd_missing",
             TrafficError::Conflict { .. } => "route_conflict",
+            TrafficError::Api { .. } if self.is_forbidden() => "forbidden",
             TrafficError::Api { .. } => "route_api",
             TrafficError::Malformed { .. } => "route_malformed",
             TrafficError::Unsupported { .. } => "router_unsupported",
@@ -79,16 +80,24 @@ impl TrafficError {
     }
 
     /// Whether this is the user's configuration (wait for a change) rather
-    /// than a passing failure (retry soon).
+    /// than a passing failure (retry soon). A 403 is: the operator's RBAC
+    /// does not cover this router (e.g. its `routers.*` chart value is off),
+    /// and only an install change fixes it.
     pub fn is_configuration(&self) -> bool {
-        matches!(
-            self,
-            TrafficError::RouteNotFound { .. }
-                | TrafficError::NoStableBackend { .. }
-                | TrafficError::CrdMissing { .. }
-                | TrafficError::Malformed { .. }
-                | TrafficError::Unsupported { .. }
-        )
+        self.is_forbidden()
+            || matches!(
+                self,
+                TrafficError::RouteNotFound { .. }
+                    | TrafficError::NoStableBackend { .. }
+                    | TrafficError::CrdMissing { .. }
+                    | TrafficError::Malformed { .. }
+                    | TrafficError::Unsupported { .. }
+            )
+    }
+
+    /// The API server refused the call (403 Forbidden).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, TrafficError::Api { source: kube::Error::Api(s), .. } if s.code == 403)
     }
 }
 
