@@ -68,6 +68,9 @@ const HEALTHY_ERROR_RATE: f64 = 0.01;
 const FAULTY_ERROR_RATE: f64 = 0.30;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
+/// Events are published right after the status write that records the
+/// transition.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
 // Blue/green
@@ -386,6 +389,9 @@ async fn blue_green_without_auto_promote_waits_for_kubectl_rollwise_promote() {
             "{}",
             summary(&r)
         );
+        // Waiting for a person is a transition people are told about (an
+        // Event, and the `paused` notification that follows it).
+        wait_events(ns, &["Paused"]).await;
         assert_eq!(
             patches(&operator, "ingresses").await,
             patched,
@@ -1533,7 +1539,7 @@ async fn rollout_events(ns: &TestNs) -> Vec<(String, String)> {
 /// The Rollout's Events once every one of `reasons` is among them (the
 /// operator publishes them after its status write).
 async fn wait_events(ns: &TestNs, reasons: &[&str]) -> Vec<(String, String)> {
-    eventually(&format!("Events {reasons:?}"), TIMEOUT, || async {
+    eventually(&format!("Events {reasons:?}"), EVENTS_TIMEOUT, || async {
         let events = rollout_events(ns).await;
         let missing: Vec<&&str> = reasons
             .iter()
