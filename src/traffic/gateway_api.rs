@@ -844,7 +844,10 @@ mod tests {
         ));
         let mut other = stored.clone();
         other["backendRefs"][0]["weight"] = json!(2);
-        assert!(!same_after_defaulting(&[built.clone()], &[other]));
+        assert!(!same_after_defaulting(
+            std::slice::from_ref(&built),
+            &[other]
+        ));
         let mut other = stored;
         other["matches"][0]["headers"][0]["type"] = json!("RegularExpression");
         assert!(!same_after_defaulting(&[built], &[other]));
