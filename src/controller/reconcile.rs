@@ -475,7 +475,7 @@ fn next_look(ctx: &Context, decision: &plan::Decision) -> Action {
     let after = decision.requeue_after;
     match &ctx.watches {
         None => Action::requeue(after),
-        Some(_) if after >= plan::IDLE_REQUEUE => Action::await_change(),
+        Some(_) if decision.waits_for_change => Action::await_change(),
         Some(_) if decision.reason == plan::WAITING_FOR_CANARY => {
             Action::requeue(after.max(WATCHED_WAIT_FALLBACK))
         }

@@ -194,6 +194,10 @@ pub struct Decision {
     /// The next status (conditions are added by `status::build`).
     pub status: RolloutStatus,
     pub requeue_after: Duration,
+    /// Nothing is due at a time: the Rollout waits for a change (to itself,
+    /// its route or its Deployments) or a person. A driver that watches
+    /// those sets no timer; `requeue_after` is then [`IDLE_REQUEUE`].
+    pub waits_for_change: bool,
     pub transitions: Vec<Transition>,
     /// Set when a manual action was carried out or refused: the controller
     /// then removes the annotation.
@@ -289,6 +293,22 @@ pub fn moved_by_others(prev: &RolloutStatus, reading: Option<u8>) -> Option<u8> 
     (!prev.canary_ref.is_empty() && found != recorded).then_some(found)
 }
 
+/// The opt-in drain of the old version after a promotion, when it is still
+/// to be done: its delay and when it is due.
+fn drain_due(plan: &Plan, st: &RolloutStatus, now: Timestamp) -> Option<(Duration, Timestamp)> {
+    let after = plan.stable_scale_down_after?;
+    if st.phase != Phase::Succeeded || st.stable_scaled_down {
+        return None;
+    }
+    let delay = after
+        + plan
+            .blue_green
+            .map(|g| g.scale_down_delay)
+            .unwrap_or_default();
+    let done = st.completed_at.as_ref().map(|t| t.0).unwrap_or(now);
+    Some((delay, done.checked_add(signed(delay)).unwrap_or(done)))
+}
+
 /// Whether deleting the Rollout should return all traffic to stable: not
 /// after a promotion that drained the old version (it has no pods left).
 pub fn restore_stable_on_delete(status: &RolloutStatus) -> bool {
@@ -339,6 +359,9 @@ struct Builder<'a> {
     transitions: Vec<Transition>,
     action: Option<ActionOutcome>,
     scale: ScaleActions,
+    /// Something is due at a time although the step itself waits for a
+    /// change (a drain after the promotion).
+    timer: bool,
 }
 
 impl Builder<'_> {
@@ -373,11 +396,13 @@ impl Builder<'_> {
             message: message.clone(),
             at: Some(time(self.now)),
         });
-        let requeue = match analysis_due_at(self.plan, &self.st, weight) {
-            Some(due) if !matches!(kind, DecisionKind::Rollback | DecisionKind::Abort) => {
-                requeue.min(to_std(self.now.duration_until(due)).max(Duration::from_millis(100)))
-            }
-            _ => requeue,
+        let idle = requeue == IDLE_REQUEUE && !self.timer;
+        let (requeue, waits_for_change) = match analysis_due_at(self.plan, &self.st, weight) {
+            Some(due) if !matches!(kind, DecisionKind::Rollback | DecisionKind::Abort) => (
+                requeue.min(to_std(self.now.duration_until(due)).max(Duration::from_millis(100))),
+                false,
+            ),
+            _ => (requeue, idle),
         };
         let header_routes = if self.st.phase.is_terminal() {
             Vec::new()
@@ -392,6 +417,7 @@ impl Builder<'_> {
             weight,
             status: self.st,
             requeue_after: requeue,
+            waits_for_change,
             transitions: self.transitions,
             action: self.action,
             header_routes,
@@ -460,7 +486,15 @@ impl Builder<'_> {
         self.st.completed_at = Some(time(self.now));
         self.st.current_step_index = self.plan.steps.len() as i32;
         self.event(false, "RolloutCompleted", message.clone());
-        self.finish(DecisionKind::Complete, reason, message, 100, IDLE_REQUEUE)
+        // Come back for the drain of the old version, if one is asked for.
+        let requeue = match drain_due(self.plan, &self.st, self.now) {
+            Some((_, due)) => {
+                self.timer = true;
+                to_std(self.now.duration_until(due))
+            }
+            None => IDLE_REQUEUE,
+        };
+        self.finish(DecisionKind::Complete, reason, message, 100, requeue)
     }
 
     fn rollback(
@@ -940,6 +974,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         transitions: Vec::new(),
         action: None,
         scale: ScaleActions::default(),
+        timer: false,
     };
     let ready = obs.canary == Readiness::Ready;
 
@@ -1080,23 +1115,14 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         }
         // Opt-in draining of the old version after a promotion.
         let mut requeue = IDLE_REQUEUE;
-        if b.st.phase == Phase::Succeeded
-            && let Some(after) = plan.stable_scale_down_after
-            && !b.st.stable_scaled_down
-        {
-            let delay = after
-                + plan
-                    .blue_green
-                    .map(|g| g.scale_down_delay)
-                    .unwrap_or_default();
-            let done = b.st.completed_at.as_ref().map(|t| t.0).unwrap_or(now);
-            let due = done.checked_add(signed(delay)).unwrap_or(done);
+        if let Some((delay, due)) = drain_due(plan, &b.st, now) {
             if now >= due {
                 // The controller sets `stableScaledDown` once it is done.
                 b.scale.scale_down_stable = true;
                 b.event(false, "StableScaledDown", format!("the old version was drained {} after the promotion: scaled to 0 (its replica count is kept in the rollwise.io/scaled-down-from annotation)", human(delay)));
             } else {
-                requeue = requeue.min(to_std(now.duration_until(due)));
+                requeue = to_std(now.duration_until(due));
+                b.timer = true;
             }
         }
         // Keep the record of the decision that ended the rollout.

@@ -864,10 +864,21 @@ fn the_old_version_is_drained_once_after_the_delay() {
     let mut w = World::new(plan_from(spec));
     w.run(&healthy, 50);
     assert_eq!(w.status.phase, Phase::Succeeded);
+    let completing = w.decisions.last().unwrap();
+    assert!(
+        !completing.waits_for_change && completing.requeue_after == Duration::from_secs(600),
+        "the promotion comes back for the drain: {completing:?}"
+    );
     let done = w.status.completed_at.clone().unwrap().0;
     let mut drained_at = None;
     for _ in 0..20 {
         let d = w.step(&healthy, None).clone();
+        // A watching operator sets no timer only once nothing is due: until
+        // the drain it must come back at the drain's time.
+        assert_eq!(
+            d.waits_for_change, w.status.stable_scaled_down,
+            "waits for a change only after the drain: {d:?}"
+        );
         if d.scale.scale_down_stable {
             assert!(drained_at.is_none(), "drained twice");
             drained_at = Some(w.decisions.last().unwrap().status.last_analysis_at.clone());
@@ -1199,4 +1210,48 @@ fn a_weight_moved_by_someone_else_is_recognised() {
         None,
         "before the rollout started nothing of rollwise's is on the route"
     );
+}
+
+#[test]
+fn a_rollout_with_nothing_due_waits_for_a_change_and_one_with_a_timer_does_not() {
+    // Completed, nothing to drain: no timer.
+    let mut w = World::new(plan(vec![
+        PlanStep::SetWeight(50),
+        PlanStep::SetWeight(100),
+    ]));
+    w.run(&healthy, 50);
+    assert_eq!(w.status.phase, Phase::Succeeded);
+    assert!(w.step(&healthy, None).waits_for_change);
+
+    // A pause until promoted waits for a person, but its analysis keeps a
+    // timer.
+    let mut w = World::new(plan(vec![PlanStep::SetWeight(20), PlanStep::Pause(None)]));
+    w.run(&healthy, 10);
+    let d = w.step(&healthy, None);
+    assert_eq!(d.reason, "ManualPause");
+    assert!(!d.waits_for_change, "analysis is still due: {d:?}");
+    let mut p = plan(vec![PlanStep::SetWeight(20), PlanStep::Pause(None)]);
+    p.metrics.clear();
+    let mut w = World::new(p);
+    w.run(&healthy, 10);
+    let d = w.step(&healthy, None);
+    assert_eq!(d.reason, "ManualPause");
+    assert!(
+        d.waits_for_change,
+        "no analysis: only a promote moves it: {d:?}"
+    );
+
+    // A timed pause and a weight change are on timers.
+    let mut w = World::new(plan(vec![
+        PlanStep::SetWeight(20),
+        PlanStep::Pause(Some(Duration::from_secs(600))),
+        PlanStep::SetWeight(100),
+    ]));
+    for _ in 0..5 {
+        let d = w.step(&healthy, None);
+        if d.status.phase.is_terminal() {
+            break;
+        }
+        assert!(!d.waits_for_change, "{d:?}");
+    }
 }
