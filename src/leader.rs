@@ -20,10 +20,13 @@
 //!    `resourceVersion` we read** (optimistic concurrency): if two standbys
 //!    race, the API server accepts one write and answers 409 to the other.
 //!
-//! The leader renews every `duration / 3`. A renewal that fails in any way
-//! (the Lease names another holder, a 409 because someone else wrote it, a
-//! 5xx, a network error, or no answer within the renew deadline of
-//! `2 × duration / 3` after the last successful renewal) is a **loss**,
+//! The leader renews every `duration / 5`. A renewal that finds the Lease
+//! taken (it names another holder, or a 409 because someone else wrote it)
+//! is a **loss**; one that fails without an answer about the Lease (a 5xx,
+//! a network error, a slow API server) is retried every `duration / 5`
+//! until the renew deadline, `2 × duration / 3` after the last successful
+//! renewal, and is a loss when that passes (as client-go does: one slow
+//! call on a loaded API server does not end the leadership). A loss is
 //! reported at once: the status channel flips to standby, and
 //! [`LeaderHandle::while_leader`] drops the guarded future (the kube-runtime
 //! Controller, whose reconcile tasks are aborted with it) immediately. The
@@ -108,7 +111,8 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a holder's claim lasts after its last renewal.
     pub lease_duration: Duration,
-    /// How often the leader renews (default `duration / 3`).
+    /// How often the leader renews, and retries a failed renewal (default
+    /// `duration / 5`).
     pub renew_period: Duration,
     /// The leader gives up if no renewal succeeded this long after the last
     /// successful one (default `2 × duration / 3`). Also bounds one API
@@ -132,7 +136,7 @@ impl LeaseConfig {
             namespace: namespace.into(),
             identity: identity.into(),
             lease_duration,
-            renew_period: lease_duration / 3,
+            renew_period: lease_duration / 5,
             renew_deadline: lease_duration * 2 / 3,
             retry_period: lease_duration / 5,
         }
@@ -210,6 +214,19 @@ pub enum ElectionError {
     Api(#[from] kube::Error),
     #[error("Lease API call timed out after {0:?}")]
     Timeout(Duration),
+}
+
+impl ElectionError {
+    /// No answer about the Lease (a server error, a network error, a
+    /// timeout): worth retrying. An answer (a 409 conflict: someone else
+    /// wrote the Lease; a 403; a 404) is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ElectionError::Timeout(_) => true,
+            ElectionError::Api(kube::Error::Api(s)) => s.code >= 500 || s.code == 429,
+            ElectionError::Api(_) => true,
+        }
+    }
 }
 
 /// The outcome of the future guarded by [`LeaderHandle::while_leader`].
@@ -326,6 +343,9 @@ pub struct LeaderElector {
     observed: Option<Observed>,
     /// When the last successful acquire/renew started (while leading).
     last_renew: Option<Instant>,
+    /// The last renewal failed without an answer about the Lease: retried
+    /// every retry period until the renew deadline.
+    renew_failed: bool,
 }
 
 impl LeaderElector {
@@ -343,6 +363,7 @@ impl LeaderElector {
             status,
             observed: None,
             last_renew: None,
+            renew_failed: false,
         }
     }
 
@@ -404,7 +425,17 @@ impl LeaderElector {
         };
         let result = attempt.await;
         let me = &self.config.identity;
+        self.renew_failed = false;
         match result {
+            Err(e) if was_leader && e.is_transient() && self.before_renew_deadline() => {
+                let left = self
+                    .config
+                    .renew_deadline
+                    .saturating_sub(self.last_renew.map_or(Duration::MAX, |at| at.elapsed()));
+                tracing::warn!(identity = %me, error = %e, left = ?left, "renewing the leader lease failed; retrying until the renew deadline");
+                self.renew_failed = true;
+                Err(e)
+            }
             Ok(Attempt::Holding) => {
                 if !was_leader {
                     tracing::info!(identity = %me, lease = %self.config.name, "acquired the leader lease");
@@ -595,11 +626,22 @@ impl LeaderElector {
         }
     }
 
+    /// Whether the renew deadline since the last successful renewal is still
+    /// ahead.
+    fn before_renew_deadline(&self) -> bool {
+        self.last_renew
+            .is_some_and(|at| at.elapsed() < self.config.renew_deadline)
+    }
+
     /// How long to wait before the next step: the leader renews every renew
     /// period; a standby retries every retry period, and wakes exactly when
     /// the holder's claim (as it last saw it) expires if that is sooner.
     fn next_wait(&self) -> Duration {
         match (self.is_leader(), self.last_renew) {
+            (true, Some(at)) if self.renew_failed => self
+                .config
+                .retry_period
+                .min(self.config.renew_deadline.saturating_sub(at.elapsed())),
             (true, Some(at)) => self.config.renew_period.saturating_sub(at.elapsed()),
             _ => {
                 let retry = self.config.retry_period;
