@@ -391,8 +391,10 @@ pub struct BlueGreenStrategy {
     /// preview (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_route: Option<HeaderRouteStep>,
-    /// After the switch, keep the old version ready this long (so an abort
-    /// is instant) before `stable.scaleDownAfter` may drain it (default 30s).
+    /// After the switch, keep the old version's pods this long (so moving
+    /// traffic back by hand, e.g. by editing the route or starting a new
+    /// rollout to it, finds them ready) before `stable.scaleDownAfter` may
+    /// drain it (default 30s). A finished rollout cannot be aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("scaleDownDelay must look like 30s, 10m or 1h"))]

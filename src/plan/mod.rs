@@ -1335,6 +1335,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             let started = b.st.step_started_at.as_ref().map(|t| t.0).unwrap_or(now);
             match duration {
                 None => {
+                    let entering = b.st.phase != Phase::Paused;
                     b.st.phase = Phase::Paused;
                     let evidence = gate
                         .as_ref()
@@ -1344,6 +1345,19 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         "step {}/{steps}: paused at {weight}% until promoted (rollwise.io/action: promote){evidence}",
                         index + 1
                     );
+                    // Told once, however the pause was reached (first step,
+                    // after an A/B route step, blue/green without
+                    // autoPromote, after a resume).
+                    if entering {
+                        b.event(
+                            false,
+                            "Paused",
+                            format!(
+                                "step {}/{steps}: paused at {weight}% until promoted (rollwise.io/action: promote)",
+                                index + 1
+                            ),
+                        );
+                    }
                     b.finish(DecisionKind::Hold, "ManualPause", msg, weight, IDLE_REQUEUE)
                 }
                 Some(d) => {

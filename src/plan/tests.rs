@@ -851,9 +851,42 @@ fn blue_green_without_auto_promote_waits_for_promote() {
         w.step(&healthy, None);
     }
     assert_eq!((w.weight, w.status.phase), (0, Phase::Paused));
+    // People are told once that it waits for them.
+    let paused: Vec<_> = w
+        .decisions
+        .iter()
+        .flat_map(|d| &d.transitions)
+        .filter(|t| t.reason == "Paused")
+        .collect();
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert!(paused[0].message.contains("until promoted"), "{paused:?}");
     w.step(&healthy, Some(ManualAction::Promote));
     w.run(&healthy, 20);
     assert_eq!((w.weight, w.status.phase), (100, Phase::Succeeded));
+}
+
+#[test]
+fn a_pause_until_promoted_after_an_ab_route_step_is_told() {
+    let mut spec = base_spec();
+    spec["trafficRouting"] = serde_json::json!({"gatewayAPI": {"httpRoute": "r"}});
+    spec["steps"] = serde_json::json!([
+        {"setWeight": 10},
+        {"setHeaderRoute": {"name": "beta", "match": [{"header": {"name": "x-beta", "value": "1"}}]}},
+        {"pause": {}},
+        {"setWeight": 100}
+    ]);
+    let mut w = World::new(plan_from(spec));
+    for _ in 0..30 {
+        w.step(&healthy, None);
+    }
+    assert_eq!(w.status.phase, Phase::Paused);
+    let told = w
+        .decisions
+        .iter()
+        .flat_map(|d| &d.transitions)
+        .filter(|t| t.reason == "Paused")
+        .count();
+    assert_eq!(told, 1);
 }
 
 #[test]
