@@ -69,7 +69,9 @@ fn options(cluster: &Cluster, ns: &str, rollouts: usize, scenario: Scenario) -> 
         empty_baseline: Duration::from_secs(1),
         create_concurrency: 16,
         setup_timeout: Duration::from_secs(120),
-        settle_timeout: Duration::from_secs(120),
+        // Far more than a quiet 2-core machine needs (the test goes on as
+        // soon as all are done); a machine loaded by parallel builds is slow.
+        settle_timeout: Duration::from_secs(180),
         delete_timeout: Duration::from_secs(90),
         apiserver_metrics: false,
         progress_every: Duration::from_secs(10),

@@ -68,7 +68,8 @@ pub enum Scenario {
     /// `Succeeded`; then the fleet idles (the soak).
     Complete,
     /// Every canary Deployment is scaled to 0 (never available): each
-    /// Rollout waits; the soak measures what the waiting costs.
+    /// Rollout waits (its last decision: `WaitingForCanary`); the soak
+    /// measures what the waiting costs.
     Waiting,
 }
 
@@ -1052,6 +1053,23 @@ impl LogCounter {
     }
 }
 
+/// Up to `max` lines of the log at `path` from byte `offset` on (request
+/// lines of the client log left out), each cut at 400 characters.
+fn log_lines_from(path: &Path, offset: u64, max: usize) -> Vec<String> {
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = File::open(path)
+        && f.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = f.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| !l.contains("kube_client::client::builder"))
+        .take(max)
+        .map(|l| l.chars().take(400).collect())
+        .collect()
+}
+
 /// The value of `key` (up to the next blank or `}`) in a log line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(key)? + key.len();
@@ -1100,6 +1118,8 @@ pub struct Track {
     pub changes: u32,
     pub phase: Option<Phase>,
     pub message: String,
+    /// `status.lastDecision.reason`.
+    pub reason: String,
     pub generation: i64,
     pub observed_generation: i64,
     pub gone: bool,
@@ -1140,6 +1160,12 @@ impl Tracker {
             .status
             .as_ref()
             .map(|s| s.message.clone())
+            .unwrap_or_default();
+        t.reason = r
+            .status
+            .as_ref()
+            .and_then(|s| s.last_decision.as_ref())
+            .map(|d| d.reason.clone())
             .unwrap_or_default();
         t.generation = r.metadata.generation.unwrap_or(0);
         t.observed_generation = r.status.as_ref().map_or(0, |s| s.observed_generation);
@@ -1188,7 +1214,11 @@ fn watch_fleet(
 fn settled(scenario: Scenario, t: &Track) -> bool {
     match scenario {
         Scenario::Complete => t.phase == Some(Phase::Succeeded),
-        Scenario::Waiting => t.phase.is_some() && t.observed_generation >= t.generation,
+        // The status says it waits for the canary (the first status,
+        // "rollout started", comes one decision before).
+        Scenario::Waiting => {
+            t.reason == "WaitingForCanary" && t.observed_generation >= t.generation
+        }
     }
 }
 
@@ -1279,6 +1309,9 @@ pub struct FleetReport {
     pub samples: Vec<Sample>,
     pub peak_kib: u64,
     pub warnings_in_log: Vec<String>,
+    /// The first lines the operator logged during the soak (info level:
+    /// one per reconcile, with what triggered it).
+    pub soak_log: Vec<String>,
 }
 
 impl FleetReport {
@@ -1573,8 +1606,10 @@ pub async fn run_fleet(cluster: &Cluster, options: &FleetOptions) -> FleetReport
 
     // Soak: nothing changes; what does the operator do?
     sampler.set_phase("soak");
+    let soak_log_start = std::fs::metadata(&operator.log_path).map_or(0, |m| m.len());
     tokio::time::sleep(options.soak).await;
     snapshots.push(("soak", take(&mut log_counter).await));
+    let soak_log = log_lines_from(&operator.log_path, soak_log_start, 30);
     eprintln!("[fleet] soak of {:?} done", options.soak);
 
     // Deletion: every Rollout deleted at once; the finalizer returns the
@@ -1729,6 +1764,7 @@ pub async fn run_fleet(cluster: &Cluster, options: &FleetOptions) -> FleetReport
         samples,
         peak_kib,
         warnings_in_log,
+        soak_log,
     }
 }
 
@@ -1868,7 +1904,7 @@ impl FleetReport {
                 ),
             ),
             Scenario::Waiting => (
-                "Time until every Rollout had a status (waiting for its canary), from the first create",
+                "Time until every Rollout said it waits for its canary (last decision WaitingForCanary), from the first create",
                 secs(
                     self.settle_seconds,
                     &format!(
@@ -2230,6 +2266,17 @@ impl FleetReport {
                 );
             }
             push(&mut md, "");
+        }
+        if !self.soak_log.is_empty() {
+            push(
+                &mut md,
+                "The operator's log during the soak (first lines):\n",
+            );
+            push(&mut md, "```");
+            for l in &self.soak_log {
+                push(&mut md, l);
+            }
+            push(&mut md, "```\n");
         }
         if !self.warnings_in_log.is_empty() {
             push(&mut md, "First warnings in the operator's log:\n");
