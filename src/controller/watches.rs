@@ -12,9 +12,9 @@
 //! - the watch's first listing (the state at start-up is not a change: every
 //!   Rollout is reconciled at start-up anyway);
 //! - a version of a routing object the operator itself wrote or already
-//!   read ([`crate::traffic::seen`]): the echo of its own writes (looked up
-//!   again after [`ECHO_GRACE`], as the write's response can come after the
-//!   watch event).
+//!   read, or a deletion it made ([`crate::traffic::seen`]): the echo of its
+//!   own writes (judged once the operator's writes of that object in
+//!   progress are answered, as the answer can come after the watch event).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,10 +38,10 @@ pub type Trigger = ObjectRef<PartialObjectMeta<Rollout>>;
 /// a CRD that is not installed) is reported in the log.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(300);
 
-/// How long a change waits before it is mapped to Rollouts: the response to
-/// the operator's own write (noted in [`seen`]) may arrive after the watch
-/// event it caused.
-const ECHO_GRACE: Duration = Duration::from_millis(500);
+/// How long a change waits at most for the operator's own writes of the
+/// object in progress to be answered (their echo can arrive before the
+/// answer).
+const WRITE_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// An object, by kind, namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -221,11 +221,8 @@ impl Watches {
                 // The state at start-up is not a change; a later listing
                 // (after the watch lost its place) may hold changes.
                 Ok(watcher::Event::InitApply(_)) if listing && first_listing => continue,
-                Ok(
-                    watcher::Event::InitApply(m)
-                    | watcher::Event::Apply(m)
-                    | watcher::Event::Delete(m),
-                ) => m,
+                Ok(watcher::Event::InitApply(m) | watcher::Event::Apply(m)) => (m, false),
+                Ok(watcher::Event::Delete(m)) => (m, true),
                 Err(e) => {
                     if last_error.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
                         tracing::warn!(kind = %resource.kind, error = %e, "cannot watch this kind (is it installed, and may the operator list and watch it?); Rollouts that use it are looked at on their timers only");
@@ -234,13 +231,21 @@ impl Watches {
                     continue;
                 }
             };
+            let (changed, deleted) = changed;
             let (Some(ns), Some(name)) = (
                 changed.metadata.namespace.as_deref(),
                 changed.metadata.name.as_deref(),
             ) else {
                 continue;
             };
-            let rv = changed.metadata.resource_version.clone();
+            if deleted && seen::take_deleted(&resource.kind, ns, name) {
+                continue;
+            }
+            let rv = changed
+                .metadata
+                .resource_version
+                .clone()
+                .filter(|_| !deleted);
             if rv
                 .as_deref()
                 .is_some_and(|rv| seen::is_known(&resource.kind, ns, name, rv))
@@ -248,7 +253,8 @@ impl Watches {
                 continue;
             }
             // The echo of the operator's own write can arrive before the
-            // write's response has been noted: look again a moment later.
+            // write's response has been noted: wait for writes in progress,
+            // then judge.
             let (watches, kind, ns, name) = (
                 self.clone(),
                 resource.kind.clone(),
@@ -256,7 +262,7 @@ impl Watches {
                 name.to_owned(),
             );
             tokio::spawn(async move {
-                tokio::time::sleep(ECHO_GRACE).await;
+                seen::settled(&kind, &ns, &name, WRITE_SETTLE_LIMIT).await;
                 for t in watches.affected(&kind, &ns, &name, rv.as_deref()) {
                     tracing::debug!(%kind, object = %name, rollout = %t.name, "changed: reconciling the Rollout that depends on it");
                     let _ = watches.trigger.unbounded_send(t);

@@ -247,6 +247,7 @@ impl GatewayApiRouter {
                 "metadata": { "resourceVersion": resource_version },
                 "spec": { "rules": rules },
             });
+            let _writing = super::seen::writing(KIND, &self.backends.namespace, &self.route);
             match bounded(
                 "patch",
                 self.api.patch(&self.route, &params, &Patch::Merge(&patch)),

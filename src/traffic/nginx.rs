@@ -444,6 +444,7 @@ impl NginxRouter {
     /// Apply `desired`; repair what the apply left behind (see the module
     /// docs). Returns the object the API server holds.
     async fn write(&self, desired: &Desired, attempt: u32) -> Result<DynamicObject, Retry> {
+        let _writing = super::seen::writing(KIND, &self.backends.namespace, &self.canary);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let body = desired.object(&self.canary, &self.backends.namespace);
         let written = bounded(
@@ -495,8 +496,10 @@ impl NginxRouter {
             }),
             ..Default::default()
         };
+        let _writing = super::seen::writing(KIND, &self.backends.namespace, &self.canary);
         match bounded("delete", self.api.delete(&self.canary, &params)).await {
             Ok(_) => {
+                super::seen::note_deleted(KIND, &self.backends.namespace, &self.canary);
                 tracing::info!(ingress = %self.canary, "canary Ingress deleted");
                 Ok(())
             }

@@ -111,6 +111,7 @@ impl RawObject {
             field_manager: Some(crate::api::FIELD_MANAGER.into()),
             ..Default::default()
         };
+        let _writing = super::seen::writing(self.kind, &self.namespace, &self.name);
         self.outcome(
             bounded(
                 "patch",
@@ -129,6 +130,7 @@ impl RawObject {
     ) -> Result<Option<DynamicObject>, TrafficError> {
         let mut params = PatchParams::apply(crate::api::FIELD_MANAGER);
         params.force = force;
+        let _writing = super::seen::writing(self.kind, &self.namespace, &self.name);
         self.outcome(
             bounded(
                 "apply",
