@@ -385,9 +385,12 @@ async fn verify_reports_route_without_stable_backend() {
 }
 
 #[tokio::test]
-async fn verify_accepts_a_drivable_route() {
-    let client = client_with(vec![weighted_route(100, 0)]).await;
-    router(&client).verify().await.expect("drivable");
+async fn verify_accepts_a_drivable_route_and_reads_its_weight() {
+    let client = client_with(vec![weighted_route(70, 30)]).await;
+    let router = router(&client);
+    let reading = router.verify().await.expect("drivable");
+    assert_eq!(reading.canary, Some(30));
+    assert_eq!(reading, router.current_weight().await.unwrap());
 }
 
 #[tokio::test]

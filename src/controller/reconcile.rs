@@ -243,9 +243,10 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
 
     // References: Services, Deployments, the route.
     let refs = observe::references(&ctx.client, &ns, &r.spec).await?;
-    let route_problem = match router.verify().await {
-        Ok(()) => None,
-        Err(e) if e.is_configuration() => Some(e),
+    // The route is read once: checked, and its weight read.
+    let (route_problem, verified) = match router.verify().await {
+        Ok(reading) => (None, Some(reading)),
+        Err(e) if e.is_configuration() => (Some(e), None),
         Err(e) => return Err(e.into()),
     };
     if !refs.missing.is_empty() || route_problem.is_some() {
@@ -290,7 +291,10 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     }
 
     // What the route carries now.
-    let reading = router.current_weight().await?;
+    let reading = match verified {
+        Some(reading) => reading,
+        None => router.current_weight().await?,
+    };
     let plan::Weights { carried, actual } = plan::weights(&prev, reading.canary);
     let moved = plan::moved_by_others(&prev, reading.canary);
 

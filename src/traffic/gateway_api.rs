@@ -492,10 +492,10 @@ impl TrafficRouter for GatewayApiRouter {
         "gatewayAPI"
     }
 
-    async fn verify(&self) -> Result<(), TrafficError> {
+    async fn verify(&self) -> Result<WeightReading, TrafficError> {
         let route = self.fetch().await?;
         // Checks the stable ref exists and every weight is readable.
-        self.reading_of(&route).map(|_| ())
+        self.reading_of(&route)
     }
 
     async fn current_weight(&self) -> Result<WeightReading, TrafficError> {

@@ -479,9 +479,9 @@ impl TrafficRouter for IstioRouter {
         "istio"
     }
 
-    async fn verify(&self) -> Result<(), TrafficError> {
+    async fn verify(&self) -> Result<WeightReading, TrafficError> {
         let vs = self.object.get().await?;
-        self.reading_of(&vs).map(|_| ())
+        self.reading_of(&vs)
     }
 
     async fn current_weight(&self) -> Result<WeightReading, TrafficError> {

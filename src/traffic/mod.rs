@@ -183,9 +183,11 @@ pub trait TrafficRouter: Send + Sync {
     /// Short name for logs and metrics (e.g. `gatewayAPI`).
     fn name(&self) -> &'static str;
     /// Check the route exists and can be driven (references the stable
-    /// Service). Configuration problems come back as errors for which
-    /// [`TrafficError::is_configuration`] is true.
-    async fn verify(&self) -> Result<(), TrafficError>;
+    /// Service), and read the weight it carries (what
+    /// [`TrafficRouter::current_weight`] reads, from the same read: one
+    /// reconcile reads the route once). Configuration problems come back as
+    /// errors for which [`TrafficError::is_configuration`] is true.
+    async fn verify(&self) -> Result<WeightReading, TrafficError>;
     /// Read the canary weight the route carries now.
     async fn current_weight(&self) -> Result<WeightReading, TrafficError>;
     /// Set the canary weight (stable gets `100 - weight`), preserving every

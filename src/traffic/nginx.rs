@@ -579,10 +579,13 @@ impl TrafficRouter for NginxRouter {
 
     /// The user's Ingress exists and has a backend on the stable Service,
     /// and no foreign Ingress holds the canary Ingress's name.
-    async fn verify(&self) -> Result<(), TrafficError> {
+    async fn verify(&self) -> Result<WeightReading, TrafficError> {
         let user = self.fetch_user().await?;
         self.canary_spec(&user)?;
-        self.fetch_canary().await.map(|_| ())
+        match self.fetch_canary().await? {
+            Some(canary) => self.reading_of(&canary),
+            None => Ok(WeightReading { canary: Some(0) }),
+        }
     }
 
     async fn current_weight(&self) -> Result<WeightReading, TrafficError> {

@@ -286,11 +286,12 @@ impl TrafficRouter for ReplicasRouter {
 
     /// Both Deployments exist (else [`TrafficError::RouteNotFound`] with kind
     /// `Deployment`) and the capacity record, if any, is readable.
-    async fn verify(&self) -> Result<(), TrafficError> {
+    async fn verify(&self) -> Result<WeightReading, TrafficError> {
         let (stable_name, canary_name) = self.names()?;
         let stable = self.fetch(stable_name).await?;
         let canary = self.fetch(canary_name).await?;
-        capacity(&stable, stable_name, Some(&canary)).map(|_| ())
+        capacity(&stable, stable_name, Some(&canary))?;
+        Ok(reading(&stable, &canary))
     }
 
     async fn current_weight(&self) -> Result<WeightReading, TrafficError> {

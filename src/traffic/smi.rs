@@ -304,10 +304,10 @@ impl TrafficRouter for SmiRouter {
 
     /// The resource type is served; an existing TrafficSplit has the stable
     /// backend and readable weights. A missing one is fine: it will be created.
-    async fn verify(&self) -> Result<(), TrafficError> {
+    async fn verify(&self) -> Result<WeightReading, TrafficError> {
         match self.object.get_opt().await? {
-            None => Ok(()),
-            Some(split) => self.reading_of(&split).map(|_| ()),
+            None => Ok(self.reading_without_split()),
+            Some(split) => self.reading_of(&split),
         }
     }
 

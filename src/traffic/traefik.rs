@@ -164,9 +164,9 @@ impl TrafficRouter for TraefikRouter {
         "traefik"
     }
 
-    async fn verify(&self) -> Result<(), TrafficError> {
+    async fn verify(&self) -> Result<WeightReading, TrafficError> {
         let service = self.object.get().await?;
-        self.reading_of(&service).map(|_| ())
+        self.reading_of(&service)
     }
 
     async fn current_weight(&self) -> Result<WeightReading, TrafficError> {
