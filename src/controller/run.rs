@@ -197,6 +197,7 @@ pub async fn run_with(
         health.clone(),
     ));
     let shutdown = Shutdown::on_signals();
+    let trim = tokio::spawn(super::memory::keep_releasing());
 
     tracing::info!(
         namespace = ?config.namespace,
@@ -232,6 +233,7 @@ pub async fn run_with(
         Ok(())
     };
     http.abort();
+    trim.abort();
     match &result {
         Ok(()) => tracing::info!("rollwise operator stopped"),
         Err(e) => tracing::error!(error = %e, "rollwise operator stopped"),
@@ -338,13 +340,12 @@ async fn run_elected(
     result
 }
 
+/// The reconcile requests of the watches on what Rollouts depend on.
+type Triggers = std::pin::Pin<Box<dyn futures::Stream<Item = super::Trigger> + Send>>;
+
 /// Watch Rollouts (trimmed cache) and run the kube-runtime Controller until
 /// `shutdown` is requested (graceful: in-flight reconciles finish). Dropping
 /// this future stops everything at once, aborting in-flight reconciles.
-/// The Rollouts to watch, and the reconcile requests of the watches on
-/// what they depend on.
-type Triggers = std::pin::Pin<Box<dyn futures::Stream<Item = super::Trigger> + Send>>;
-
 async fn reconcile_until(
     (api, triggers): (Api<Rollout>, Triggers),
     ctx: Arc<Context>,
@@ -359,7 +360,11 @@ async fn reconcile_until(
         Some(ns) => Api::namespaced(api.clone().into_client(), ns),
         None => Api::all(api.clone().into_client()),
     };
-    let stream = watcher(meta, watcher::Config::default().any_semantic())
+    // Listed page by page (`watcher::Config::default()`: 500 at a time, from
+    // etcd). The faster "any version" listing comes from the API server's
+    // cache, which ignores the page size: with 10,000 Rollouts the whole
+    // listing would be parsed at once, and the allocator would keep that peak.
+    let stream = watcher(meta, watcher::Config::default())
         .default_backoff()
         .modify(trim_meta)
         .reflect(writer)

@@ -202,7 +202,9 @@ impl Watches {
             None => Api::all_with(self.client.clone(), &resource),
         };
         tracing::info!(kind = %resource.kind, "watching (metadata only) for changes Rollouts wait on");
-        let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+        // Page by page, for the reason given in `run::reconcile_until`: a
+        // cluster's routes or Deployments can number tens of thousands.
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         let mut first_listing = true;
         let mut listing = false;
