@@ -373,6 +373,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         decision.reason,
         &decision.message,
         generation,
+        plan.pause_deadline,
         now,
     );
 
@@ -444,7 +445,22 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         weight = next.canary_weight, step = %next.step, "{}", decision.message
     );
     depend_on(ctx, &ns, &r, !next.phase.is_terminal());
-    Ok(next_look(ctx, &decision))
+    let look = next_look(ctx, &decision);
+    // A Rollout waiting for a person sets no timer, except to report
+    // Stalled when it passes spec.pauseDeadline.
+    Ok(
+        match status::pause_deadline_left(&next, plan.pause_deadline, now) {
+            Some(left) => {
+                let at_deadline = left + Duration::from_secs(1);
+                if decision.waits_for_change || at_deadline < decision.requeue_after {
+                    Action::requeue(at_deadline)
+                } else {
+                    look
+                }
+            }
+            None => look,
+        },
+    )
 }
 
 /// Tell the watches what the Rollout depends on now: its routing objects
@@ -624,6 +640,7 @@ async fn invalid(
         reason,
         message,
         generation,
+        None,
         now,
     );
     if next != prev {
