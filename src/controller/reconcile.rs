@@ -437,7 +437,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         &name,
         &prev,
         &next,
-        decision.kind,
+        (decision.kind, decision.reason),
         obs.analysis.as_ref(),
     );
     tracing::info!(
@@ -509,14 +509,17 @@ fn record_metrics(
     name: &str,
     prev: &RolloutStatus,
     next: &RolloutStatus,
-    kind: DecisionKind,
+    (kind, reason): (DecisionKind, &str),
     analysis: Option<&AnalysisRound>,
 ) {
     let m = &ctx.metrics;
     m.canary_weight
         .with_label_values(&[ns, name])
         .set(next.canary_weight as i64);
-    m.decisions.with_label_values(&[kind.as_str()]).inc();
+    m.decisions
+        .with_label_values(&[kind.as_str(), reason])
+        .inc();
+    m.record_status(ns, name, next);
     if prev.phase != next.phase || prev.canary_ref.is_empty() {
         if !prev.canary_ref.is_empty() {
             m.phase.with_label_values(&[prev.phase.as_str()]).dec();
@@ -554,6 +557,9 @@ fn record_metrics(
             m.comparison_evidence
                 .with_label_values(&[ns, name, &c.name, "fine"])
                 .set(c.fine_evidence);
+            m.comparison_evidence
+                .with_label_values(&[ns, name, &c.name, "bar"])
+                .set(c.evidence_bar);
         }
         if let Some(b) = &next.budget {
             m.budget.with_label_values(&[ns, name, "point"]).set(b.used);
@@ -665,6 +671,7 @@ async fn invalid(
     }
     tracing::warn!(rollout = %r.name_any(), namespace = ?r.namespace(), reason, "{message}");
     if let Some(ns) = r.namespace() {
+        ctx.metrics.record_status(&ns, &r.name_any(), &next);
         depend_on(ctx, &ns, r, true);
     }
     Ok(action)
