@@ -545,6 +545,7 @@ fn one_call(
         d.reason,
         &d.message,
         obs.generation,
+        plan.pause_deadline,
         at,
     );
     d

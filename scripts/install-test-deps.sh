@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install the binaries the integration tests need: `prometheus` and `promtool`
-# (tests/common/prometheus.rs starts a real Prometheus server), `helm` and
-# `kubernetes-validate` (tests/chart.rs renders and validates the Helm chart).
+# (tests/common/prometheus.rs starts a real Prometheus server; tests/alerts.rs
+# runs `promtool check rules` and `promtool test rules`), `jq` (tests/gitops.rs),
+# `helm` and `kubernetes-validate` (tests/chart.rs renders and validates the
+# Helm chart). The Lua of the Argo CD health check is built by the `mlua`
+# dev-dependency (vendored Lua 5.1; needs only a C compiler).
 #
 # Idempotent: each tool is skipped when it is already on PATH.
 # Debian/Ubuntu only (apt-get). Runs as root, or through sudo when available.
@@ -84,6 +87,17 @@ log "installed:"
 log "  $(command -v prometheus) ($(prometheus --version 2>&1 | head -n1))"
 log "  $(command -v promtool)"
 )
+
+# --- jq (tests/gitops.rs applies Argo CD's ignoreDifferences with it) --------
+if command -v jq >/dev/null 2>&1; then
+    log "jq already installed: $(command -v jq)"
+else
+    if [ "$(id -u)" -eq 0 ]; then JQ_SUDO=(); else JQ_SUDO=(sudo); fi
+    log "apt-get install -y --no-install-recommends jq"
+    "${JQ_SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${JQ_SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends jq
+fi
 
 # --- Helm and kubernetes-validate (tests/chart.rs) ----------------------------
 # `helm` renders and lints charts/rollwise; `kubernetes-validate` checks every

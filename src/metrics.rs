@@ -8,7 +8,6 @@ use prometheus::{
 };
 
 use crate::api::Phase;
-use crate::plan::DecisionKind;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -39,7 +38,15 @@ pub struct Metrics {
     /// The operator's Kubernetes API requests by verb, resource and status
     /// code (counted by the client, see `controller::counted_client`).
     pub kube_requests: IntCounterVec,
+    /// Per Rollout, 1 when the condition is True, 0 otherwise, for the
+    /// conditions alerts are about ([`ALERTED_CONDITIONS`]).
+    pub rollout_condition: IntGaugeVec,
+    /// Per Rollout, metric queries that failed in a row (`status.consecutiveErrors`).
+    pub consecutive_errors: IntGaugeVec,
 }
+
+/// The conditions exported per Rollout by `rollwise_rollout_condition`.
+pub const ALERTED_CONDITIONS: [&str; 3] = ["Stalled", "Paused", "RolledBack"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -80,8 +87,11 @@ impl Metrics {
         )
         .expect("static");
         let decisions = IntCounterVec::new(
-            Opts::new("decisions_total", "Engine decisions by kind"),
-            &["kind"],
+            Opts::new(
+                "decisions_total",
+                "Engine decisions by kind and reason (the rule that fired; a fixed set)",
+            ),
+            &["kind", "reason"],
         )
         .expect("static");
         let verdicts = IntCounterVec::new(
@@ -113,7 +123,7 @@ impl Metrics {
         let comparison_evidence = GaugeVec::new(
             Opts::new(
                 "comparison_evidence",
-                "Evidence (e-value) that the canary is worse than tolerated (harm) or within tolerance (fine); conclusive at 1/(1-confidence)",
+                "Evidence (e-value) that the canary is worse than tolerated (harm) or within tolerance (fine); conclusive at the bar (kind=bar, 1/(1-confidence))",
             ),
             &["namespace", "rollout", "comparison", "kind"],
         )
@@ -134,8 +144,26 @@ impl Metrics {
             &["verb", "resource", "code"],
         )
         .expect("static");
+        let rollout_condition = IntGaugeVec::new(
+            Opts::new(
+                "rollout_condition",
+                "Per Rollout: 1 when the condition (Stalled, Paused, RolledBack) is True, else 0",
+            ),
+            &["namespace", "rollout", "condition"],
+        )
+        .expect("static");
+        let consecutive_errors = IntGaugeVec::new(
+            Opts::new(
+                "analysis_consecutive_errors",
+                "Per Rollout: metric queries that failed in a row (rolled back at consecutiveErrorLimit)",
+            ),
+            &["namespace", "rollout"],
+        )
+        .expect("static");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rollout_condition.clone()),
+            Box::new(consecutive_errors.clone()),
             Box::new(kube_requests.clone()),
             Box::new(errors.clone()),
             Box::new(reconcile_duration.clone()),
@@ -157,10 +185,13 @@ impl Metrics {
         for r in ["ok", "error"] {
             reconciles.with_label_values(&[r]);
         }
-        reconcile_duration.with_label_values::<&str>(&[]);
-        for k in DecisionKind::ALL {
-            decisions.with_label_values(&[k.as_str()]);
+        // The controller's own categories start at 0 (dashboards and alerts
+        // see the family before the first error; the router's categories
+        // appear when they happen).
+        for category in ["conflict", "forbidden", "kube_api", "timeout"] {
+            errors.with_label_values(&[category]);
         }
+        reconcile_duration.with_label_values::<&str>(&[]);
         Metrics {
             registry,
             reconciles,
@@ -176,7 +207,26 @@ impl Metrics {
             comparison_excess,
             budget,
             kube_requests,
+            rollout_condition,
+            consecutive_errors,
         }
+    }
+
+    /// Record a Rollout's alerted conditions and its analysis errors in a
+    /// row, from the status just written.
+    pub fn record_status(&self, namespace: &str, name: &str, status: &crate::api::RolloutStatus) {
+        for condition in ALERTED_CONDITIONS {
+            let on = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == condition && c.status == "True");
+            self.rollout_condition
+                .with_label_values(&[namespace, name, condition])
+                .set(on as i64);
+        }
+        self.consecutive_errors
+            .with_label_values(&[namespace, name])
+            .set(i64::from(status.consecutive_errors));
     }
 
     /// The text exposition format.
@@ -194,6 +244,14 @@ impl Metrics {
     /// come from its spec).
     pub fn forget(&self, namespace: &str, name: &str, metrics: &[&str], comparisons: &[&str]) {
         let _ = self.canary_weight.remove_label_values(&[namespace, name]);
+        let _ = self
+            .consecutive_errors
+            .remove_label_values(&[namespace, name]);
+        for condition in ALERTED_CONDITIONS {
+            let _ = self
+                .rollout_condition
+                .remove_label_values(&[namespace, name, condition]);
+        }
         for m in metrics {
             let _ = self
                 .analysis_value
@@ -210,7 +268,7 @@ impl Metrics {
                     .comparison_excess
                     .remove_label_values(&[namespace, name, c, bound]);
             }
-            for kind in ["harm", "fine"] {
+            for kind in ["harm", "fine", "bar"] {
                 let _ = self
                     .comparison_evidence
                     .remove_label_values(&[namespace, name, c, kind]);
@@ -232,6 +290,9 @@ mod tests {
     fn exposition_has_every_family_with_bounded_labels() {
         let m = Metrics::new();
         m.errors.with_label_values(&["route_not_found"]).inc();
+        m.decisions
+            .with_label_values(&["Advance", "StepAdvanced"])
+            .inc();
         m.canary_weight
             .with_label_values(&["shop", "checkout"])
             .set(33);
@@ -251,6 +312,31 @@ mod tests {
             )
         );
         assert!(text.contains(r#"rollwise_rollouts{phase="RolledBack"} 0"#));
+        let status = crate::api::RolloutStatus {
+            consecutive_errors: 2,
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Stalled".into(),
+                status: "True".into(),
+                reason: "Aborted".into(),
+                message: String::new(),
+                observed_generation: Some(1),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                ),
+            }],
+            ..Default::default()
+        };
+        m.record_status("shop", "checkout", &status);
+        let text = m.render();
+        assert!(text.contains(
+            r#"rollwise_rollout_condition{condition="Stalled",namespace="shop",rollout="checkout"} 1"#
+        ));
+        assert!(text.contains(
+            r#"rollwise_rollout_condition{condition="Paused",namespace="shop",rollout="checkout"} 0"#
+        ));
+        assert!(text.contains(
+            r#"rollwise_analysis_consecutive_errors{namespace="shop",rollout="checkout"} 2"#
+        ));
         m.forget("shop", "checkout", &[], &[]);
         assert!(!m.render().contains(r#"rollout="checkout""#));
     }

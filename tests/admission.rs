@@ -189,6 +189,13 @@ fn cel_rules() -> Vec<CelCase> {
             |o| o["spec"]["canary"]["service"] = json!("checkout-v3"),
             |o| o["spec"]["canary"]["service"] = json!("checkout-v1"),
         ),
+        rule(
+            "spec.pauseDeadline",
+            "pauseDeadline must look like 30s, 10m or 1h",
+            r#"spec.pauseDeadline: Invalid value: "string""#,
+            |o| o["spec"]["pauseDeadline"] = json!("2h"),
+            |o| o["spec"]["pauseDeadline"] = json!("2 hours"),
+        ),
         // spec.stable / spec.canary
         rule(
             "spec.stable.service",

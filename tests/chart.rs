@@ -393,6 +393,10 @@ const VARIATIONS: &[(&str, &str)] = &[
     ("one namespace", "watchNamespaces: [shop]\n"),
     ("service monitor", "serviceMonitor:\n  enabled: true\n"),
     (
+        "monitoring stack",
+        "serviceMonitor:\n  enabled: true\nprometheusRule:\n  enabled: true\ngrafanaDashboard:\n  enabled: true\n",
+    ),
+    (
         "everything set",
         r#"
 replicas: 3
@@ -982,6 +986,47 @@ fn service_monitor_scrapes_the_metrics_service() {
 }
 
 #[test]
+fn grafana_dashboard_is_a_configmap_the_sidecar_loads() {
+    assert!(render("").get("ConfigMap", "rollwise-dashboard").is_none());
+    let r = render(
+        "grafanaDashboard:\n  enabled: true\n  namespace: monitoring\n  annotations: {grafana_folder: Delivery}\n",
+    );
+    let cm = r.one("ConfigMap", "rollwise-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Delivery");
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{CHART}/dashboards/rollwise.json")).unwrap(),
+    )
+    .unwrap();
+    let inside: Value =
+        serde_json::from_str(cm["data"]["rollwise.json"].as_str().expect("the JSON")).unwrap();
+    assert_eq!(
+        inside, shipped,
+        "the ConfigMap holds the dashboard as it is"
+    );
+    assert_eq!(shipped["uid"], "rollwise-overview");
+    // Every panel queries the data source variable, and ids are unique.
+    let mut ids = BTreeSet::new();
+    for p in shipped["panels"].as_array().unwrap() {
+        assert!(ids.insert(p["id"].as_i64().unwrap()), "duplicate id: {p}");
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            assert!(
+                !p["targets"].as_array().unwrap().is_empty(),
+                "{}",
+                p["title"]
+            );
+        }
+    }
+    let other =
+        render("grafanaDashboard:\n  enabled: true\n  label: dashboards\n  labelValue: rollwise\n");
+    let cm = other.one("ConfigMap", "rollwise-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["dashboards"], "rollwise");
+    assert_eq!(cm["metadata"]["namespace"], RELEASE_NS);
+}
+
+#[test]
 fn webhook_url_comes_from_the_secret_and_prometheus_address_is_passed() {
     let r = render(
         r#"
@@ -1203,12 +1248,13 @@ fn assert_validates(what: &str, r: &Rendered, version: &str) {
         if line.starts_with("INFO") && line.contains(" passed for resource ") {
             passed += 1;
         } else {
-            // The only thing it may not check: the ServiceMonitor, not a
-            // core kind (kubernetes-validate has no option to skip a kind;
-            // it warns and goes on).
+            // The only things it may not check: the ServiceMonitor and the
+            // PrometheusRule, not core kinds (kubernetes-validate has no
+            // option to skip a kind; it warns and goes on).
             assert!(
                 line.starts_with("WARN")
-                    && line.contains("Couldn't find schema for kind ServiceMonitor"),
+                    && (line.contains("Couldn't find schema for kind ServiceMonitor")
+                        || line.contains("Couldn't find schema for kind PrometheusRule")),
                 "{what} (Kubernetes {version}): unexpected output `{line}`:\n{output}"
             );
         }
@@ -1216,7 +1262,7 @@ fn assert_validates(what: &str, r: &Rendered, version: &str) {
     let checkable = r
         .docs
         .iter()
-        .filter(|d| d["kind"] != "ServiceMonitor")
+        .filter(|d| d["kind"] != "ServiceMonitor" && d["kind"] != "PrometheusRule")
         .count();
     assert_eq!(
         passed, checkable,

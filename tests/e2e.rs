@@ -374,6 +374,12 @@ async fn bad_input_is_invalid_says_which_field_and_moves_no_traffic() {
             );
             let progressing = condition(&r, "Progressing");
             assert_eq!(progressing.status, "False", "{name}: {progressing:?}");
+            let stalled = condition(&r, "Stalled");
+            assert_eq!(
+                (stalled.status.as_str(), stalled.reason.as_str()),
+                ("True", *reason),
+                "{name}: Stalled condition {stalled:?}"
+            );
             let events = eventually(
                 &format!("a Warning Event {reason} about Rollout {name}"),
                 Duration::from_secs(30),
@@ -433,8 +439,12 @@ async fn bad_input_is_invalid_says_which_field_and_moves_no_traffic() {
         let r = ns
             .wait_phase("bad-tolerance", Phase::Paused, 20, Duration::from_secs(30))
             .await;
-        let ready = condition(&r, "Ready");
-        assert_eq!(ready.status, "True", "Ready after the fix: {ready:?}");
+        // After the fix it is in progress again (kstatus): Reconciling, no
+        // longer Stalled, and not Ready before it succeeds.
+        let reconciling = condition(&r, "Reconciling");
+        assert_eq!(reconciling.status, "True", "after the fix: {reconciling:?}");
+        assert_eq!(condition(&r, "Stalled").status, "False");
+        assert_eq!(condition(&r, "Ready").status, "False");
         assert_eq!(rule_weights(&env.route().await), (Some(80), Some(20)));
     })
     .await;

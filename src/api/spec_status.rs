@@ -70,6 +70,15 @@ pub struct RolloutSpec {
     /// running, so a failing canary is still rolled back).
     #[serde(default)]
     pub paused: bool,
+    /// How long the rollout may wait for a person (`paused: true`, or a
+    /// `pause: {}` step waiting for promote) before it reports
+    /// `Stalled=True` (reason `PauseDeadlineExceeded`), so that Helm's
+    /// `--wait`, Flux and Argo CD see a failure instead of waiting forever.
+    /// Unset: no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("pauseDeadline must look like 30s, 10m or 1h"))]
+    pub pause_deadline: Option<String>,
     /// Where to tell people about this Rollout's transitions (in addition to
     /// the operator-wide webhook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -634,8 +643,15 @@ impl ComparisonStatus {
 }
 
 /// Observed state. Everything the engine needs to resume lives here.
+///
+/// The schema's `default: {}` makes the API server show a Rollout the
+/// operator has not written yet with `status.observedGeneration: 0` (the
+/// defaults of its fields), so kstatus readers (Helm's `--wait`, Flux) see
+/// "generation not observed yet", in progress, instead of a status-less
+/// object they would count as current.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {}))]
 pub struct RolloutStatus {
     #[serde(default)]
     pub phase: Phase,

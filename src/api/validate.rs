@@ -94,6 +94,9 @@ pub struct Plan {
     pub stable_scale_down_after: Option<Duration>,
     /// Scale the canary to zero after a rollback or abort.
     pub canary_scale_down_on_rollback: bool,
+    /// How long a pause that waits for a person may last before the
+    /// Rollout reports `Stalled=True` (`spec.pauseDeadline`).
+    pub pause_deadline: Option<Duration>,
     /// The router's spec name (`gatewayAPI`, `nginx`, ...).
     pub router: &'static str,
 }
@@ -633,6 +636,14 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
             None
         }
     };
+    let pause_deadline = match spec.pause_deadline.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            err("spec.pauseDeadline", e);
+            None
+        }
+    };
     if spec.canary.scale_down_on_rollback && spec.canary.deployment.is_none() {
         err(
             "spec.canary.scaleDownOnRollback",
@@ -675,6 +686,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         blue_green,
         stable_scale_down_after,
         canary_scale_down_on_rollback: spec.canary.scale_down_on_rollback,
+        pause_deadline,
         router,
     })
 }
@@ -735,6 +747,7 @@ mod tests {
                 ..Default::default()
             }),
             paused: false,
+            pause_deadline: None,
             notifications: None,
             blue_green: None,
         }
@@ -840,6 +853,19 @@ mod tests {
                 "spec.steps[2]"
             ]
         );
+    }
+
+    #[test]
+    fn pause_deadline_is_parsed_or_named() {
+        let mut s = spec();
+        assert_eq!(validate(&s).unwrap().pause_deadline, None);
+        s.pause_deadline = Some("1h30m".into());
+        assert_eq!(
+            validate(&s).unwrap().pause_deadline,
+            Some(Duration::from_secs(5400))
+        );
+        s.pause_deadline = Some("an hour".into());
+        assert_eq!(fields(&s), vec!["spec.pauseDeadline"]);
     }
 
     #[test]

@@ -373,6 +373,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         decision.reason,
         &decision.message,
         generation,
+        plan.pause_deadline,
         now,
     );
 
@@ -436,7 +437,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         &name,
         &prev,
         &next,
-        decision.kind,
+        (decision.kind, decision.reason),
         obs.analysis.as_ref(),
     );
     tracing::info!(
@@ -444,7 +445,22 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         weight = next.canary_weight, step = %next.step, "{}", decision.message
     );
     depend_on(ctx, &ns, &r, !next.phase.is_terminal());
-    Ok(next_look(ctx, &decision))
+    let look = next_look(ctx, &decision);
+    // A Rollout waiting for a person sets no timer, except to report
+    // Stalled when it passes spec.pauseDeadline.
+    Ok(
+        match status::pause_deadline_left(&next, plan.pause_deadline, now) {
+            Some(left) => {
+                let at_deadline = left + Duration::from_secs(1);
+                if decision.waits_for_change || at_deadline < decision.requeue_after {
+                    Action::requeue(at_deadline)
+                } else {
+                    look
+                }
+            }
+            None => look,
+        },
+    )
 }
 
 /// Tell the watches what the Rollout depends on now: its routing objects
@@ -493,14 +509,17 @@ fn record_metrics(
     name: &str,
     prev: &RolloutStatus,
     next: &RolloutStatus,
-    kind: DecisionKind,
+    (kind, reason): (DecisionKind, &str),
     analysis: Option<&AnalysisRound>,
 ) {
     let m = &ctx.metrics;
     m.canary_weight
         .with_label_values(&[ns, name])
         .set(next.canary_weight as i64);
-    m.decisions.with_label_values(&[kind.as_str()]).inc();
+    m.decisions
+        .with_label_values(&[kind.as_str(), reason])
+        .inc();
+    m.record_status(ns, name, next);
     if prev.phase != next.phase || prev.canary_ref.is_empty() {
         if !prev.canary_ref.is_empty() {
             m.phase.with_label_values(&[prev.phase.as_str()]).dec();
@@ -538,6 +557,9 @@ fn record_metrics(
             m.comparison_evidence
                 .with_label_values(&[ns, name, &c.name, "fine"])
                 .set(c.fine_evidence);
+            m.comparison_evidence
+                .with_label_values(&[ns, name, &c.name, "bar"])
+                .set(c.evidence_bar);
         }
         if let Some(b) = &next.budget {
             m.budget.with_label_values(&[ns, name, "point"]).set(b.used);
@@ -624,6 +646,7 @@ async fn invalid(
         reason,
         message,
         generation,
+        None,
         now,
     );
     if next != prev {
@@ -648,6 +671,7 @@ async fn invalid(
     }
     tracing::warn!(rollout = %r.name_any(), namespace = ?r.namespace(), reason, "{message}");
     if let Some(ns) = r.namespace() {
+        ctx.metrics.record_status(&ns, &r.name_any(), &next);
         depend_on(ctx, &ns, r, true);
     }
     Ok(action)

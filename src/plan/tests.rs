@@ -37,6 +37,7 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
         routes: vec![],
         blue_green: None,
         stable_scale_down_after: None,
+        pause_deadline: None,
         canary_scale_down_on_rollback: false,
         router: "gatewayAPI",
     }
