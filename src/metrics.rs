@@ -8,7 +8,7 @@ use prometheus::{
 };
 
 use crate::api::Phase;
-use crate::plan::DecisionKind;
+use crate::plan::{Class, DecisionKind, Reason};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -24,6 +24,8 @@ pub struct Metrics {
     pub canary_weight: IntGaugeVec,
     /// Decisions by kind.
     pub decisions: IntCounterVec,
+    /// Transitions (what Events and notifications tell) by reason and class.
+    pub transitions: IntCounterVec,
     /// Analysis verdicts by verdict (Pass, Fail, NoData, Error, Inconclusive).
     pub verdicts: IntCounterVec,
     /// Latest value of each threshold metric.
@@ -84,6 +86,14 @@ impl Metrics {
             &["kind"],
         )
         .expect("static");
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "transitions_total",
+                "Rollout transitions by reason and class (start, step, pause, promotion, rollback, abort, other)",
+            ),
+            &["reason", "class"],
+        )
+        .expect("static");
         let verdicts = IntCounterVec::new(
             Opts::new("analysis_verdicts_total", "Metric evaluations by verdict"),
             &["verdict"],
@@ -142,6 +152,7 @@ impl Metrics {
             Box::new(phase.clone()),
             Box::new(canary_weight.clone()),
             Box::new(decisions.clone()),
+            Box::new(transitions.clone()),
             Box::new(verdicts.clone()),
             Box::new(analysis_value.clone()),
             Box::new(comparison_rate.clone()),
@@ -161,6 +172,13 @@ impl Metrics {
         for k in DecisionKind::ALL {
             decisions.with_label_values(&[k.as_str()]);
         }
+        // Every reason that ends a rollout starts at 0, so that a rate or
+        // an alert on rollbacks by reason has a series before the first one.
+        for r in Reason::ALL {
+            if matches!(r.class(), Class::Rollback | Class::Abort | Class::Promotion) {
+                transitions.with_label_values(&[r.as_str(), class_label(r.class())]);
+            }
+        }
         Metrics {
             registry,
             reconciles,
@@ -169,6 +187,7 @@ impl Metrics {
             phase,
             canary_weight,
             decisions,
+            transitions,
             verdicts,
             analysis_value,
             comparison_rate,
@@ -176,6 +195,15 @@ impl Metrics {
             comparison_excess,
             budget,
             kube_requests,
+        }
+    }
+
+    /// Count the transitions of one decision.
+    pub fn record_transitions(&self, transitions: &[crate::plan::Transition]) {
+        for t in transitions {
+            self.transitions
+                .with_label_values(&[t.reason.as_str(), class_label(t.reason.class())])
+                .inc();
         }
     }
 
@@ -224,6 +252,19 @@ impl Metrics {
     }
 }
 
+/// The `class` label of a transition.
+fn class_label(c: Class) -> &'static str {
+    match c {
+        Class::Start => "start",
+        Class::Step => "step",
+        Class::Pause => "pause",
+        Class::Promotion => "promotion",
+        Class::Rollback => "rollback",
+        Class::Abort => "abort",
+        Class::Hold | Class::Settled | Class::Other => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +292,16 @@ mod tests {
             )
         );
         assert!(text.contains(r#"rollwise_rollouts{phase="RolledBack"} 0"#));
+        for reason in [
+            "AnalysisFailed",
+            "CanaryWorse",
+            "BudgetExhausted",
+            "MetricsUnavailable",
+        ] {
+            let series =
+                format!(r#"rollwise_transitions_total{{class="rollback",reason="{reason}"}} 0"#);
+            assert!(text.contains(&series), "{series} missing");
+        }
         m.forget("shop", "checkout", &[], &[]);
         assert!(!m.render().contains(r#"rollout="checkout""#));
     }

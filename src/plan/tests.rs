@@ -287,7 +287,7 @@ fn no_data_holds_the_weight_and_says_so_then_proceeds_on_data() {
     let last = w.decisions.last().unwrap();
     assert_eq!(
         (last.kind, last.reason),
-        (DecisionKind::Hold, "WaitingForData")
+        (DecisionKind::Hold, Reason::WaitingForData)
     );
     assert!(
         last.message.contains("waiting for data"),
@@ -462,7 +462,7 @@ fn a_new_canary_starts_over_with_all_traffic_on_stable() {
     let d = w.step(&healthy, None).clone();
     assert_eq!(
         (d.kind, d.reason, d.weight),
-        (DecisionKind::Restart, "NewCanary", 0)
+        (DecisionKind::Restart, Reason::NewCanary, 0)
     );
     assert_eq!(d.status.current_step_index, 0);
     w.run(&healthy, 200);
@@ -1288,3 +1288,5 @@ fn a_rollout_with_nothing_due_waits_for_a_change_and_one_with_a_timer_does_not()
         assert!(!d.waits_for_change, "{d:?}");
     }
 }
+
+mod notify;

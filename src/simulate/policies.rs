@@ -37,7 +37,7 @@ pub struct Rollwise {
     status: RolloutStatus,
     weight: u8,
     next_due: u64,
-    last: Option<(DecisionKind, &'static str, u8, String)>,
+    last: Option<(DecisionKind, crate::plan::Reason, u8, String)>,
 }
 
 impl Rollwise {
@@ -168,16 +168,18 @@ impl Policy for Rollwise {
                     self.status.step.clone(),
                     d.weight,
                     d.kind.as_str(),
-                    d.reason,
+                    d.reason.as_str(),
                     d.message,
                     mark(d.kind),
                 ));
                 self.last = Some(key);
             }
             match self.status.phase {
-                Phase::Succeeded => return Some((Verdict::Promoted, d.reason.to_string())),
+                Phase::Succeeded => {
+                    return Some((Verdict::Promoted, d.reason.as_str().to_string()));
+                }
                 Phase::RolledBack | Phase::Aborted => {
-                    return Some((Verdict::RolledBack, d.reason.to_string()));
+                    return Some((Verdict::RolledBack, d.reason.as_str().to_string()));
                 }
                 _ => {}
             }
