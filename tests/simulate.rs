@@ -408,6 +408,41 @@ fn expect_sets_the_exit_status_and_bad_input_is_explained() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rollout"));
 }
 
+/// A misspelled Rollout field is an error naming it (as `kubectl apply`
+/// with strict field validation says), not a default silently used:
+/// `tolerence` would leave the tolerance at 0, `scaleDownOnRolback` the
+/// canary running.
+#[test]
+fn misspelled_rollout_fields_are_refused_naming_the_field() {
+    let healthy = example("healthy.yaml");
+    let text = std::fs::read_to_string(example("rollout.yaml")).unwrap();
+    assert!(
+        text.contains("tolerance: 0.005"),
+        "the example has a tolerance"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (typo, field) in [
+        (
+            text.replace("tolerance: 0.005", "tolerence: 0.005"),
+            r#""spec.analysis.compare[0].tolerence" (did you mean "tolerance"?)"#,
+        ),
+        (
+            text.replace(
+                "canary: {service: checkout-v2}",
+                "canary: {service: checkout-v2, scaleDownOnRolback: true}",
+            ),
+            r#""spec.canary.scaleDownOnRolback" (did you mean "scaleDownOnRollback"?)"#,
+        ),
+    ] {
+        assert_ne!(typo, text, "the typo was made");
+        let path = write(dir.path(), "typo.yaml", &typo);
+        let out = rollwise(&["simulate", "--rollout", &path, "--scenario", &healthy]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(field) && err.contains("typo.yaml"), "{err}");
+    }
+}
+
 #[test]
 fn the_benchmark_command_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();

@@ -130,6 +130,12 @@ pub fn parse_rollout(text: &str) -> Result<(String, Plan), String> {
         .into_iter()
         .find(|d| d.get("kind").and_then(Value::as_str) == Some("Rollout"))
         .ok_or_else(|| "no document with `kind: Rollout`".to_string())?;
+    // As strict as `kubectl apply` against an API server: a misspelled field
+    // is an error naming it, not a default silently used.
+    let unknown = crate::api::strict::unknown_fields(&doc);
+    if !unknown.is_empty() {
+        return Err(format!("not a valid Rollout: {}", unknown.join("; ")));
+    }
     let rollout: crate::api::Rollout =
         serde_json::from_value(doc).map_err(|e| format!("not a valid Rollout: {e}"))?;
     let name = rollout
