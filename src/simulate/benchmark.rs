@@ -171,8 +171,10 @@ fn run_cells(
                         let (scenario, policy) = cells[job / per_cell];
                         let trial = job % per_cell;
                         let mut p = match policy {
-                            CellPolicy::Named(name) => name.make(plan),
-                            CellPolicy::Rollwise(other) => PolicyName::Rollwise.make(other),
+                            CellPolicy::Named(name) => name.make(plan, Default::default()),
+                            CellPolicy::Rollwise(other) => {
+                                PolicyName::Rollwise.make(other, Default::default())
+                            }
                         };
                         let r = run(scenario, p.as_mut(), seed.wrapping_add(trial as u64));
                         out.push((job, r.summary));
@@ -573,9 +575,13 @@ pub fn render(
         .map(|c| c.tolerance.describe())
         .unwrap_or_else(|| "-".into());
     let alpha = 1.0 - plan.confidence;
-    let flagger = PolicyName::Flagger.make(plan).describe();
-    let argo = PolicyName::Argo.make(plan).describe();
-    let rollwise = PolicyName::Rollwise.make(plan).describe();
+    let flagger = PolicyName::Flagger
+        .make(plan, Default::default())
+        .describe();
+    let argo = PolicyName::Argo.make(plan, Default::default()).describe();
+    let rollwise = PolicyName::Rollwise
+        .make(plan, Default::default())
+        .describe();
     let _ = writeln!(
         o,
         "# Decision quality: rollwise, Flagger and Argo Rollouts on the same traffic\n"

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use crate::api::Plan;
-use policies::{Argo, ArgoConfig, Flagger, FlaggerConfig, Rollwise};
+use policies::{Argo, ArgoConfig, Flagger, FlaggerConfig, People, Rollwise};
 use scenario::Scenario;
 use stats::Distribution;
 use world::{Policy, Run, Summary, Verdict, clock, run};
@@ -57,6 +57,21 @@ pub struct SimulateArgs {
     /// Exit with status 1 unless every run of the first policy ends so.
     #[arg(long, value_enum, value_name = "OUTCOME")]
     pub expect: Option<Expect>,
+    /// Promote a pause that waits for a person (`pause: {}`, blue/green
+    /// without autoPromote) this long after it began, as someone would
+    /// (e.g. 10m). Without it such a pause is never promoted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub auto_promote_after: Option<u64>,
+    /// The share of all requests, in percent, that an A/B route's match or a
+    /// blue/green preview route sends to the canary (beta testers, smoke
+    /// tests). Default 0: such routes get no traffic, and analysis waits.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub preview_traffic: u8,
+}
+
+fn parse_duration_arg(s: &str) -> Result<u64, String> {
+    crate::api::validate::parse_duration(s).map(|d| d.as_secs())
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -112,9 +127,9 @@ impl PolicyName {
 
     /// A fresh policy: the engine on `plan`, or the documented example of
     /// Flagger or Argo Rollouts (which do not read the plan).
-    pub fn make(self, plan: &Plan) -> Box<dyn Policy + Send> {
+    pub fn make(self, plan: &Plan, people: People) -> Box<dyn Policy + Send> {
         match self {
-            PolicyName::Rollwise => Box::new(Rollwise::new(plan.clone())),
+            PolicyName::Rollwise => Box::new(Rollwise::with_people(plan.clone(), people)),
             PolicyName::Flagger => Box::new(Flagger::new(FlaggerConfig::default())),
             PolicyName::Argo => Box::new(Argo::new(ArgoConfig::default())),
         }
@@ -183,11 +198,21 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
     };
     let (name, plan) = load_rollout(rollout_path)?;
     let scenario = Scenario::load(scenario_path)?;
-    if !plan.routes.is_empty() || plan.blue_green.is_some() {
+    let people = People {
+        promote_after: args.auto_promote_after,
+        preview_percent: args.preview_traffic,
+    };
+    if (!plan.routes.is_empty() || plan.blue_green.is_some()) && args.preview_traffic == 0 {
         eprintln!(
-            "rollwise simulate: note: header routes and blue/green previews are not simulated: only \
-             the weighted share of the traffic reaches the canary, so steps that wait for analysis on \
-             header-routed traffic hold (see docs/simulate.md)"
+            "rollwise simulate: note: A/B and preview routes get no traffic unless --preview-traffic \
+             PERCENT says how much they match, so steps that wait for analysis on them hold \
+             (see docs/simulate.md)"
+        );
+    }
+    if plan.waits_for_promote() && args.auto_promote_after.is_none() {
+        eprintln!(
+            "rollwise simulate: note: the plan waits for a promote (pause {{}} or blue/green without \
+             autoPromote); nobody promotes in the simulation unless --auto-promote-after DURATION"
         );
     }
     let policies: Vec<PolicyName> = match args.policy {
@@ -202,11 +227,11 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
 
     let mut results = Vec::new(); // (policy, description, runs)
     for p in &policies {
-        let description = p.make(&plan).describe();
+        let description = p.make(&plan, people).describe();
         let mut first: Option<Run> = None;
         let mut summaries = Vec::with_capacity(seeds.len());
         for (i, seed) in seeds.iter().enumerate() {
-            let mut policy = p.make(&plan);
+            let mut policy = p.make(&plan, people);
             let r = run(&scenario, policy.as_mut(), *seed);
             summaries.push(r.summary.clone());
             if i == 0 {
