@@ -443,6 +443,45 @@ fn misspelled_rollout_fields_are_refused_naming_the_field() {
     }
 }
 
+/// A simulation of many trials shows its progress (trials done, time
+/// elapsed) on a terminal — here a pseudo-terminal from `script(1)` — and
+/// nothing of it in a pipe.
+#[test]
+fn many_trials_show_progress_on_a_terminal_only() {
+    let rollout = example("rollout.yaml");
+    let healthy = example("healthy.yaml");
+    let args = [
+        "simulate",
+        "--rollout",
+        &rollout,
+        "--scenario",
+        &healthy,
+        "--trials",
+        "20",
+    ];
+    let out = rollwise(&args);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("trials 20/20"), "progress in a pipe: {err}");
+    let mut forced = args.to_vec();
+    forced.extend(["--progress", "always"]);
+    let err = String::from_utf8_lossy(&rollwise(&forced).stderr).into_owned();
+    assert!(err.contains("rollwise: trials 20/20 (100%), "), "{err}");
+    assert!(err.contains("s elapsed"), "{err}");
+    // On a real terminal, as people run it (where script(1) exists).
+    let command = std::iter::once(env!("CARGO_BIN_EXE_rollwise").to_string())
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Ok(out) = Command::new("script")
+        .args(["-qc", &format!("{command} >/dev/null"), "/dev/null"])
+        .output()
+    {
+        let tty = String::from_utf8_lossy(&out.stdout);
+        assert!(tty.contains("rollwise: trials 20/20 (100%)"), "{tty}");
+    }
+}
+
 #[test]
 fn the_benchmark_command_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();

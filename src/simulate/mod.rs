@@ -9,6 +9,7 @@
 
 pub mod benchmark;
 pub mod policies;
+pub mod progress;
 pub mod rng;
 pub mod scenario;
 pub mod stats;
@@ -68,6 +69,10 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 0,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub preview_traffic: u8,
+    /// Show the trials done and the time elapsed on standard error: auto
+    /// (when it is a terminal), always or never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = progress::When::Auto)]
+    pub progress: progress::When,
 }
 
 fn parse_duration_arg(s: &str) -> Result<u64, String> {
@@ -230,6 +235,8 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
         let description = p.make(&plan, people).describe();
         let mut first: Option<Run> = None;
         let mut summaries = Vec::with_capacity(seeds.len());
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut progress = progress::Progress::new(args.progress.enabled(terminal), seeds.len());
         for (i, seed) in seeds.iter().enumerate() {
             let mut policy = p.make(&plan, people);
             let r = run(&scenario, policy.as_mut(), *seed);
@@ -237,7 +244,9 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
             if i == 0 {
                 first = Some(r);
             }
+            progress.tick(p.as_str(), i + 1);
         }
+        progress.finish();
         results.push((
             *p,
             description,
