@@ -184,6 +184,12 @@ async fn status_of_a_mid_rollout_rollout() {
     assert_eq!(code, EXIT_OK, "{err}");
     assert!(out.contains("Rollout      shop/checkout"), "{out}");
     assert!(out.contains("▶ Progressing — step 4/7"), "{out}");
+    // The plan: steps, bounds, tolerance.
+    assert!(
+        out.contains("Plan         5% → pause 1m → 33% → pause 1m → 50%"),
+        "{out}"
+    );
+    assert!(out.contains("tolerance +0.01"), "{out}");
     assert!(
         out.contains("[#######-------------] 33% on the canary   desired 33%"),
         "{out}"

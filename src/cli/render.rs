@@ -367,6 +367,18 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
     };
     let _ = writeln!(o, "Stable       {}", version(&r.spec.stable));
     let _ = writeln!(o, "Canary       {}", version(&r.spec.canary));
+    if let Ok(p) = &plan {
+        let _ = write!(
+            o,
+            "{}",
+            wrap(
+                &crate::simulate::policies::describe_plan(p),
+                "Plan         ",
+                "             ",
+                width
+            )
+        );
+    }
     let desired = if st.desired_weight != st.canary_weight {
         format!(
             "   desired {}% (the route is not there yet)",

@@ -569,7 +569,7 @@ fn record_analysis(
             rollback = Some((
                 Reason::AnalysisFailed,
                 format!(
-                    "metric {} = {} is outside its bound ({}); {} failed evaluation(s), limit {}",
+                    "metric {} = {} is outside its bound ({}): {} failed evaluation(s), more than the {} its failureLimit tolerates",
                     metric.name,
                     value.map(fmt_num).unwrap_or_default(),
                     describe_bound(metric),
@@ -766,42 +766,49 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: 
     cs.more_requests_needed = ev
         .more_requests_needed
         .map(|n| n.min(i64::MAX as u64) as i64);
+    let needs = format!(
+        "needs {}× for {}% confidence",
+        fmt_num(cs.evidence_bar),
+        fmt_num(cs.confidence * 100.0)
+    );
     let conclusion = match ev.outcome {
         Outcome::Harm => format!(
-            "worse than tolerated with {}% confidence (evidence of harm {} reached {})",
-            fmt_num(cs.confidence * 100.0),
+            "worse than tolerated: the evidence that the canary is worse is {}× ({needs})",
             fmt_num(cs.harm_evidence),
-            fmt_num(cs.evidence_bar)
         ),
         Outcome::Fine => format!(
-            "within tolerance with {}% confidence (evidence {} reached {})",
-            fmt_num(cs.confidence * 100.0),
+            "within tolerance: the evidence that the canary is fine is {}× ({needs})",
             fmt_num(cs.fine_evidence),
-            fmt_num(cs.evidence_bar)
         ),
         Outcome::Inconclusive => {
             let more = match ev.more_requests_needed {
-                Some(n) => format!(", roughly {n} more canary requests"),
+                Some(n) => format!("; roughly {n} more canary requests to tell"),
                 None => String::new(),
             };
             format!(
-                "not enough evidence yet (harm {}, fine {}, either must reach {}{more})",
+                "not enough evidence yet: that the canary is worse {}×, that it is fine {}× (either {needs}){more}",
                 fmt_num(cs.harm_evidence),
                 fmt_num(cs.fine_evidence),
-                fmt_num(cs.evidence_bar)
             )
         }
     };
+    let diff = ev.canary.rate() - ev.stable.rate();
+    let side = if diff >= 0.0 { "more" } else { "fewer" };
+    let beyond = if ev.excess >= 0.0 {
+        format!("beyond it by {}", fmt_pct(ev.excess))
+    } else {
+        format!("{} inside it", fmt_pct(-ev.excess))
+    };
     cs.message = format!(
-        "canary {}/{} failed ({}) vs stable {}/{} ({}), tolerance {}, excess {} in [{}, {}]: {conclusion}",
+        "canary {}/{} failed ({}) vs stable {}/{} ({}): {} {side} of the canary's requests fail, tolerance {}, {beyond} (range valid at every look: {} to {}); {conclusion}",
         fmt_num(ev.canary.failures),
         fmt_num(ev.canary.requests),
         fmt_pct(ev.canary.rate()),
         fmt_num(ev.stable.failures),
         fmt_num(ev.stable.requests),
         fmt_pct(ev.stable.rate()),
+        fmt_pct(diff.abs()),
         cs.tolerance,
-        fmt_pct(ev.excess),
         fmt_pct(ev.excess_lower),
         fmt_pct(ev.excess_upper),
     );

@@ -576,6 +576,18 @@ fn ten_times_worse_canary_is_rolled_back_at_the_first_step_with_its_numbers() {
         "{}",
         last.message
     );
+    // Readable on its own: what the evidence says, against what it needs.
+    let needs = format!("(needs {}× for 99% confidence)", fmt_num(c.evidence_bar));
+    let says = format!(
+        "the evidence that the canary is worse is {}× {needs}",
+        fmt_num(c.harm_evidence)
+    );
+    assert!(last.message.contains(&says), "{}", last.message);
+    assert!(
+        last.message.contains("more of the canary's requests fail"),
+        "{}",
+        last.message
+    );
     assert!(
         w.traffic.counts.1 < 40.0,
         "{} failed canary requests",
@@ -622,6 +634,16 @@ fn thin_evidence_holds_and_says_how_much_more_is_needed() {
     assert_eq!(last.reason, "NotEnoughEvidence", "{}", last.message);
     assert!(
         last.message.contains("more canary requests"),
+        "{}",
+        last.message
+    );
+    assert!(
+        last.message
+            .contains("not enough evidence yet: that the canary is worse ")
+            && last.message.contains("×, that it is fine ")
+            && last
+                .message
+                .contains("× (either needs 100× for 99% confidence)"),
         "{}",
         last.message
     );

@@ -438,15 +438,25 @@ pub fn summary_text(s: &Summary) -> String {
         _ => String::new(),
     };
     format!(
-        "  outcome             {outcome}\n{evidence}  canary requests     {} served, {} failed ({}) until the decision\n  extra failures      {} more than the stable version would have failed on them\n  stable requests     {} served, {} failed ({})\n  highest weight      {}%\n",
+        "  outcome             {outcome}\n{evidence}  canary requests     {} served, {} failed ({}) until the decision\n  extra failures      {}\n  stable requests     {} served, {} failed ({})\n  highest weight      {}%\n",
         s.canary_requests,
         s.canary_failures,
         rate(s.canary_failures, s.canary_requests),
-        crate::analysis::fmt_num(s.extra_failures),
+        extra_failures_text(s.extra_failures),
         s.stable_requests,
         s.stable_failures,
         rate(s.stable_failures, s.stable_requests),
         s.max_weight_before_decision,
+    )
+}
+
+/// `6.54 more than the stable version would have failed on the same
+/// requests`, or `3.47 fewer ...` (never "-3.47 more").
+pub fn extra_failures_text(extra: f64) -> String {
+    let side = if extra < 0.0 { "fewer" } else { "more" };
+    format!(
+        "{} {side} than the stable version would have failed on the same requests",
+        crate::analysis::fmt_num(extra.abs())
     )
 }
 
@@ -469,4 +479,16 @@ pub fn distribution_text(d: &Distribution) -> String {
             .map(crate::analysis::fmt_num)
             .unwrap_or_else(|| "-".into()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fewer_extra_failures_read_as_fewer() {
+        assert_eq!(
+            super::extra_failures_text(-3.47),
+            "3.47 fewer than the stable version would have failed on the same requests"
+        );
+        assert!(super::extra_failures_text(6.54).starts_with("6.54 more than"));
+    }
 }
