@@ -542,7 +542,7 @@ fn one_call(
     build_conditions(
         &mut d.status,
         &status::Readiness::Ready,
-        d.reason,
+        d.reason.as_str(),
         &d.message,
         obs.generation,
         plan.pause_deadline,

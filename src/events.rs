@@ -68,8 +68,14 @@ impl Events {
 
     pub async fn transitions(&self, reference: &ObjectReference, transitions: &[Transition]) {
         for t in transitions {
-            self.publish(reference, t.warning, t.reason, "Reconcile", &t.message)
-                .await;
+            self.publish(
+                reference,
+                t.warning,
+                t.reason.as_str(),
+                "Reconcile",
+                &t.message,
+            )
+            .await;
         }
     }
 }

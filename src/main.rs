@@ -11,17 +11,43 @@ use rollwise::telemetry::{self, LogFormat};
 #[command(
     name = "rollwise",
     version,
-    about = "Progressive delivery operator for Kubernetes"
+    about = "Progressive delivery operator for Kubernetes",
+    long_about = "Progressive delivery operator for Kubernetes.\n\n\
+        `rollwise` without a command runs the operator (`rollwise run`) when a cluster is \
+        configured ($KUBECONFIG, ~/.kube/config or in-cluster), and otherwise the embedded \
+        demo (`rollwise demo`): the real reconcile code against an in-memory cluster."
 )]
 struct Cli {
-    /// Log format.
-    #[arg(long, global = true, env = "ROLLWISE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Log filter (RUST_LOG syntax); defaults to $RUST_LOG, then `info`.
-    #[arg(long, global = true, env = "ROLLWISE_LOG")]
-    log: Option<String>,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The log flags of the commands that log (`run`, `demo`, and a bare
+/// `rollwise`); `crd` and `simulate` print and log nothing.
+#[derive(clap::Args, Clone, Default)]
+struct LogArgs {
+    /// Log format: text (default) or json.
+    #[arg(long, env = "ROLLWISE_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter (RUST_LOG syntax, e.g. `rollwise=debug,kube=warn`);
+    /// defaults to $RUST_LOG, then `info`.
+    #[arg(long, env = "ROLLWISE_LOG", value_name = "FILTER")]
+    log: Option<String>,
+}
+
+impl LogArgs {
+    /// These flags, else those given before the command.
+    fn or(self, outer: &LogArgs) -> LogArgs {
+        LogArgs {
+            log_format: self.log_format.or(outer.log_format),
+            log: self.log.or_else(|| outer.log.clone()),
+        }
+    }
+    fn format(&self) -> LogFormat {
+        self.log_format.unwrap_or(LogFormat::Text)
+    }
 }
 
 // Parsed once at startup: the size of the `Run` variant does not matter.
@@ -30,7 +56,12 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or
     /// the in-cluster service account).
-    Run(RunConfig),
+    Run {
+        #[command(flatten)]
+        config: RunConfig,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Print the Rollout CRD as YAML (what crds/rollout.yaml holds).
     Crd,
     /// Replay a Rollout against simulated or recorded traffic with a
@@ -48,6 +79,8 @@ enum Command {
         /// Print only the summary.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        log: LogArgs,
     },
 }
 
@@ -63,12 +96,18 @@ async fn main() -> ExitCode {
         }
         Command::Simulate(args) => rollwise::simulate::main(args),
         #[cfg(feature = "demo")]
-        Command::Demo { seed, quiet } => {
-            telemetry::init(cli.log_format, Some(cli.log.as_deref().unwrap_or("warn")));
+        Command::Demo { seed, quiet, log } => {
+            let log = log.or(&cli.log);
+            telemetry::init(log.format(), Some(log.log.as_deref().unwrap_or("warn")));
             rollwise::demo::main(seed, quiet).await
         }
-        Command::Run(config) => {
-            telemetry::init(cli.log_format, cli.log.as_deref());
+        Command::Run { mut config, log } => {
+            let log = log.or(&cli.log);
+            telemetry::init(log.format(), log.log.as_deref());
+            if let Ok(k) = kube::Config::infer().await {
+                config.api_server =
+                    Some(k.cluster_url.to_string().trim_end_matches('/').to_string());
+            }
             let metrics = rollwise::metrics::Metrics::new();
             let client = match rollwise::controller::counted_client(metrics.kube_requests.clone())
                 .await
@@ -102,8 +141,12 @@ fn default_command() -> Command {
         return Command::Demo {
             seed: 7,
             quiet: false,
+            log: LogArgs::default(),
         };
     }
     let _ = has_cluster;
-    Command::Run(RunConfig::from_env())
+    Command::Run {
+        config: RunConfig::from_env(),
+        log: LogArgs::default(),
+    }
 }

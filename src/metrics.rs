@@ -8,6 +8,7 @@ use prometheus::{
 };
 
 use crate::api::Phase;
+use crate::plan::{Class, Reason};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -23,6 +24,8 @@ pub struct Metrics {
     pub canary_weight: IntGaugeVec,
     /// Decisions by kind.
     pub decisions: IntCounterVec,
+    /// Transitions (what Events and notifications tell) by reason and class.
+    pub transitions: IntCounterVec,
     /// Analysis verdicts by verdict (Pass, Fail, NoData, Error, Inconclusive).
     pub verdicts: IntCounterVec,
     /// Latest value of each threshold metric.
@@ -101,6 +104,14 @@ impl Metrics {
             &["kind", "reason"],
         )
         .expect("static");
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "transitions_total",
+                "Rollout transitions by reason and class (start, step, pause, promotion, rollback, abort, other)",
+            ),
+            &["reason", "class"],
+        )
+        .expect("static");
         let verdicts = IntCounterVec::new(
             Opts::new("analysis_verdicts_total", "Metric evaluations by verdict"),
             &["verdict"],
@@ -177,6 +188,7 @@ impl Metrics {
             Box::new(phase.clone()),
             Box::new(canary_weight.clone()),
             Box::new(decisions.clone()),
+            Box::new(transitions.clone()),
             Box::new(verdicts.clone()),
             Box::new(analysis_value.clone()),
             Box::new(comparison_rate.clone()),
@@ -199,6 +211,13 @@ impl Metrics {
             errors.with_label_values(&[category]);
         }
         reconcile_duration.with_label_values::<&str>(&[]);
+        // Every reason that ends a rollout starts at 0, so that a rate or
+        // an alert on rollbacks by reason has a series before the first one.
+        for r in Reason::ALL {
+            if matches!(r.class(), Class::Rollback | Class::Abort | Class::Promotion) {
+                transitions.with_label_values(&[r.as_str(), class_label(r.class())]);
+            }
+        }
         Metrics {
             registry,
             reconciles,
@@ -207,6 +226,7 @@ impl Metrics {
             phase,
             canary_weight,
             decisions,
+            transitions,
             verdicts,
             analysis_value,
             comparison_rate,
@@ -249,6 +269,15 @@ impl Metrics {
             let _ = self
                 .consecutive_errors
                 .remove_label_values(&[namespace, name]);
+        }
+    }
+
+    /// Count the transitions of one decision.
+    pub fn record_transitions(&self, transitions: &[crate::plan::Transition]) {
+        for t in transitions {
+            self.transitions
+                .with_label_values(&[t.reason.as_str(), class_label(t.reason.class())])
+                .inc();
         }
     }
 
@@ -305,6 +334,19 @@ impl Metrics {
     }
 }
 
+/// The `class` label of a transition.
+fn class_label(c: Class) -> &'static str {
+    match c {
+        Class::Start => "start",
+        Class::Step => "step",
+        Class::Pause => "pause",
+        Class::Promotion => "promotion",
+        Class::Rollback => "rollback",
+        Class::Abort => "abort",
+        Class::Hold | Class::Settled | Class::Other => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +377,16 @@ mod tests {
             )
         );
         assert!(text.contains(r#"rollwise_rollouts{phase="RolledBack"} 0"#));
+        for reason in [
+            "AnalysisFailed",
+            "CanaryWorse",
+            "BudgetExhausted",
+            "MetricsUnavailable",
+        ] {
+            let series =
+                format!(r#"rollwise_transitions_total{{class="rollback",reason="{reason}"}} 0"#);
+            assert!(text.contains(&series), "{series} missing");
+        }
         let status = crate::api::RolloutStatus {
             consecutive_errors: 2,
             conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {

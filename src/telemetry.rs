@@ -21,7 +21,16 @@ pub fn init(format: LogFormat, filter: Option<&str>) {
             .with(fmt::layer().json().with_current_span(false))
             .try_init(),
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour only for a person at a terminal; never in
+                    // files, pipes or a pod's log (nor with NO_COLOR set).
+                    .with_ansi(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr())
+                            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                    ),
+            )
             .try_init(),
     };
 }

@@ -113,3 +113,25 @@ proptest! {
         prop_assert_eq!(cel_rejects, operator_rejects, "steps: {}", json!(steps));
     }
 }
+
+/// What `kubectl explain rollout.spec.steps` says a step is names every
+/// kind of step the schema (and its CEL rule) accepts.
+#[test]
+fn the_step_description_names_every_kind_of_step() {
+    let crd = serde_json::to_value(Rollout::crd()).expect("the CRD serializes");
+    let step = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["steps"]["items"];
+    let description = step["description"].as_str().unwrap_or_default();
+    let kinds: Vec<&String> = step["properties"]
+        .as_object()
+        .expect("a step has properties")
+        .keys()
+        .collect();
+    assert!(kinds.len() >= 3, "{kinds:?}");
+    for kind in kinds {
+        assert!(
+            description.contains(&format!("`{kind}`")),
+            "the step description {description:?} does not name {kind}"
+        );
+    }
+}

@@ -26,6 +26,18 @@ fn demo_promotes_the_healthy_version_and_rolls_back_the_faulty_one() {
         "{stdout}"
     );
     assert!(stdout.contains("demo: OK"), "{stdout}");
+    // The plan is shown first: steps, bounds, tolerance.
+    let plan = stdout
+        .lines()
+        .find(|l| l.starts_with("plan: "))
+        .unwrap_or_else(|| panic!("no plan line:\n{stdout}"));
+    assert!(
+        plan.contains("5% → pause 1m → 33%")
+            && plan.contains("error-rate <= 0.02")
+            && plan.contains("tolerance +0.01"),
+        "{plan}"
+    );
+    assert!(stdout.find("plan: ") < stdout.find("1) "), "{stdout}");
     // The timeline shows each weight step.
     for w in ["weight   5%", "weight  33%", "weight  50%", "weight 100%"] {
         assert!(stdout.contains(w), "no `{w}` in the timeline:\n{stdout}");

@@ -853,7 +853,7 @@ async fn header_route_on_gateway_api_with_promote_pause_resume_and_promote_full(
                 "HeaderRouteRemoved",
                 "RolloutCompleted",
             ]).await;
-        let status = plugin.ok(&["status", ROLLOUT]).await;
+        let status = plugin.ok(&["get", "rollout", ROLLOUT]).await;
         assert!(
             status.contains("Succeeded") && status.contains("Last action  promote-full Done"),
             "kubectl rollwise status:\n{status}"

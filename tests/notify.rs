@@ -21,7 +21,7 @@ use rollwise::metrics::Metrics;
 use rollwise::notify::{
     Format, Notification, NotificationKind, Notifier, NotifierOptions, notifications_for,
 };
-use rollwise::plan::Transition;
+use rollwise::plan::{Reason, Transition};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- fixtures
@@ -146,7 +146,7 @@ fn at() -> jiff::Timestamp {
 }
 
 /// The notification of one transition, through `notifications_for`.
-fn notification(r: &Rollout, reason: &'static str, phase: Phase, weight: i32) -> Notification {
+fn notification(r: &Rollout, reason: Reason, phase: Phase, weight: i32) -> Notification {
     let status = RolloutStatus {
         phase,
         step: "3/7".into(),
@@ -165,7 +165,7 @@ fn notification(r: &Rollout, reason: &'static str, phase: Phase, weight: i32) ->
 }
 
 fn rolled_back(r: &Rollout) -> Notification {
-    notification(r, "AnalysisFailed", Phase::RolledBack, 0)
+    notification(r, Reason::AnalysisFailed, Phase::RolledBack, 0)
 }
 
 async fn kube() -> kube::Client {
@@ -237,27 +237,37 @@ impl Captured {
 fn reasons_map_to_kinds() {
     use NotificationKind::*;
     let table = [
-        ("RolloutStarted", Some(Started)),
-        ("NewCanary", Some(Started)),
-        ("Retry", Some(Started)),
-        ("WeightChanged", Some(StepAdvanced)),
-        ("StepAdvanced", Some(StepAdvanced)),
-        ("Paused", Some(Paused)),
-        ("AnalysisFailed", Some(RolledBack)),
-        ("MetricsUnavailable", Some(RolledBack)),
-        ("Promoted", Some(Promoted)),
-        ("RolloutCompleted", Some(Promoted)),
-        ("Aborted", Some(Aborted)),
-        ("ActionRefused", None),
-        ("WaitingForData", None),
+        (Reason::RolloutStarted, Some(Started)),
+        (Reason::NewCanary, Some(Started)),
+        (Reason::Retry, Some(Started)),
+        (Reason::WeightChanged, Some(StepAdvanced)),
+        (Reason::StepAdvanced, Some(StepAdvanced)),
+        (Reason::Paused, Some(Paused)),
+        (Reason::AnalysisFailed, Some(RolledBack)),
+        (Reason::CanaryWorse, Some(RolledBack)),
+        (Reason::BudgetExhausted, Some(RolledBack)),
+        (Reason::MetricsUnavailable, Some(RolledBack)),
+        (Reason::Promoted, Some(Promoted)),
+        (Reason::RolloutCompleted, Some(Promoted)),
+        (Reason::Aborted, Some(Aborted)),
+        (Reason::ActionRefused, None),
+        (Reason::WaitingForData, None),
     ];
     for (reason, kind) in table {
         assert_eq!(NotificationKind::from_reason(reason), kind, "{reason}");
     }
-    assert_eq!(
-        NotificationKind::kinds_for_reason("MetricsUnavailable"),
-        vec![AnalysisFailed, RolledBack]
-    );
+    for reason in [
+        Reason::AnalysisFailed,
+        Reason::CanaryWorse,
+        Reason::BudgetExhausted,
+        Reason::MetricsUnavailable,
+    ] {
+        assert_eq!(
+            NotificationKind::kinds_for_reason(reason),
+            vec![AnalysisFailed, RolledBack],
+            "{reason}"
+        );
+    }
     for k in NotificationKind::ALL {
         assert_eq!(NotificationKind::parse(k.as_str()), Some(k));
     }
@@ -265,6 +275,45 @@ fn reasons_map_to_kinds() {
         NotificationKind::parse("rolledback"),
         Some(NotificationKind::RolledBack)
     );
+}
+
+/// Every rollback the engine decides (by a threshold metric, the
+/// comparison, the budget, unreadable metrics) is one notification that a
+/// webhook filtering on `RolledBack` or on `AnalysisFailed` receives, and
+/// one filtering on anything else does not; its title says why.
+#[test]
+fn every_rollback_reason_notifies_through_both_filters() {
+    let r = plain_rollout();
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (reason, title) in [
+        (Reason::AnalysisFailed, "analysis failed, rolled back"),
+        (Reason::CanaryWorse, "canary worse than stable, rolled back"),
+        (
+            Reason::BudgetExhausted,
+            "exposure budget spent, rolled back",
+        ),
+        (
+            Reason::MetricsUnavailable,
+            "metrics unavailable, rolled back",
+        ),
+    ] {
+        let n = notification(&r, reason, Phase::RolledBack, 0);
+        assert_eq!(n.kind, NotificationKind::RolledBack, "{reason}");
+        assert!(n.matches(Some(&s(&["RolledBack"]))), "{reason}");
+        assert!(n.matches(Some(&s(&["analysisfailed"]))), "{reason}");
+        assert!(
+            !n.matches(Some(&s(&[
+                "Started",
+                "StepAdvanced",
+                "Paused",
+                "Promoted",
+                "Aborted"
+            ]))),
+            "{reason}"
+        );
+        assert!(n.text().contains(title), "{reason}: {}", n.text());
+        assert_eq!(n.json_payload()["reason"], reason.as_str());
+    }
 }
 
 #[test]
@@ -276,7 +325,7 @@ fn transitions_give_one_notification_per_kind() {
         canary_weight: 100,
         ..Default::default()
     };
-    let t = |reason, message: &str| Transition {
+    let t = |reason: Reason, message: &str| Transition {
         warning: false,
         reason,
         message: message.into(),
@@ -286,9 +335,9 @@ fn transitions_give_one_notification_per_kind() {
         &r,
         &status,
         &[
-            t("Promoted", "promoted by hand: skipped step 7"),
-            t("RolloutCompleted", "promoted by hand: skipped step 7"),
-            t("ActionRefused", "ignored"),
+            t(Reason::Promoted, "promoted by hand: skipped step 7"),
+            t(Reason::RolloutCompleted, "promoted by hand: skipped step 7"),
+            t(Reason::ActionRefused, "ignored"),
         ],
         at(),
     );
@@ -304,7 +353,7 @@ fn transitions_give_one_notification_per_kind() {
         (n.phase, n.step.as_str(), n.canary_weight),
         (Phase::Succeeded, "7/7", 100)
     );
-    assert!(notifications_for(&r, &status, &[t("ActionRefused", "x")], at()).is_empty());
+    assert!(notifications_for(&r, &status, &[t(Reason::ActionRefused, "x")], at()).is_empty());
 }
 
 #[test]
@@ -320,7 +369,7 @@ fn a_rollback_by_the_analysis_is_one_notification_for_both_filters() {
     assert!(n.matches(Some(&s(&["Promoted", "analysisfailed"]))));
     assert!(!n.matches(Some(&s(&["Promoted", "Aborted"]))));
     // An abort is not an analysis failure.
-    let aborted = notification(&r, "Aborted", Phase::Aborted, 0);
+    let aborted = notification(&r, Reason::Aborted, Phase::Aborted, 0);
     assert!(!aborted.matches(Some(&s(&["AnalysisFailed", "RolledBack"]))));
 }
 
@@ -409,7 +458,10 @@ async fn slack_format_is_delivered_as_text() {
         fast(),
     );
     let r = plain_rollout();
-    n.send(&r, notification(&r, "RolloutStarted", Phase::Pending, 0));
+    n.send(
+        &r,
+        notification(&r, Reason::RolloutStarted, Phase::Pending, 0),
+    );
     eventually("delivered", || count(&m, "operator", "delivered") == 1).await;
     let body = &hook.bodies()[0];
     let text = body["text"].as_str().expect("a text field");
@@ -517,11 +569,17 @@ async fn send_does_not_wait_for_a_slow_webhook() {
         fast(),
     );
     let r = plain_rollout();
-    n.send(&r, notification(&r, "RolloutStarted", Phase::Pending, 0));
+    n.send(
+        &r,
+        notification(&r, Reason::RolloutStarted, Phase::Pending, 0),
+    );
     // The worker is now inside the request, the server holds it for 2 s.
     eventually("the first request", || hook.count() == 1).await;
     let started = Instant::now();
-    n.send(&r, notification(&r, "WeightChanged", Phase::Progressing, 5));
+    n.send(
+        &r,
+        notification(&r, Reason::WeightChanged, Phase::Progressing, 5),
+    );
     let took = started.elapsed();
     assert!(took < Duration::from_millis(100), "send took {took:?}");
     assert_eq!(count(&m, "operator", "delivered"), 0, "still in flight");
@@ -549,7 +607,11 @@ async fn a_full_queue_drops_and_counts() {
     let r = plain_rollout();
     // On this single-threaded runtime the worker cannot run between the
     // sends: the first fills the queue, the next two are dropped.
-    for reason in ["RolloutStarted", "WeightChanged", "Paused"] {
+    for reason in [
+        Reason::RolloutStarted,
+        Reason::WeightChanged,
+        Reason::Paused,
+    ] {
         n.send(&r, notification(&r, reason, Phase::Progressing, 5));
     }
     assert_eq!(count(&m, "operator", "dropped"), 2);
@@ -578,9 +640,12 @@ async fn per_rollout_webhooks_read_their_url_from_a_secret_and_filter_events() {
          "events": ["AnalysisFailed"]},
         {"name": "no-secret", "urlFrom": {"name": "missing", "key": "url"}, "events": ["Aborted"]},
     ]));
-    n.send(&r, notification(&r, "RolloutStarted", Phase::Pending, 0));
+    n.send(
+        &r,
+        notification(&r, Reason::RolloutStarted, Phase::Pending, 0),
+    );
     n.send(&r, rolled_back(&r));
-    n.send(&r, notification(&r, "Aborted", Phase::Aborted, 0));
+    n.send(&r, notification(&r, Reason::Aborted, Phase::Aborted, 0));
     eventually("all delivered", || {
         count(&m, "team-all", "delivered") == 3
             && count(&m, "team-failures", "delivered") == 1
@@ -614,13 +679,19 @@ async fn a_url_read_from_a_secret_is_reused() {
     let m = Metrics::new();
     let n = Notifier::with_options(client.clone(), None, &m.registry, fast());
     let r = rollout(json!([{"name": "team", "urlFrom": {"name": "hook", "key": "url"}}]));
-    n.send(&r, notification(&r, "RolloutStarted", Phase::Pending, 0));
+    n.send(
+        &r,
+        notification(&r, Reason::RolloutStarted, Phase::Pending, 0),
+    );
     eventually("first", || count(&m, "team", "delivered") == 1).await;
     Api::<Secret>::namespaced(client, cluster::NAMESPACE)
         .delete("hook", &DeleteParams::default())
         .await
         .unwrap();
-    n.send(&r, notification(&r, "WeightChanged", Phase::Progressing, 5));
+    n.send(
+        &r,
+        notification(&r, Reason::WeightChanged, Phase::Progressing, 5),
+    );
     eventually("second", || count(&m, "team", "delivered") == 2).await;
     assert_eq!(hook.count(), 2);
 }

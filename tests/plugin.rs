@@ -175,10 +175,21 @@ async fn status_of_a_mid_rollout_rollout() {
     let metric = &st.analysis[0];
     let value = number(metric.value.unwrap());
 
-    let (code, out, err) = exec(&sim.client, now, &["status", "checkout", "-n", "shop"]).await;
+    let (code, out, err) = exec(
+        &sim.client,
+        now,
+        &["get", "rollout", "checkout", "-n", "shop"],
+    )
+    .await;
     assert_eq!(code, EXIT_OK, "{err}");
     assert!(out.contains("Rollout      shop/checkout"), "{out}");
     assert!(out.contains("▶ Progressing — step 4/7"), "{out}");
+    // The plan: steps, bounds, tolerance.
+    assert!(
+        out.contains("Plan         5% → pause 1m → 33% → pause 1m → 50%"),
+        "{out}"
+    );
+    assert!(out.contains("tolerance +0.01"), "{out}");
     assert!(
         out.contains("[#######-------------] 33% on the canary   desired 33%"),
         "{out}"
@@ -330,6 +341,98 @@ async fn watch_until_done_fails_for_a_rolled_back_rollout() {
     assert_eq!(out.matches(CLEAR).count(), 1, "{out}");
     assert!(out.contains("↺ RolledBack"), "{out}");
     assert!(out.contains("kubectl rollwise retry checkout"), "{out}");
+}
+
+/// The forms of `kubectl argo rollouts`: `get rollout NAME` (and `get
+/// rollouts`, `list rollouts`), and `status NAME`, which waits until the
+/// rollout is done and exits by its outcome.
+#[tokio::test]
+async fn argo_forms_get_list_and_status_that_waits() {
+    let (sim, _) = mid_rollout(5).await;
+    let now = sim.clock.now();
+    let (code, out, err) = exec(
+        &sim.client,
+        now,
+        &["get", "rollout", "checkout", "-n", "shop"],
+    )
+    .await;
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(out.contains("Rollout      shop/checkout"), "{out}");
+    for args in [
+        &["get", "rollouts", "-n", "shop"][..],
+        &["list", "rollouts", "-n", "shop"],
+        &["get", "ro", "-A"],
+    ] {
+        let (code, out, err) = exec(&sim.client, now, args).await;
+        assert_eq!(code, EXIT_OK, "{args:?}: {err}");
+        assert!(
+            out.contains("checkout") && out.contains("PHASE"),
+            "{args:?}: {out}"
+        );
+    }
+    // status NAME waits while the operator works, one line per change,
+    // and exits 0 when the rollout succeeded.
+    let client = sim.client.clone();
+    let wait = exec(&client, now, &["status", "checkout", "-n", "shop"]);
+    let operator = sim.run_until_terminal(STEP, Duration::from_secs(3600), |_| {});
+    let ((code, out, err), done) = tokio::join!(wait, operator);
+    assert_eq!(phase(&done.unwrap()), Phase::Succeeded);
+    assert_eq!(code, EXIT_OK, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2, "{out}");
+    assert!(
+        lines[0].starts_with("Progressing step 4/7 weight 33%"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("Succeeded step 7/7 weight 100% (AllStepsDone)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(CLEAR),
+        "no screen control in the waiting form"
+    );
+
+    // ...and 1 when it was rolled back, saying so.
+    let (sim, _) = rolled_back(2).await;
+    let (code, out, err) = exec(
+        &sim.client,
+        sim.clock.now(),
+        &["status", "checkout", "-n", "shop"],
+    )
+    .await;
+    assert_eq!(code, EXIT_FAILED, "{out}");
+    assert!(out.starts_with("RolledBack step"), "{out}");
+    assert!(err.contains("rollout \"checkout\" is RolledBack"), "{err}");
+    // `retry rollout NAME` is `retry NAME`.
+    let (code, out, err) = exec(
+        &sim.client,
+        sim.clock.now(),
+        &["retry", "rollout", "checkout", "-n", "shop"],
+    )
+    .await;
+    assert_eq!(code, EXIT_OK, "{out}{err}");
+}
+
+/// Every positional argument of every verb is described in its help.
+#[test]
+fn every_positional_argument_is_described() {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    for sub in cmd.get_subcommands() {
+        for arg in sub.get_positionals() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.len() > 5,
+                "{} {}: no description",
+                sub.get_name(),
+                arg.get_id()
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -563,7 +666,7 @@ async fn forbidden_exits_3_and_says_which_verb_and_resource() {
     let client = forbidding(sim.client.clone(), |m, _| m == axum::http::Method::PATCH);
 
     // Reading is allowed...
-    let (code, out, err) = exec(&client, now, &["status", "checkout", "-n", "shop"]).await;
+    let (code, out, err) = exec(&client, now, &["get", "rollout", "checkout", "-n", "shop"]).await;
     assert_eq!(code, EXIT_OK, "{err}");
     assert!(out.contains("33%"), "{out}");
     // ...writing is not.
@@ -598,7 +701,7 @@ async fn forbidden_exits_3_and_says_which_verb_and_resource() {
 
     // Events that may not be read do not fail the status view.
     let client = forbidding(sim.client.clone(), |_, p| p.contains("/events"));
-    let (code, out, err) = exec(&client, now, &["status", "checkout", "-n", "shop"]).await;
+    let (code, out, err) = exec(&client, now, &["get", "rollout", "checkout", "-n", "shop"]).await;
     assert_eq!(code, EXIT_OK, "{err}");
     assert!(
         out.contains("(events not shown: permission denied"),

@@ -408,6 +408,80 @@ fn expect_sets_the_exit_status_and_bad_input_is_explained() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rollout"));
 }
 
+/// A misspelled Rollout field is an error naming it (as `kubectl apply`
+/// with strict field validation says), not a default silently used:
+/// `tolerence` would leave the tolerance at 0, `scaleDownOnRolback` the
+/// canary running.
+#[test]
+fn misspelled_rollout_fields_are_refused_naming_the_field() {
+    let healthy = example("healthy.yaml");
+    let text = std::fs::read_to_string(example("rollout.yaml")).unwrap();
+    assert!(
+        text.contains("tolerance: 0.005"),
+        "the example has a tolerance"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (typo, field) in [
+        (
+            text.replace("tolerance: 0.005", "tolerence: 0.005"),
+            r#""spec.analysis.compare[0].tolerence" (did you mean "tolerance"?)"#,
+        ),
+        (
+            text.replace(
+                "canary: {service: checkout-v2}",
+                "canary: {service: checkout-v2, scaleDownOnRolback: true}",
+            ),
+            r#""spec.canary.scaleDownOnRolback" (did you mean "scaleDownOnRollback"?)"#,
+        ),
+    ] {
+        assert_ne!(typo, text, "the typo was made");
+        let path = write(dir.path(), "typo.yaml", &typo);
+        let out = rollwise(&["simulate", "--rollout", &path, "--scenario", &healthy]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(field) && err.contains("typo.yaml"), "{err}");
+    }
+}
+
+/// A simulation of many trials shows its progress (trials done, time
+/// elapsed) on a terminal — here a pseudo-terminal from `script(1)` — and
+/// nothing of it in a pipe.
+#[test]
+fn many_trials_show_progress_on_a_terminal_only() {
+    let rollout = example("rollout.yaml");
+    let healthy = example("healthy.yaml");
+    let args = [
+        "simulate",
+        "--rollout",
+        &rollout,
+        "--scenario",
+        &healthy,
+        "--trials",
+        "20",
+    ];
+    let out = rollwise(&args);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("trials 20/20"), "progress in a pipe: {err}");
+    let mut forced = args.to_vec();
+    forced.extend(["--progress", "always"]);
+    let err = String::from_utf8_lossy(&rollwise(&forced).stderr).into_owned();
+    assert!(err.contains("rollwise: trials 20/20 (100%), "), "{err}");
+    assert!(err.contains("s elapsed"), "{err}");
+    // On a real terminal, as people run it (where script(1) exists).
+    let command = std::iter::once(env!("CARGO_BIN_EXE_rollwise").to_string())
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Ok(out) = Command::new("script")
+        .args(["-qc", &format!("{command} >/dev/null"), "/dev/null"])
+        .output()
+    {
+        let tty = String::from_utf8_lossy(&out.stdout);
+        assert!(tty.contains("rollwise: trials 20/20 (100%)"), "{tty}");
+    }
+}
+
 #[test]
 fn the_benchmark_command_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 //! status condition naming the field (see [`validate()`]).
 
 mod spec_status;
+pub mod strict;
 pub mod validate;
 
 pub use spec_status::*;

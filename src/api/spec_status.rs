@@ -328,7 +328,7 @@ pub struct GatewayApiRouting {
     pub http_route: String,
 }
 
-/// One step: exactly one of `setWeight` or `pause`.
+/// One step: exactly one of `setWeight`, `pause` or `setHeaderRoute`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.setHeaderRoute)].filter(x, x).size() == 1").message("a step sets exactly one of setWeight, pause or setHeaderRoute (a pause until promoted is `pause: {}`)"))]

@@ -136,6 +136,12 @@ impl Plan {
     pub fn has_analysis(&self) -> bool {
         !self.metrics.is_empty() || !self.compare.is_empty()
     }
+
+    /// Does the plan wait for a person's promote somewhere (a pause step
+    /// without duration)? Blue/green without autoPromote is such a step.
+    pub fn waits_for_promote(&self) -> bool {
+        self.steps.contains(&PlanStep::Pause(None))
+    }
 }
 
 /// Blue/green settings of a plan.

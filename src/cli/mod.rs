@@ -74,44 +74,116 @@ pub struct KubeArgs {
     pub namespace: Option<String>,
 }
 
+/// The resource kind in `get rollout NAME`, `list rollouts` (the forms of
+/// `kubectl argo rollouts`): Rollouts are the only kind.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    #[value(alias = "rollouts", alias = "ro")]
+    Rollout,
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// List Rollouts: phase, step, canary weight, verdict, message.
-    #[command(visible_alias = "ls", alias = "get")]
+    #[command(visible_alias = "ls")]
     List {
+        /// `rollouts` (optional: the only kind), as in `list rollouts`.
+        #[arg(value_enum, value_name = "KIND")]
+        kind: Option<Kind>,
         /// List Rollouts in all namespaces.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
-    /// Show one Rollout: phase, steps, weight, analysis, decision, events.
+    /// Show one Rollout (`get rollout NAME`, live with -w), or list them
+    /// (`get rollouts`).
+    Get {
+        /// `rollout` (also `rollouts`, `ro`).
+        #[arg(value_enum, value_name = "KIND")]
+        kind: Kind,
+        /// The Rollout's name; without it, every Rollout is listed.
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Redraw every 2 seconds until Ctrl-C (with a NAME).
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// List Rollouts in all namespaces (without a NAME).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Wait until the rollout is done, printing each change: exit 0 when
+    /// it succeeded, 1 when it was rolled back, aborted or is invalid.
     Status {
         /// The Rollout's name.
+        #[arg(value_name = "NAME")]
         name: String,
-        /// Redraw every 2 seconds until Ctrl-C.
+        /// Show the whole view instead, redrawn every 2 seconds until
+        /// Ctrl-C (or, with --until-done, until the rollout is done).
         #[arg(short = 'w', long)]
         watch: bool,
         /// With --watch: stop when the rollout is done (exit 0 when it
         /// Succeeded, 1 when it was rolled back or aborted).
         #[arg(long, requires = "watch")]
         until_done: bool,
+        /// Give up waiting after this long (e.g. 10m; exit 1).
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<Duration>,
     },
     /// Skip the current step (ends a pause); --full: 100% canary now.
     Promote {
+        /// The Rollout's name.
+        #[arg(value_name = "NAME")]
         name: String,
         /// Skip all remaining steps: send 100% of traffic to the canary.
         #[arg(long)]
         full: bool,
     },
     /// Send all traffic back to stable (phase Aborted).
-    Abort { name: String },
+    Abort {
+        /// The Rollout's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// After a rollback or abort: start the rollout again from step 1.
-    Retry { name: String },
-    /// Hold the rollout at its current step (spec.paused=true).
-    ///
-    /// Analysis keeps running, so a failing canary is still rolled back.
-    Pause { name: String },
+    Retry {
+        /// The Rollout's name (`retry rollout NAME` works too).
+        #[arg(value_name = "NAME", num_args = 1..=2, required = true, value_parser = retry_arg)]
+        name: Vec<String>,
+    },
+    /// Hold the rollout at its current step (spec.paused=true); analysis
+    /// keeps running, so a failing canary is still rolled back.
+    Pause {
+        /// The Rollout's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// Let a paused rollout go on (spec.paused=false).
-    Resume { name: String },
+    Resume {
+        /// The Rollout's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+/// `retry NAME` or `retry rollout NAME`: the kind is checked when the
+/// command runs (see [`retry_name`]).
+fn retry_arg(s: &str) -> Result<String, String> {
+    Ok(s.to_string())
+}
+
+/// The name in `retry NAME` / `retry rollout NAME`.
+fn retry_name(args: &[String]) -> Result<&str, Failure> {
+    match args {
+        [name] => Ok(name),
+        [kind, name] if matches!(kind.as_str(), "rollout" | "rollouts" | "ro") => Ok(name),
+        _ => Err(Failure {
+            code: EXIT_USAGE,
+            message: format!("retry takes NAME or `rollout NAME`, not {args:?}"),
+        }),
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    crate::api::validate::parse_duration(s)
 }
 
 /// What the commands need besides the client and the arguments.
@@ -280,16 +352,33 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let result = match &cli.command {
-        Command::List { all_namespaces } => {
-            list(client, &ns, *all_namespaces, settings, out, err).await
-        }
-        Command::Status {
-            name, watch: false, ..
+        Command::List { all_namespaces, .. }
+        | Command::Get {
+            name: None,
+            all_namespaces,
+            ..
+        } => list(client, &ns, *all_namespaces, settings, out, err).await,
+        Command::Get {
+            name: Some(name),
+            watch: false,
+            ..
         } => status(client, &ns, name, settings, out).await,
+        Command::Get {
+            name: Some(name),
+            watch: true,
+            ..
+        } => watch(client, &ns, name, false, settings, out).await,
+        Command::Status {
+            name,
+            watch: false,
+            timeout,
+            ..
+        } => wait(client, &ns, name, *timeout, settings, out).await,
         Command::Status {
             name,
             watch: true,
             until_done,
+            ..
         } => watch(client, &ns, name, *until_done, settings, out).await,
         Command::Promote { name, full } => {
             let action = if *full {
@@ -300,7 +389,10 @@ pub async fn run(
             act(client, &ns, name, action, out).await
         }
         Command::Abort { name } => act(client, &ns, name, ManualAction::Abort, out).await,
-        Command::Retry { name } => act(client, &ns, name, ManualAction::Retry, out).await,
+        Command::Retry { name } => match retry_name(name) {
+            Ok(name) => act(client, &ns, name, ManualAction::Retry, out).await,
+            Err(f) => Err(f),
+        },
         Command::Pause { name } => set_paused(client, &ns, name, true, out).await,
         Command::Resume { name } => set_paused(client, &ns, name, false, out).await,
     };
@@ -442,6 +534,83 @@ async fn status(
     let (_, text) = frame(&client, ns, name, settings).await?;
     let _ = write!(out, "{text}");
     Ok(EXIT_OK)
+}
+
+/// `status NAME`: wait until the rollout is done, one line per change
+/// (phase, step, weight, reason); exit 0 when it succeeded, 1 when it was
+/// rolled back, aborted or is invalid, or the timeout passed.
+async fn wait(
+    client: kube::Client,
+    ns: &str,
+    name: &str,
+    timeout: Option<Duration>,
+    settings: &Settings,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
+    let started = tokio::time::Instant::now();
+    let mut last: Option<String> = None;
+    loop {
+        let r = match get_rollout(&client, ns, name).await {
+            Ok(r) => r,
+            Err(f)
+                if last.is_none() || f.code != EXIT_FAILED || f.message.contains("not found") =>
+            {
+                return Err(f);
+            }
+            // A network blip while waiting: try again.
+            Err(_) => {
+                tokio::time::sleep(settings.interval).await;
+                continue;
+            }
+        };
+        let st = r.status.clone().unwrap_or_default();
+        let reason = st
+            .last_decision
+            .as_ref()
+            .map(|d| d.reason.clone())
+            .unwrap_or_default();
+        let line = format!(
+            "{} step {} weight {}%{}: {}",
+            st.phase.as_str(),
+            if st.step.is_empty() { "-" } else { &st.step },
+            st.canary_weight,
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            },
+            if st.message.is_empty() {
+                "waiting for the operator"
+            } else {
+                &st.message
+            }
+        );
+        if last.as_deref() != Some(line.as_str()) {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            last = Some(line);
+        }
+        match st.phase {
+            Phase::Succeeded => return Ok(EXIT_OK),
+            Phase::RolledBack | Phase::Aborted | Phase::Invalid => {
+                return Err(Failure::failed(format!(
+                    "rollout {name:?} is {}",
+                    st.phase.as_str()
+                )));
+            }
+            _ => {}
+        }
+        if let Some(t) = timeout
+            && started.elapsed() >= t
+        {
+            return Err(Failure::failed(format!(
+                "rollout {name:?} not done after {}: it is {}",
+                crate::plan::human(t),
+                st.phase.as_str()
+            )));
+        }
+        tokio::time::sleep(settings.interval).await;
+    }
 }
 
 /// The watch interval in words (`2s`, `500ms`).

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 
 use crate::api::{MetricStatus, Phase, PlanStep, Rollout, validate};
-use crate::plan::human;
+use crate::plan::{Reason, human};
 
 /// Events shown by the status view (the newest ones).
 pub const MAX_EVENTS: usize = 10;
@@ -263,8 +263,13 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
             None => return Some("the operator's first reconcile".into()),
         },
     };
-    let what = match reason.as_str() {
-        "PauseInProgress" => {
+    let Some(parsed) = Reason::parse(&reason) else {
+        // Not the engine's (e.g. an operator newer than this plugin).
+        return Some(if message.is_empty() { reason } else { message });
+    };
+    use Reason::*;
+    let what = match parsed {
+        PauseInProgress => {
             let left = match (plan_step, &st.step_started_at) {
                 (Some(PlanStep::Pause(Some(d))), Some(t)) => {
                     let elapsed = Duration::try_from(t.0.duration_until(now)).unwrap_or_default();
@@ -277,15 +282,15 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
                 None => "the pause to end".into(),
             }
         }
-        "ManualPause" => format!("a promote (kubectl rollwise promote {name})"),
-        "PausedBySpec" => format!("spec.paused to be false (kubectl rollwise resume {name})"),
-        "WaitingForCanary" => "the canary Deployment to be available".into(),
-        "WaitingForData" => "metric data (the queries return nothing yet)".into(),
-        "WaitingForAnalysis" => "the first analysis round at this weight".into(),
-        "WaitingForPass" => "a passing analysis round (the latest failed, within its limit)".into(),
-        "MetricsError" => "the metrics backend (its queries fail)".into(),
-        "SetWeight" => format!("the route to carry {}%", st.desired_weight),
-        "NotEnoughEvidence" => {
+        ManualPause | Paused => format!("a promote (kubectl rollwise promote {name})"),
+        PausedBySpec => format!("spec.paused to be false (kubectl rollwise resume {name})"),
+        WaitingForCanary => "the canary Deployment to be available".into(),
+        WaitingForData => "metric data (the queries return nothing yet)".into(),
+        WaitingForAnalysis => "the first analysis round at this weight".into(),
+        WaitingForPass => "a passing analysis round (the latest failed, within its limit)".into(),
+        MetricsError => "the metrics backend (its queries fail)".into(),
+        SetWeight | WeightChanged => format!("the route to carry {}%", st.desired_weight),
+        NotEnoughEvidence => {
             let more = st
                 .comparisons
                 .iter()
@@ -295,13 +300,23 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
                 .unwrap_or_default();
             format!("enough evidence from the canary-vs-stable comparison{more}")
         }
-        "BudgetGuard" => format!("room in the exposure budget to go on: {message}"),
+        BudgetGuard => format!("room in the exposure budget to go on: {message}"),
         // A transition just happened; the operator comes back at once.
-        "Started" | "NewCanary" | "Retry" | "StepAdvanced" | "EvidenceFine" | "PromotedByHand" => {
+        RolloutStarted | Started | NewCanary | Retry | StepAdvanced | HeaderRouteSet
+        | HeaderRouteRemoved | EvidenceFine | Promoted | PromotedByHand => {
             format!("the operator's next reconcile (just now: {message})")
         }
-        _ if message.is_empty() => reason.clone(),
-        _ => message.clone(),
+        // Outcomes (the phase is terminal and was answered above) and
+        // Events that are no decision: the message says it.
+        RolloutCompleted | AllStepsDone | Completed | AnalysisFailed | CanaryWorse
+        | BudgetExhausted | MetricsUnavailable | Aborted | RolledBack | StableScaledDown
+        | ActionRefused => {
+            if message.is_empty() {
+                reason
+            } else {
+                message
+            }
+        }
     };
     Some(what)
 }
@@ -352,6 +367,18 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
     };
     let _ = writeln!(o, "Stable       {}", version(&r.spec.stable));
     let _ = writeln!(o, "Canary       {}", version(&r.spec.canary));
+    if let Ok(p) = &plan {
+        let _ = write!(
+            o,
+            "{}",
+            wrap(
+                &crate::simulate::policies::describe_plan(p),
+                "Plan         ",
+                "             ",
+                width
+            )
+        );
+    }
     let desired = if st.desired_weight != st.canary_weight {
         format!(
             "   desired {}% (the route is not there yet)",

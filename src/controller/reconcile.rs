@@ -15,7 +15,7 @@ use super::{Context, Error, Result, with_timeout};
 use crate::api::{
     ACTION_ANNOTATION, ActionRecord, FINALIZER, Phase, Rollout, RolloutStatus, Verdict, validate,
 };
-use crate::plan::{self, AnalysisRound, DecisionKind, ManualAction, Observation};
+use crate::plan::{self, AnalysisRound, ManualAction, Observation};
 use crate::status::{self, Readiness as SpecReadiness};
 use crate::traffic::{Backends, TrafficError, router_for, watched_objects};
 
@@ -370,7 +370,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     status::build_conditions(
         &mut next,
         &SpecReadiness::Ready,
-        decision.reason,
+        decision.reason.as_str(),
         &decision.message,
         generation,
         plan.pause_deadline,
@@ -437,11 +437,11 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         &name,
         &prev,
         &next,
-        (decision.kind, decision.reason),
+        &decision,
         obs.analysis.as_ref(),
     );
     tracing::info!(
-        rollout = %name, namespace = %ns, kind = decision.kind.as_str(), reason = decision.reason,
+        rollout = %name, namespace = %ns, kind = decision.kind.as_str(), reason = decision.reason.as_str(),
         weight = next.canary_weight, step = %next.step, "{}", decision.message
     );
     depend_on(ctx, &ns, &r, !next.phase.is_terminal());
@@ -509,7 +509,7 @@ fn record_metrics(
     name: &str,
     prev: &RolloutStatus,
     next: &RolloutStatus,
-    (kind, reason): (DecisionKind, &str),
+    decision: &crate::plan::Decision,
     analysis: Option<&AnalysisRound>,
 ) {
     let m = &ctx.metrics;
@@ -517,9 +517,10 @@ fn record_metrics(
         .with_label_values(&[ns, name])
         .set(next.canary_weight as i64);
     m.decisions
-        .with_label_values(&[kind.as_str(), reason])
+        .with_label_values(&[decision.kind.as_str(), decision.reason.as_str()])
         .inc();
     m.record_status(ns, name, next);
+    m.record_transitions(&decision.transitions);
     if prev.phase != next.phase || prev.canary_ref.is_empty() {
         if !prev.canary_ref.is_empty() {
             m.phase.with_label_values(&[prev.phase.as_str()]).dec();

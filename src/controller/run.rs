@@ -25,6 +25,10 @@ use crate::metrics::Metrics;
 /// How the operator runs (`rollwise run` flags; every flag has an env var).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
+    /// The API server's URL (`https://host:port`), for messages; set by the
+    /// binary from the kubeconfig it uses.
+    #[arg(skip)]
+    pub api_server: Option<String>,
     /// Only watch Rollouts in this namespace (default: all namespaces).
     #[arg(long, short = 'n', env = "ROLLWISE_NAMESPACE")]
     pub namespace: Option<String>,
@@ -147,6 +151,30 @@ fn rollout_trigger(meta: &PartialObjectMeta<Rollout>) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What went wrong with the first request, in words: the API server is
+/// not reachable, refuses us, or does not serve Rollouts.
+pub fn startup_error(e: &kube::Error, server: &str) -> String {
+    let at = if server.is_empty() {
+        "the API server".to_string()
+    } else {
+        format!("the API server at {server}")
+    };
+    match e {
+        kube::Error::Api(s) if s.code == 404 => format!(
+            "{at} does not serve rollouts.rollwise.io: the CRD is not installed (kubectl apply -f crds/)"
+        ),
+        kube::Error::Api(s) if s.code == 401 || s.code == 403 => format!(
+            "{at} refuses to list rollouts.rollwise.io (HTTP {}): {}; check the identity and its RBAC",
+            s.code, s.message
+        ),
+        kube::Error::Api(s) => format!(
+            "{at} answered HTTP {} to listing rollouts.rollwise.io: {}",
+            s.code, s.message
+        ),
+        other => format!("cannot reach {at}: {other}"),
+    }
+}
+
 /// `rollwise run` with a fresh metrics registry.
 pub async fn run(client: kube::Client, config: RunConfig) -> anyhow_like::Result<()> {
     run_with(client, Metrics::new(), config).await
@@ -163,10 +191,11 @@ pub async fn run_with(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    // Fail early and clearly when the CRD is missing.
+    // Fail early and clearly: no API server, no permission, no CRD.
     if let Err(e) = api.list(&ListParams::default().limit(1)).await {
-        return Err(anyhow_like::Error(format!(
-            "cannot list rollouts.rollwise.io ({e}); is the CRD installed? kubectl apply -f crds/"
+        return Err(anyhow_like::Error(startup_error(
+            &e,
+            config.api_server.as_deref().unwrap_or_default(),
         )));
     }
     let leader_gauge = leader::leader_gauge(&metrics);

@@ -228,8 +228,14 @@ async fn run(seed: u64, quiet: bool) -> Result<bool, String> {
         "rollwise demo: an in-memory cluster (Deployments checkout-v1/v2, their Services, HTTPRoute `checkout`),"
     );
     println!(
-        "simulated traffic of 200 req/s and the operator's real reconcile loop on a virtual clock.\n"
+        "simulated traffic of 200 req/s and the operator's real reconcile loop on a virtual clock."
     );
+    if let Some(r) = sim.rollout().await.ok()
+        && let Ok(plan) = crate::api::validate(&r.spec)
+    {
+        println!("plan: {}", crate::simulate::policies::describe_plan(&plan));
+    }
+    println!();
 
     // 1. A healthy version: promoted step by step.
     sim.traffic.set_error_rate("checkout-v2", 0.005);

@@ -9,10 +9,13 @@
 //! - [`Notifier`] delivers them from one background task fed by a bounded
 //!   queue, so reconciliation never waits for a webhook.
 //!
-//! A rollback caused by the analysis (`AnalysisFailed`, `MetricsUnavailable`)
-//! is ONE notification of kind [`NotificationKind::RolledBack`] that also
+//! A rollback caused by the analysis (a threshold metric: `AnalysisFailed`;
+//! the canary-vs-stable comparison: `CanaryWorse`; the exposure budget:
+//! `BudgetExhausted`; unreadable metrics: `MetricsUnavailable`) is ONE
+//! notification of kind [`NotificationKind::RolledBack`] that also
 //! counts as [`NotificationKind::AnalysisFailed`]: a webhook filtering on
-//! either receives it, once, with the analysis numbers. (The engine rolls
+//! either receives it, once, with the analysis numbers (metrics,
+//! comparisons and budget). (The engine rolls
 //! back on every analysis failure, so a separate "analysis failed" message
 //! would only repeat the rollback.)
 
@@ -25,8 +28,10 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::analysis::fmt_num;
-use crate::api::{MetricStatus, Phase, Rollout, RolloutStatus, WebhookSpec};
-use crate::plan::Transition;
+use crate::api::{
+    BudgetStatus, ComparisonStatus, MetricStatus, Phase, Rollout, RolloutStatus, WebhookSpec,
+};
+use crate::plan::{Reason, Transition};
 
 /// What happened, as users name it in `spec.notifications.webhooks[].events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,29 +77,42 @@ impl NotificationKind {
             .find(|k| k.as_str().eq_ignore_ascii_case(s))
     }
 
-    /// The notification a transition reason (see `plan::Transition`) gives,
-    /// if any. `AnalysisFailed` and `MetricsUnavailable` (both roll back)
-    /// give [`RolledBack`](Self::RolledBack); see [`kinds_for_reason`](Self::kinds_for_reason)
-    /// for every kind such a notification counts as.
-    pub fn from_reason(reason: &str) -> Option<Self> {
+    /// The notification a transition reason gives, if any. Every reason is
+    /// named here (no catch-all), so a new reason must be decided on: the
+    /// rollbacks by the analysis (threshold metrics, the comparison, the
+    /// budget, unreadable metrics) give [`RolledBack`](Self::RolledBack);
+    /// see [`kinds_for_reason`](Self::kinds_for_reason) for every kind such
+    /// a notification counts as.
+    pub fn from_reason(reason: Reason) -> Option<Self> {
+        use Reason::*;
         match reason {
-            "RolloutStarted" | "NewCanary" | "Retry" => Some(Self::Started),
-            "WeightChanged" | "StepAdvanced" => Some(Self::StepAdvanced),
-            "Paused" => Some(Self::Paused),
-            "AnalysisFailed" | "MetricsUnavailable" => Some(Self::RolledBack),
-            "Promoted" | "RolloutCompleted" => Some(Self::Promoted),
-            "Aborted" => Some(Self::Aborted),
-            _ => None,
+            RolloutStarted | NewCanary | Retry => Some(Self::Started),
+            WeightChanged | StepAdvanced => Some(Self::StepAdvanced),
+            Paused => Some(Self::Paused),
+            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable => {
+                Some(Self::RolledBack)
+            }
+            Promoted | RolloutCompleted => Some(Self::Promoted),
+            Aborted => Some(Self::Aborted),
+            // Told by the transitions above (a decision's reason, not an
+            // Event's), or not worth a message: an A/B route step, a hold,
+            // a refused action, the drain after a promotion.
+            Started | SetWeight | HeaderRouteSet | HeaderRouteRemoved | EvidenceFine
+            | ManualPause | PausedBySpec | PromotedByHand | AllStepsDone | Completed
+            | RolledBack | PauseInProgress | WaitingForCanary | WaitingForData
+            | WaitingForAnalysis | WaitingForPass | NotEnoughEvidence | BudgetGuard
+            | MetricsError | StableScaledDown | ActionRefused => None,
         }
     }
 
     /// Every kind a notification for this reason counts as, for `events`
-    /// filters: a rollback by the analysis is both `AnalysisFailed` and
-    /// `RolledBack`. Empty when the reason gives no notification.
-    pub fn kinds_for_reason(reason: &str) -> Vec<Self> {
-        match reason {
-            "AnalysisFailed" | "MetricsUnavailable" => vec![Self::AnalysisFailed, Self::RolledBack],
-            other => Self::from_reason(other).into_iter().collect(),
+    /// filters: a rollback by the analysis (any of the four) is both
+    /// `AnalysisFailed` and `RolledBack`. Empty when the reason gives no
+    /// notification.
+    pub fn kinds_for_reason(reason: Reason) -> Vec<Self> {
+        match Self::from_reason(reason) {
+            Some(Self::RolledBack) => vec![Self::AnalysisFailed, Self::RolledBack],
+            other => other.into_iter().collect(),
         }
     }
 
@@ -166,8 +184,8 @@ pub struct Notification {
     pub namespace: String,
     /// The phase after the transition.
     pub phase: Phase,
-    /// The engine's transition reason (e.g. `AnalysisFailed`).
-    pub reason: String,
+    /// The engine's transition reason (e.g. `CanaryWorse`).
+    pub reason: Reason,
     pub message: String,
     /// "current/total".
     pub step: String,
@@ -175,6 +193,10 @@ pub struct Notification {
     pub canary_weight: i32,
     /// The latest evaluation of each metric.
     pub analysis: Vec<MetricStatus>,
+    /// The latest look of each canary-vs-stable comparison.
+    pub comparisons: Vec<ComparisonStatus>,
+    /// The exposure budget, when one is set.
+    pub budget: Option<BudgetStatus>,
     pub at: Timestamp,
 }
 
@@ -183,7 +205,7 @@ impl Notification {
     /// `kind` first).
     pub fn kinds(&self) -> Vec<NotificationKind> {
         let mut kinds = vec![self.kind];
-        for k in NotificationKind::kinds_for_reason(&self.reason) {
+        for k in NotificationKind::kinds_for_reason(self.reason) {
             if !kinds.contains(&k) {
                 kinds.push(k);
             }
@@ -206,20 +228,17 @@ impl Notification {
         }
     }
 
-    /// Title line words: "analysis failed, rolled back" for a rollback by
-    /// the analysis.
+    /// Title line words: what rolled back, for a rollback by the analysis
+    /// ("canary worse than stable, rolled back").
     fn title(&self) -> String {
-        if self.kind == NotificationKind::RolledBack
-            && self.kinds().contains(&NotificationKind::AnalysisFailed)
-        {
-            format!(
-                "{}, {}",
-                NotificationKind::AnalysisFailed.title(),
-                NotificationKind::RolledBack.title()
-            )
-        } else {
-            self.kind.title().to_string()
-        }
+        let why = match self.reason {
+            Reason::AnalysisFailed => NotificationKind::AnalysisFailed.title(),
+            Reason::CanaryWorse => "canary worse than stable",
+            Reason::BudgetExhausted => "exposure budget spent",
+            Reason::MetricsUnavailable => "metrics unavailable",
+            _ => return self.kind.title().to_string(),
+        };
+        format!("{why}, {}", NotificationKind::RolledBack.title())
     }
 
     /// The `json` format: every field, with the analysis as in the Rollout's
@@ -236,11 +255,13 @@ impl Notification {
             "rollout": self.rollout,
             "namespace": self.namespace,
             "phase": self.phase.as_str(),
-            "reason": self.reason,
+            "reason": self.reason.as_str(),
             "message": self.message,
             "step": self.step,
             "canaryWeight": self.canary_weight,
             "analysis": analysis,
+            "comparisons": self.comparisons.iter().map(|c| serde_json::to_value(ComparisonStatus { state: None, ..c.clone() }).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+            "budget": self.budget.as_ref().map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
             "at": self.at.to_string(),
         })
     }
@@ -265,6 +286,17 @@ impl Notification {
         for m in &self.analysis {
             out.push_str("\n- ");
             out.push_str(&metric_line(m));
+        }
+        for c in &self.comparisons {
+            out.push_str(&format!("\n- {}: {}", c.name, c.message));
+        }
+        if let Some(b) = &self.budget {
+            out.push_str(&format!(
+                "\n- budget: about {} extra failed requests (at most {}) of {}",
+                fmt_num(b.used),
+                fmt_num(b.upper),
+                fmt_num(b.max)
+            ));
         }
         out
     }
@@ -341,11 +373,13 @@ pub fn notifications_for(
             rollout: rollout.name_any(),
             namespace: rollout.namespace().unwrap_or_default(),
             phase: status.phase,
-            reason: t.reason.to_string(),
+            reason: t.reason,
             message: t.message.clone(),
             step: status.step.clone(),
             canary_weight: status.canary_weight,
             analysis: status.analysis.clone(),
+            comparisons: status.comparisons.clone(),
+            budget: status.budget.clone(),
             at,
         });
     }

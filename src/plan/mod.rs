@@ -36,6 +36,9 @@ use crate::api::{
 };
 use crate::traffic::{HeaderRoute, Match};
 
+mod reason;
+pub use reason::{Class, Reason};
+
 /// Requeue when nothing is pending: the Rollout waits for a change (to
 /// itself, its route or its Deployments). The operator watches those and
 /// then sets no timer at all; a driver that does not watch (the demo, tests)
@@ -45,7 +48,7 @@ pub const IDLE_REQUEUE: Duration = Duration::from_secs(300);
 /// (the operator also watches the Deployment, so this is a safety net).
 pub const READINESS_REQUEUE: Duration = Duration::from_secs(10);
 /// The reason of a decision that waits for the canary to become available.
-pub const WAITING_FOR_CANARY: &str = "WaitingForCanary";
+pub const WAITING_FOR_CANARY: Reason = Reason::WaitingForCanary;
 /// Requeue right after a transition (the next step is carried out at once).
 pub const TRANSITION_REQUEUE: Duration = Duration::from_millis(200);
 /// Requeue after a weight change, to read it back.
@@ -170,7 +173,7 @@ impl DecisionKind {
 pub struct Transition {
     pub warning: bool,
     /// PascalCase.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -187,7 +190,7 @@ pub struct ActionOutcome {
 pub struct Decision {
     pub kind: DecisionKind,
     /// PascalCase: the rule that fired.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// The canary weight the router must carry after this decision.
     pub weight: u8,
@@ -368,7 +371,7 @@ impl Builder<'_> {
     fn finish(
         mut self,
         kind: DecisionKind,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         weight: u8,
         requeue: Duration,
@@ -392,7 +395,7 @@ impl Builder<'_> {
         self.st.message = message.clone();
         self.st.last_decision = Some(DecisionRecord {
             kind: kind.as_str().into(),
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             message: message.clone(),
             at: Some(time(self.now)),
         });
@@ -425,7 +428,7 @@ impl Builder<'_> {
         }
     }
 
-    fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+    fn event(&mut self, warning: bool, reason: Reason, message: String) {
         self.transitions.push(Transition {
             warning,
             reason,
@@ -436,7 +439,7 @@ impl Builder<'_> {
     fn refuse(&mut self, action: ManualAction, why: String) {
         self.event(
             true,
-            "ActionRefused",
+            Reason::ActionRefused,
             format!("{} refused: {why}", action.as_str()),
         );
         self.action = Some(ActionOutcome {
@@ -481,11 +484,11 @@ impl Builder<'_> {
         self.st.passes_in_step = 0;
     }
 
-    fn complete(mut self, reason: &'static str, message: String) -> Decision {
+    fn complete(mut self, reason: Reason, message: String) -> Decision {
         self.st.phase = Phase::Succeeded;
         self.st.completed_at = Some(time(self.now));
         self.st.current_step_index = self.plan.steps.len() as i32;
-        self.event(false, "RolloutCompleted", message.clone());
+        self.event(false, Reason::RolloutCompleted, message.clone());
         // Come back for the drain of the old version, if one is asked for.
         let requeue = match drain_due(self.plan, &self.st, self.now) {
             Some((_, due)) => {
@@ -501,7 +504,7 @@ impl Builder<'_> {
         mut self,
         phase: Phase,
         kind: DecisionKind,
-        reason: &'static str,
+        reason: Reason,
         message: String,
     ) -> Decision {
         self.st.phase = phase;
@@ -520,7 +523,7 @@ fn record_analysis(
     plan: &Plan,
     st: &mut RolloutStatus,
     round: &AnalysisRound,
-) -> Option<(&'static str, String)> {
+) -> Option<(Reason, String)> {
     let mut statuses = Vec::with_capacity(plan.metrics.len());
     let mut any_error = false;
     let mut round_verdict = Verdict::Pass;
@@ -564,9 +567,9 @@ fn record_analysis(
         if verdict == Verdict::Fail && failures > metric.failure_limit as i32 && rollback.is_none()
         {
             rollback = Some((
-                "AnalysisFailed",
+                Reason::AnalysisFailed,
                 format!(
-                    "metric {} = {} is outside its bound ({}); {} failed evaluation(s), limit {}",
+                    "metric {} = {} is outside its bound ({}): {} failed evaluation(s), more than the {} its failureLimit tolerates",
                     metric.name,
                     value.map(fmt_num).unwrap_or_default(),
                     describe_bound(metric),
@@ -652,7 +655,7 @@ fn record_analysis(
                             Outcome::Harm => {
                                 if rollback.is_none() {
                                     rollback = Some((
-                                        "CanaryWorse",
+                                        Reason::CanaryWorse,
                                         format!("{}: {}", cmp.name, cs.message),
                                     ));
                                 }
@@ -690,7 +693,7 @@ fn record_analysis(
             .unwrap_or(0.0);
         if rollback.is_none() && used + next >= max {
             rollback = Some((
-                "BudgetExhausted",
+                Reason::BudgetExhausted,
                 format!(
                     "the canary has caused about {} extra failed requests (upper bound {}) and could cause up to {} more in the next {}; budget {}",
                     fmt_num(used),
@@ -727,7 +730,7 @@ fn record_analysis(
             )
             .collect();
         rollback = Some((
-            "MetricsUnavailable",
+            Reason::MetricsUnavailable,
             format!(
                 "metrics could not be read {} times in a row (limit {}): {}",
                 st.consecutive_errors,
@@ -763,42 +766,49 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: 
     cs.more_requests_needed = ev
         .more_requests_needed
         .map(|n| n.min(i64::MAX as u64) as i64);
+    let needs = format!(
+        "needs {}× for {}% confidence",
+        fmt_num(cs.evidence_bar),
+        fmt_num(cs.confidence * 100.0)
+    );
     let conclusion = match ev.outcome {
         Outcome::Harm => format!(
-            "worse than tolerated with {}% confidence (evidence of harm {} reached {})",
-            fmt_num(cs.confidence * 100.0),
+            "worse than tolerated: the evidence that the canary is worse is {}× ({needs})",
             fmt_num(cs.harm_evidence),
-            fmt_num(cs.evidence_bar)
         ),
         Outcome::Fine => format!(
-            "within tolerance with {}% confidence (evidence {} reached {})",
-            fmt_num(cs.confidence * 100.0),
+            "within tolerance: the evidence that the canary is fine is {}× ({needs})",
             fmt_num(cs.fine_evidence),
-            fmt_num(cs.evidence_bar)
         ),
         Outcome::Inconclusive => {
             let more = match ev.more_requests_needed {
-                Some(n) => format!(", roughly {n} more canary requests"),
+                Some(n) => format!("; roughly {n} more canary requests to tell"),
                 None => String::new(),
             };
             format!(
-                "not enough evidence yet (harm {}, fine {}, either must reach {}{more})",
+                "not enough evidence yet: that the canary is worse {}×, that it is fine {}× (either {needs}){more}",
                 fmt_num(cs.harm_evidence),
                 fmt_num(cs.fine_evidence),
-                fmt_num(cs.evidence_bar)
             )
         }
     };
+    let diff = ev.canary.rate() - ev.stable.rate();
+    let side = if diff >= 0.0 { "more" } else { "fewer" };
+    let beyond = if ev.excess >= 0.0 {
+        format!("beyond it by {}", fmt_pct(ev.excess))
+    } else {
+        format!("{} inside it", fmt_pct(-ev.excess))
+    };
     cs.message = format!(
-        "canary {}/{} failed ({}) vs stable {}/{} ({}), tolerance {}, excess {} in [{}, {}]: {conclusion}",
+        "canary {}/{} failed ({}) vs stable {}/{} ({}): {} {side} of the canary's requests fail, tolerance {}, {beyond} (range valid at every look: {} to {}); {conclusion}",
         fmt_num(ev.canary.failures),
         fmt_num(ev.canary.requests),
         fmt_pct(ev.canary.rate()),
         fmt_num(ev.stable.failures),
         fmt_num(ev.stable.requests),
         fmt_pct(ev.stable.rate()),
+        fmt_pct(diff.abs()),
         cs.tolerance,
-        fmt_pct(ev.excess),
         fmt_pct(ev.excess_lower),
         fmt_pct(ev.excess_upper),
     );
@@ -865,7 +875,7 @@ fn worst(a: Verdict, b: Verdict) -> Verdict {
 }
 
 /// Why the analysis gate is closed, or `None` when it is open.
-fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'static str, String)> {
+fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(Reason, String)> {
     if !plan.has_analysis() || (weight == 0 && plan.blue_green.is_none()) {
         return None;
     }
@@ -886,21 +896,22 @@ fn analysis_gate(plan: &Plan, st: &RolloutStatus, weight: u8) -> Option<(&'stati
     match Verdict::parse(&st.verdict) {
         Some(Verdict::Pass) if st.passes_in_step > 0 => None,
         Some(Verdict::Inconclusive) => {
-            Some(("NotEnoughEvidence", format!("holding: {}", summary())))
+            Some((Reason::NotEnoughEvidence, format!("holding: {}", summary())))
         }
-        Some(Verdict::NoData) => {
-            Some(("WaitingForData", format!("waiting for data: {}", summary())))
-        }
-        Some(Verdict::Error) => Some(("MetricsError", format!("holding: {}", summary()))),
+        Some(Verdict::NoData) => Some((
+            Reason::WaitingForData,
+            format!("waiting for data: {}", summary()),
+        )),
+        Some(Verdict::Error) => Some((Reason::MetricsError, format!("holding: {}", summary()))),
         Some(Verdict::Fail) => Some((
-            "WaitingForPass",
+            Reason::WaitingForPass,
             format!(
                 "holding after a failed evaluation (within its limit): {}",
                 summary()
             ),
         )),
         _ => Some((
-            "WaitingForAnalysis",
+            Reason::WaitingForAnalysis,
             format!("waiting for the first analysis at {weight}%"),
         )),
     }
@@ -995,12 +1006,20 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         b.reset();
         b.event(
             false,
-            if first { "RolloutStarted" } else { "NewCanary" },
+            if first {
+                Reason::RolloutStarted
+            } else {
+                Reason::NewCanary
+            },
             msg.clone(),
         );
         return b.finish(
             DecisionKind::Restart,
-            if first { "Started" } else { "NewCanary" },
+            if first {
+                Reason::Started
+            } else {
+                Reason::NewCanary
+            },
             msg,
             0,
             TRANSITION_REQUEUE,
@@ -1021,14 +1040,20 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     b.st.current_step_index + 1
                 );
                 b.accept(action, msg.clone());
-                return b.rollback(Phase::Aborted, DecisionKind::Abort, "Aborted", msg);
+                return b.rollback(Phase::Aborted, DecisionKind::Abort, Reason::Aborted, msg);
             }
             ManualAction::Retry if matches!(phase, Phase::RolledBack | Phase::Aborted) => {
                 let msg = format!("retry: starting {} again from step 1", plan.canary_ref);
                 b.accept(action, msg.clone());
                 b.reset();
-                b.event(false, "Retry", msg.clone());
-                return b.finish(DecisionKind::Restart, "Retry", msg, 0, TRANSITION_REQUEUE);
+                b.event(false, Reason::Retry, msg.clone());
+                return b.finish(
+                    DecisionKind::Restart,
+                    Reason::Retry,
+                    msg,
+                    0,
+                    TRANSITION_REQUEUE,
+                );
             }
             ManualAction::Retry => b.refuse(
                 action,
@@ -1053,23 +1078,23 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             ManualAction::PromoteFull => {
                 let msg = "promoted fully by hand: 100% canary".to_string();
                 b.accept(action, msg.clone());
-                b.event(false, "Promoted", msg.clone());
-                return b.complete("PromotedByHand", msg);
+                b.event(false, Reason::Promoted, msg.clone());
+                return b.complete(Reason::PromotedByHand, msg);
             }
             ManualAction::Promote => {
                 let from = b.st.current_step_index.max(0) as usize;
                 let msg = format!("promoted by hand: skipped step {}", from + 1);
                 b.accept(action, msg.clone());
-                b.event(false, "Promoted", msg.clone());
+                b.event(false, Reason::Promoted, msg.clone());
                 if from + 1 >= plan.steps.len() {
-                    return b.complete("PromotedByHand", msg);
+                    return b.complete(Reason::PromotedByHand, msg);
                 }
                 b.enter_step(from + 1);
                 b.st.phase = Phase::Progressing;
                 let weight = plan.target_weight(from + 1);
                 return b.finish(
                     DecisionKind::Promote,
-                    "PromotedByHand",
+                    Reason::PromotedByHand,
                     msg,
                     weight,
                     TRANSITION_REQUEUE,
@@ -1101,9 +1126,9 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 .map(|d| d.message.clone())
                 .unwrap_or_else(|| b.st.message.clone());
         let reason = match b.st.phase {
-            Phase::Succeeded => "Completed",
-            Phase::Aborted => "Aborted",
-            _ => "RolledBack",
+            Phase::Succeeded => Reason::Completed,
+            Phase::Aborted => Reason::Aborted,
+            _ => Reason::RolledBack,
         };
         // Opt-in: a canary scale-down after a rollback that did not happen
         // yet (or failed) is asked for again.
@@ -1119,7 +1144,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             if now >= due {
                 // The controller sets `stableScaledDown` once it is done.
                 b.scale.scale_down_stable = true;
-                b.event(false, "StableScaledDown", format!("the old version was drained {} after the promotion: scaled to 0 (its replica count is kept in the rollwise.io/scaled-down-from annotation)", human(delay)));
+                b.event(false, Reason::StableScaledDown, format!("the old version was drained {} after the promotion: scaled to 0 (its replica count is kept in the rollwise.io/scaled-down-from annotation)", human(delay)));
             } else {
                 requeue = to_std(now.duration_until(due));
                 b.timer = true;
@@ -1137,7 +1162,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
     let steps = plan.steps.len();
     let mut index = b.st.current_step_index.max(0) as usize;
     if index >= steps {
-        return b.complete("AllStepsDone", "all steps done: 100% canary".into());
+        return b.complete(Reason::AllStepsDone, "all steps done: 100% canary".into());
     }
 
     // 5. Paused by hand: hold the current weight (never above the plan).
@@ -1146,7 +1171,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         if b.st.phase != Phase::Paused {
             b.event(
                 false,
-                "Paused",
+                Reason::Paused,
                 format!("paused by spec.paused at step {} ({weight}%)", index + 1),
             );
         }
@@ -1157,7 +1182,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         );
         return b.finish(
             DecisionKind::Hold,
-            "PausedBySpec",
+            Reason::PausedBySpec,
             msg,
             weight,
             IDLE_REQUEUE,
@@ -1177,7 +1202,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 index += 1;
                 if index >= steps {
                     return b.complete(
-                        "AllStepsDone",
+                        Reason::AllStepsDone,
                         format!("all {steps} steps done: 100% canary"),
                     );
                 }
@@ -1203,10 +1228,10 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             "step {}/{steps}: canary weight {actual}% -> {next}%",
                             index + 1
                         );
-                        b.event(false, "WeightChanged", msg.clone());
+                        b.event(false, Reason::WeightChanged, msg.clone());
                         b.finish(
                             DecisionKind::SetWeight,
-                            "StepAdvanced",
+                            Reason::StepAdvanced,
                             msg,
                             next,
                             WEIGHT_REQUEUE,
@@ -1218,10 +1243,10 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             index + 1
                         );
                         b.st.phase = Phase::Paused;
-                        b.event(false, "Paused", msg.clone());
+                        b.event(false, Reason::Paused, msg.clone());
                         b.finish(
                             DecisionKind::Pause,
-                            "ManualPause",
+                            Reason::ManualPause,
                             msg,
                             actual,
                             IDLE_REQUEUE,
@@ -1231,7 +1256,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         let msg = format!("step {}/{steps}: A/B route next", index + 1);
                         b.finish(
                             DecisionKind::Advance,
-                            "StepAdvanced",
+                            Reason::StepAdvanced,
                             msg,
                             actual,
                             TRANSITION_REQUEUE,
@@ -1243,8 +1268,8 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             index + 1,
                             human(d)
                         );
-                        b.event(false, "StepAdvanced", msg.clone());
-                        b.finish(DecisionKind::Advance, "StepAdvanced", msg, actual, d)
+                        b.event(false, Reason::StepAdvanced, msg.clone());
+                        b.finish(DecisionKind::Advance, Reason::StepAdvanced, msg, actual, d)
                     }
                 };
             }
@@ -1278,15 +1303,21 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 .as_ref()
                 .is_none_or(|d| d.kind != "SetWeight" || b.st.desired_weight != w as i32)
             {
-                b.event(false, "WeightChanged", msg.clone());
+                b.event(false, Reason::WeightChanged, msg.clone());
             }
-            b.finish(DecisionKind::SetWeight, "SetWeight", msg, w, WEIGHT_REQUEUE)
+            b.finish(
+                DecisionKind::SetWeight,
+                Reason::SetWeight,
+                msg,
+                w,
+                WEIGHT_REQUEUE,
+            )
         }
         PlanStep::HeaderRoute(r) => {
             let route = plan.routes.get(r as usize);
             let (reason, msg) = match route {
                 Some(route) if route.matches.is_empty() => (
-                    "HeaderRouteRemoved",
+                    Reason::HeaderRouteRemoved,
                     format!(
                         "step {}/{steps}: A/B route {} removed",
                         index + 1,
@@ -1294,7 +1325,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     ),
                 ),
                 Some(route) => (
-                    "HeaderRouteSet",
+                    Reason::HeaderRouteSet,
                     format!(
                         "step {}/{steps}: requests matching {} go to the canary (A/B route {})",
                         index + 1,
@@ -1302,13 +1333,16 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         route.name
                     ),
                 ),
-                None => ("StepAdvanced", format!("step {}/{steps} done", index + 1)),
+                None => (
+                    Reason::StepAdvanced,
+                    format!("step {}/{steps} done", index + 1),
+                ),
             };
             b.event(false, reason, msg.clone());
             let weight = actual.min(plan.target_weight(index));
             if index + 1 >= steps {
                 return b.complete(
-                    "AllStepsDone",
+                    Reason::AllStepsDone,
                     format!("all {steps} steps done: 100% canary"),
                 );
             }
@@ -1351,14 +1385,20 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     if entering {
                         b.event(
                             false,
-                            "Paused",
+                            Reason::Paused,
                             format!(
                                 "step {}/{steps}: paused at {weight}% until promoted (rollwise.io/action: promote)",
                                 index + 1
                             ),
                         );
                     }
-                    b.finish(DecisionKind::Hold, "ManualPause", msg, weight, IDLE_REQUEUE)
+                    b.finish(
+                        DecisionKind::Hold,
+                        Reason::ManualPause,
+                        msg,
+                        weight,
+                        IDLE_REQUEUE,
+                    )
                 }
                 Some(d) => {
                     b.st.phase = Phase::Progressing;
@@ -1375,7 +1415,13 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                                 .map(|m| format!("; {}", m.message))
                                 .collect::<String>()
                         );
-                        return b.finish(DecisionKind::Hold, "PauseInProgress", msg, weight, left);
+                        return b.finish(
+                            DecisionKind::Hold,
+                            Reason::PauseInProgress,
+                            msg,
+                            weight,
+                            left,
+                        );
                     }
                     if let Some((reason, why)) = gate {
                         let msg = format!(
@@ -1389,7 +1435,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         let msg = format!("step {}/{steps}: {why}", index + 1);
                         return b.finish(
                             DecisionKind::Hold,
-                            "BudgetGuard",
+                            Reason::BudgetGuard,
                             msg,
                             weight,
                             plan.interval,
@@ -1399,14 +1445,14 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     if index >= steps {
                         let (reason, msg) = if early {
                             (
-                                "EvidenceFine",
+                                Reason::EvidenceFine,
                                 format!(
                                     "evidence says the canary is fine: all {steps} steps done early, 100% canary"
                                 ),
                             )
                         } else {
                             (
-                                "AllStepsDone",
+                                Reason::AllStepsDone,
                                 format!("all {steps} steps done and analysis passed: 100% canary"),
                             )
                         };
@@ -1428,7 +1474,7 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             index + 1
                         )
                     };
-                    b.event(false, "StepAdvanced", msg.clone());
+                    b.event(false, Reason::StepAdvanced, msg.clone());
                     let next_weight = plan.target_weight(index);
                     let weight = if next_weight > actual && not_ready.is_some() {
                         actual
@@ -1441,9 +1487,9 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         DecisionKind::Advance
                     };
                     let reason = if early {
-                        "EvidenceFine"
+                        Reason::EvidenceFine
                     } else {
-                        "StepAdvanced"
+                        Reason::StepAdvanced
                     };
                     b.finish(kind, reason, msg, weight, TRANSITION_REQUEUE)
                 }

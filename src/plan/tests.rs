@@ -288,7 +288,7 @@ fn no_data_holds_the_weight_and_says_so_then_proceeds_on_data() {
     let last = w.decisions.last().unwrap();
     assert_eq!(
         (last.kind, last.reason),
-        (DecisionKind::Hold, "WaitingForData")
+        (DecisionKind::Hold, Reason::WaitingForData)
     );
     assert!(
         last.message.contains("waiting for data"),
@@ -463,7 +463,7 @@ fn a_new_canary_starts_over_with_all_traffic_on_stable() {
     let d = w.step(&healthy, None).clone();
     assert_eq!(
         (d.kind, d.reason, d.weight),
-        (DecisionKind::Restart, "NewCanary", 0)
+        (DecisionKind::Restart, Reason::NewCanary, 0)
     );
     assert_eq!(d.status.current_step_index, 0);
     w.run(&healthy, 200);
@@ -577,6 +577,18 @@ fn ten_times_worse_canary_is_rolled_back_at_the_first_step_with_its_numbers() {
         "{}",
         last.message
     );
+    // Readable on its own: what the evidence says, against what it needs.
+    let needs = format!("(needs {}× for 99% confidence)", fmt_num(c.evidence_bar));
+    let says = format!(
+        "the evidence that the canary is worse is {}× {needs}",
+        fmt_num(c.harm_evidence)
+    );
+    assert!(last.message.contains(&says), "{}", last.message);
+    assert!(
+        last.message.contains("more of the canary's requests fail"),
+        "{}",
+        last.message
+    );
     assert!(
         w.traffic.counts.1 < 40.0,
         "{} failed canary requests",
@@ -623,6 +635,16 @@ fn thin_evidence_holds_and_says_how_much_more_is_needed() {
     assert_eq!(last.reason, "NotEnoughEvidence", "{}", last.message);
     assert!(
         last.message.contains("more canary requests"),
+        "{}",
+        last.message
+    );
+    assert!(
+        last.message
+            .contains("not enough evidence yet: that the canary is worse ")
+            && last.message.contains("×, that it is fine ")
+            && last
+                .message
+                .contains("× (either needs 100× for 99% confidence)"),
         "{}",
         last.message
     );
@@ -1289,3 +1311,5 @@ fn a_rollout_with_nothing_due_waits_for_a_change_and_one_with_a_timer_does_not()
         assert!(!d.waits_for_change, "{d:?}");
     }
 }
+
+mod notify;

@@ -171,8 +171,10 @@ fn run_cells(
                         let (scenario, policy) = cells[job / per_cell];
                         let trial = job % per_cell;
                         let mut p = match policy {
-                            CellPolicy::Named(name) => name.make(plan),
-                            CellPolicy::Rollwise(other) => PolicyName::Rollwise.make(other),
+                            CellPolicy::Named(name) => name.make(plan, Default::default()),
+                            CellPolicy::Rollwise(other) => {
+                                PolicyName::Rollwise.make(other, Default::default())
+                            }
                         };
                         let r = run(scenario, p.as_mut(), seed.wrapping_add(trial as u64));
                         out.push((job, r.summary));
@@ -573,9 +575,13 @@ pub fn render(
         .map(|c| c.tolerance.describe())
         .unwrap_or_else(|| "-".into());
     let alpha = 1.0 - plan.confidence;
-    let flagger = PolicyName::Flagger.make(plan).describe();
-    let argo = PolicyName::Argo.make(plan).describe();
-    let rollwise = PolicyName::Rollwise.make(plan).describe();
+    let flagger = PolicyName::Flagger
+        .make(plan, Default::default())
+        .describe();
+    let argo = PolicyName::Argo.make(plan, Default::default()).describe();
+    let rollwise = PolicyName::Rollwise
+        .make(plan, Default::default())
+        .describe();
     let _ = writeln!(
         o,
         "# Decision quality: rollwise, Flagger and Argo Rollouts on the same traffic\n"
@@ -600,11 +606,11 @@ pub fn render(
     );
     let _ = writeln!(
         o,
-        "| **Flagger** | {flagger} | Flagger's documented example, as summarised in `docs/mission.md` (\"1 min interval, threshold 10, step 2%, max 50% → at least 25 min to promote, 10 min to roll back\"); the minimum success rate 99% over 1m is its builtin `request-success-rate` example. Rules as in Flagger's scheduler: a failed check (or \"no values found\") increments the failed checks and holds; the threshold is checked at the start of the next tick (so 10 failed checks at 1…10 min roll back at 11 min); a passing check raises the weight by stepWeight, and a passing check at maxWeight promotes. |"
+        "| **Flagger** | {flagger} | Flagger's documented example (\"1 min interval, threshold 10, step 2%, max 50% → at least 25 min to promote, 10 min to roll back\"); the minimum success rate 99% over 1m is its builtin `request-success-rate` example. Rules as in Flagger's scheduler: a failed check (or \"no values found\") increments the failed checks and holds; the threshold is checked at the start of the next tick (so 10 failed checks at 1…10 min roll back at 11 min); a passing check raises the weight by stepWeight, and a passing check at maxWeight promotes. |"
     );
     let _ = writeln!(
         o,
-        "| **Argo Rollouts** | {argo} | Argo Rollouts' documented background-analysis example, as summarised in `docs/mission.md` (\"5 min interval, limit 3 → 20 min to detect\"): steps setWeight 20/40/60/80 each followed by `pause: {{duration: 10m}}`, `startingStep: 2`, `successCondition: result >= 0.95`, `failureLimit: 3`, query range `[5m]`. The AnalysisRun measures when it starts and every 5m after; a NaN result (no requests) fails the condition; the 4th failed measurement (> failureLimit) aborts: 15 min after the analysis starts, 25 min after the rollout starts. |"
+        "| **Argo Rollouts** | {argo} | Argo Rollouts' documented background-analysis example (\"5 min interval, limit 3 → 20 min to detect\"): steps setWeight 20/40/60/80 each followed by `pause: {{duration: 10m}}`, `startingStep: 2`, `successCondition: result >= 0.95`, `failureLimit: 3`, query range `[5m]`. The AnalysisRun measures when it starts and every 5m after; a NaN result (no requests) fails the condition; the 4th failed measurement (> failureLimit) aborts: 15 min after the analysis starts, 25 min after the rollout starts. |"
     );
     let _ = writeln!(
         o,

@@ -9,6 +9,7 @@
 
 pub mod benchmark;
 pub mod policies;
+pub mod progress;
 pub mod rng;
 pub mod scenario;
 pub mod stats;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use crate::api::Plan;
-use policies::{Argo, ArgoConfig, Flagger, FlaggerConfig, Rollwise};
+use policies::{Argo, ArgoConfig, Flagger, FlaggerConfig, People, Rollwise};
 use scenario::Scenario;
 use stats::Distribution;
 use world::{Policy, Run, Summary, Verdict, clock, run};
@@ -57,6 +58,25 @@ pub struct SimulateArgs {
     /// Exit with status 1 unless every run of the first policy ends so.
     #[arg(long, value_enum, value_name = "OUTCOME")]
     pub expect: Option<Expect>,
+    /// Promote a pause that waits for a person (`pause: {}`, blue/green
+    /// without autoPromote) this long after it began, as someone would
+    /// (e.g. 10m). Without it such a pause is never promoted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub auto_promote_after: Option<u64>,
+    /// The share of all requests, in percent, that an A/B route's match or a
+    /// blue/green preview route sends to the canary (beta testers, smoke
+    /// tests). Default 0: such routes get no traffic, and analysis waits.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub preview_traffic: u8,
+    /// Show the trials done and the time elapsed on standard error: auto
+    /// (when it is a terminal), always or never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = progress::When::Auto)]
+    pub progress: progress::When,
+}
+
+fn parse_duration_arg(s: &str) -> Result<u64, String> {
+    crate::api::validate::parse_duration(s).map(|d| d.as_secs())
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -112,9 +132,9 @@ impl PolicyName {
 
     /// A fresh policy: the engine on `plan`, or the documented example of
     /// Flagger or Argo Rollouts (which do not read the plan).
-    pub fn make(self, plan: &Plan) -> Box<dyn Policy + Send> {
+    pub fn make(self, plan: &Plan, people: People) -> Box<dyn Policy + Send> {
         match self {
-            PolicyName::Rollwise => Box::new(Rollwise::new(plan.clone())),
+            PolicyName::Rollwise => Box::new(Rollwise::with_people(plan.clone(), people)),
             PolicyName::Flagger => Box::new(Flagger::new(FlaggerConfig::default())),
             PolicyName::Argo => Box::new(Argo::new(ArgoConfig::default())),
         }
@@ -130,6 +150,12 @@ pub fn parse_rollout(text: &str) -> Result<(String, Plan), String> {
         .into_iter()
         .find(|d| d.get("kind").and_then(Value::as_str) == Some("Rollout"))
         .ok_or_else(|| "no document with `kind: Rollout`".to_string())?;
+    // As strict as `kubectl apply` against an API server: a misspelled field
+    // is an error naming it, not a default silently used.
+    let unknown = crate::api::strict::unknown_fields(&doc);
+    if !unknown.is_empty() {
+        return Err(format!("not a valid Rollout: {}", unknown.join("; ")));
+    }
     let rollout: crate::api::Rollout =
         serde_json::from_value(doc).map_err(|e| format!("not a valid Rollout: {e}"))?;
     let name = rollout
@@ -177,11 +203,21 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
     };
     let (name, plan) = load_rollout(rollout_path)?;
     let scenario = Scenario::load(scenario_path)?;
-    if !plan.routes.is_empty() || plan.blue_green.is_some() {
+    let people = People {
+        promote_after: args.auto_promote_after,
+        preview_percent: args.preview_traffic,
+    };
+    if (!plan.routes.is_empty() || plan.blue_green.is_some()) && args.preview_traffic == 0 {
         eprintln!(
-            "rollwise simulate: note: header routes and blue/green previews are not simulated: only \
-             the weighted share of the traffic reaches the canary, so steps that wait for analysis on \
-             header-routed traffic hold (see docs/simulate.md)"
+            "rollwise simulate: note: A/B and preview routes get no traffic unless --preview-traffic \
+             PERCENT says how much they match, so steps that wait for analysis on them hold \
+             (see docs/simulate.md)"
+        );
+    }
+    if plan.waits_for_promote() && args.auto_promote_after.is_none() {
+        eprintln!(
+            "rollwise simulate: note: the plan waits for a promote (pause {{}} or blue/green without \
+             autoPromote); nobody promotes in the simulation unless --auto-promote-after DURATION"
         );
     }
     let policies: Vec<PolicyName> = match args.policy {
@@ -196,17 +232,21 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
 
     let mut results = Vec::new(); // (policy, description, runs)
     for p in &policies {
-        let description = p.make(&plan).describe();
+        let description = p.make(&plan, people).describe();
         let mut first: Option<Run> = None;
         let mut summaries = Vec::with_capacity(seeds.len());
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut progress = progress::Progress::new(args.progress.enabled(terminal), seeds.len());
         for (i, seed) in seeds.iter().enumerate() {
-            let mut policy = p.make(&plan);
+            let mut policy = p.make(&plan, people);
             let r = run(&scenario, policy.as_mut(), *seed);
             summaries.push(r.summary.clone());
             if i == 0 {
                 first = Some(r);
             }
+            progress.tick(p.as_str(), i + 1);
         }
+        progress.finish();
         results.push((
             *p,
             description,
@@ -398,15 +438,25 @@ pub fn summary_text(s: &Summary) -> String {
         _ => String::new(),
     };
     format!(
-        "  outcome             {outcome}\n{evidence}  canary requests     {} served, {} failed ({}) until the decision\n  extra failures      {} more than the stable version would have failed on them\n  stable requests     {} served, {} failed ({})\n  highest weight      {}%\n",
+        "  outcome             {outcome}\n{evidence}  canary requests     {} served, {} failed ({}) until the decision\n  extra failures      {}\n  stable requests     {} served, {} failed ({})\n  highest weight      {}%\n",
         s.canary_requests,
         s.canary_failures,
         rate(s.canary_failures, s.canary_requests),
-        crate::analysis::fmt_num(s.extra_failures),
+        extra_failures_text(s.extra_failures),
         s.stable_requests,
         s.stable_failures,
         rate(s.stable_failures, s.stable_requests),
         s.max_weight_before_decision,
+    )
+}
+
+/// `6.54 more than the stable version would have failed on the same
+/// requests`, or `3.47 fewer ...` (never "-3.47 more").
+pub fn extra_failures_text(extra: f64) -> String {
+    let side = if extra < 0.0 { "fewer" } else { "more" };
+    format!(
+        "{} {side} than the stable version would have failed on the same requests",
+        crate::analysis::fmt_num(extra.abs())
     )
 }
 
@@ -429,4 +479,16 @@ pub fn distribution_text(d: &Distribution) -> String {
             .map(crate::analysis::fmt_num)
             .unwrap_or_else(|| "-".into()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fewer_extra_failures_read_as_fewer() {
+        assert_eq!(
+            super::extra_failures_text(-3.47),
+            "3.47 fewer than the stable version would have failed on the same requests"
+        );
+        assert!(super::extra_failures_text(6.54).starts_with("6.54 more than"));
+    }
 }

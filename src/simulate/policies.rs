@@ -37,17 +37,41 @@ pub struct Rollwise {
     status: RolloutStatus,
     weight: u8,
     next_due: u64,
-    last: Option<(DecisionKind, &'static str, u8, String)>,
+    last: Option<(DecisionKind, crate::plan::Reason, u8, String)>,
+    people: People,
+    /// Since when (second) the rollout waits for a promote.
+    waiting_since: Option<u64>,
+    /// An A/B route with a match is on the router.
+    header_route: bool,
+}
+
+/// What the people and the clients around a rollout do in the simulation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct People {
+    /// A pause that waits for a promote (`pause: {}`, blue/green without
+    /// `autoPromote`) is promoted after this many seconds; `None`: never.
+    pub promote_after: Option<u64>,
+    /// The share (percent) of all requests that an A/B route's match, or a
+    /// blue/green preview route, sends to the canary while the weight is
+    /// lower (beta testers, smoke tests).
+    pub preview_percent: u8,
 }
 
 impl Rollwise {
     pub fn new(plan: Plan) -> Self {
+        Self::with_people(plan, People::default())
+    }
+
+    pub fn with_people(plan: Plan, people: People) -> Self {
         Rollwise {
             plan,
             status: RolloutStatus::default(),
             weight: 0,
             next_due: 0,
             last: None,
+            people,
+            waiting_since: None,
+            header_route: false,
         }
     }
 
@@ -105,6 +129,14 @@ impl Rollwise {
     }
 }
 
+impl Rollwise {
+    /// The promote someone sends at second `t`, if they do.
+    fn promote_now(&self, t: u64) -> Option<crate::plan::ManualAction> {
+        let (since, after) = (self.waiting_since?, self.people.promote_after?);
+        (t >= since + after).then_some(crate::plan::ManualAction::Promote)
+    }
+}
+
 fn mark(kind: DecisionKind) -> Mark {
     match kind {
         DecisionKind::Restart => Mark::Start,
@@ -126,6 +158,16 @@ impl Policy for Rollwise {
 
     fn weight(&self) -> u8 {
         self.weight
+    }
+
+    fn traffic_share(&self) -> u8 {
+        let preview = self.header_route
+            || (self.plan.blue_green.is_some() && !self.status.phase.is_terminal());
+        if preview {
+            self.weight.max(self.people.preview_percent)
+        } else {
+            self.weight
+        }
     }
 
     fn tick(
@@ -155,11 +197,17 @@ impl Policy for Rollwise {
                 },
                 actual_weight: Some(self.weight),
                 analysis,
-                action: None,
+                action: self.promote_now(t),
             };
             let d = decide(&self.plan, &self.status, &obs, now);
             self.weight = d.weight;
+            self.header_route = d.header_routes.iter().any(|r| !r.matches.is_empty());
             self.status = d.status;
+            self.waiting_since = match (d.reason, self.waiting_since) {
+                (crate::plan::Reason::ManualPause, Some(since)) => Some(since),
+                (crate::plan::Reason::ManualPause, None) => Some(t),
+                _ => None,
+            };
             self.status.canary_weight = i32::from(self.weight);
             let key = (d.kind, d.reason, d.weight, self.status.step.clone());
             if self.last.as_ref() != Some(&key) {
@@ -168,21 +216,28 @@ impl Policy for Rollwise {
                     self.status.step.clone(),
                     d.weight,
                     d.kind.as_str(),
-                    d.reason,
+                    d.reason.as_str(),
                     d.message,
                     mark(d.kind),
                 ));
                 self.last = Some(key);
             }
             match self.status.phase {
-                Phase::Succeeded => return Some((Verdict::Promoted, d.reason.to_string())),
+                Phase::Succeeded => {
+                    return Some((Verdict::Promoted, d.reason.as_str().to_string()));
+                }
                 Phase::RolledBack | Phase::Aborted => {
-                    return Some((Verdict::RolledBack, d.reason.to_string()));
+                    return Some((Verdict::RolledBack, d.reason.as_str().to_string()));
                 }
                 _ => {}
             }
             if d.requeue_after >= Duration::from_secs(1) {
                 self.next_due = t + secs(d.requeue_after).max(1);
+                // Someone promotes at their time, not the operator's.
+                if let (Some(since), Some(after)) = (self.waiting_since, self.people.promote_after)
+                {
+                    self.next_due = self.next_due.min((since + after).max(t + 1));
+                }
                 return None;
             }
         }

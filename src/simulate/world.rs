@@ -204,6 +204,11 @@ pub trait Policy {
     fn describe(&self) -> String;
     /// The canary weight the router carries now.
     fn weight(&self) -> u8;
+    /// The share (percent) of requests the canary serves now: the weight,
+    /// or more while an A/B or preview route sends it chosen requests.
+    fn traffic_share(&self) -> u8 {
+        self.weight()
+    }
     /// Second `t`: the traffic of `[0, t)` has been served. Push what
     /// changed to `events`; return the verdict and its reason when decided.
     fn tick(
@@ -278,7 +283,7 @@ pub fn run(scenario: &Scenario, policy: &mut dyn Policy, seed: u64) -> Run {
     for t in 0..=scenario.duration {
         if t > 0 {
             max_weight = max_weight.max(policy.weight());
-            traffic.serve(scenario, policy.weight());
+            traffic.serve(scenario, policy.traffic_share());
         }
         let before = timeline.len();
         let verdict = policy.tick(t, &traffic, scenario.canary_ready(t), &mut timeline);
