@@ -393,11 +393,21 @@ impl Builder<'_> {
             self.st.canary_traffic_since = Some(time(self.now));
         }
         self.st.message = message.clone();
+        // `at` is when this decision was first taken: looking again and
+        // deciding the same (a Rollout waiting for its canary) changes
+        // nothing in status, so costs no status write.
+        let same = self.st.last_decision.as_ref().filter(|d| {
+            d.kind == kind.as_str() && d.reason == reason.as_str() && d.message == message
+        });
+        let at = match same {
+            Some(d) if d.at.is_some() => d.at.clone(),
+            _ => Some(time(self.now)),
+        };
         self.st.last_decision = Some(DecisionRecord {
             kind: kind.as_str().into(),
             reason: reason.as_str().into(),
             message: message.clone(),
-            at: Some(time(self.now)),
+            at,
         });
         let idle = requeue == IDLE_REQUEUE && !self.timer;
         let (requeue, waits_for_change) = match analysis_due_at(self.plan, &self.st, weight) {

@@ -1313,3 +1313,37 @@ fn a_rollout_with_nothing_due_waits_for_a_change_and_one_with_a_timer_does_not()
 }
 
 mod notify;
+
+#[test]
+fn looking_again_at_a_rollout_waiting_for_its_canary_changes_nothing_in_status() {
+    // The controller writes status only when it changed: a Rollout that
+    // waits (canary not available) and is looked at again must produce the
+    // very same status, else every look is a status write (10,000 waiting
+    // Rollouts: 10,000 writes per look).
+    let mut w = World::new(plan(vec![
+        PlanStep::SetWeight(50),
+        PlanStep::SetWeight(100),
+    ]));
+    w.ready = false;
+    w.step(&healthy, None);
+    let first = w.step(&healthy, None).clone();
+    assert_eq!(first.reason, WAITING_FOR_CANARY, "{first:?}");
+    let again = w.step(&healthy, None).clone();
+    assert_eq!(again.reason, WAITING_FOR_CANARY);
+    assert_eq!(first.status, again.status, "a second look rewrote status");
+    // A different decision records its own time.
+    w.ready = true;
+    let moved = w.step(&healthy, None).clone();
+    assert_ne!(
+        moved
+            .status
+            .last_decision
+            .as_ref()
+            .and_then(|d| d.at.clone()),
+        first
+            .status
+            .last_decision
+            .as_ref()
+            .and_then(|d| d.at.clone())
+    );
+}
