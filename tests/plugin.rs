@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use rollwise::api::{ACTION_ANNOTATION, Phase, Rollout};
-use rollwise::cli::render::number;
+use rollwise::cli::render::{number, percent};
 use rollwise::cli::{
     CLEAR, Cli, EXIT_FAILED, EXIT_FORBIDDEN, EXIT_OK, EXIT_USAGE, KubeArgs, Settings,
     render_status, rollout_events,
@@ -219,9 +219,21 @@ async fn status_of_a_mid_rollout_rollout() {
         number(cmp.canary_failures),
         number(cmp.canary_requests)
     );
+    // The evidence in words: how strongly worse, how strongly fine, and
+    // the bar either must reach.
     for cell in [canary.as_str(), "+0.01", &cmp.verdict] {
         assert!(row.contains(cell), "`{cell}` not in `{row}`");
     }
+    let evidence = format!(
+        "http-errors: canary's excess {} [{}, {}]; evidence it is worse {}x, that it is fine {}x (needs {}x)",
+        percent(cmp.excess),
+        percent(cmp.excess_lower),
+        percent(cmp.excess_upper),
+        number(cmp.harm_evidence),
+        number(cmp.fine_evidence),
+        number(cmp.evidence_bar)
+    );
+    assert!(out.contains(&evidence), "`{evidence}` not in:\n{out}");
     assert!(out.contains("exposure budget: "), "{out}");
     assert!(out.contains(" of 200"), "{out}");
     assert!(

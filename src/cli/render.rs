@@ -500,7 +500,6 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
                     "CANARY",
                     "STABLE",
                     "TOLERANCE",
-                    "EXCESS EVIDENCE",
                     "VERDICT",
                     "MEASURED",
                 ]
@@ -528,15 +527,6 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
                         } else {
                             s.tolerance.clone()
                         },
-                        format!(
-                            "{} [{}, {}] harm {} fine {} /{}",
-                            percent(s.excess),
-                            percent(s.excess_lower),
-                            percent(s.excess_upper),
-                            number(s.harm_evidence),
-                            number(s.fine_evidence),
-                            number(s.evidence_bar)
-                        ),
                         s.verdict.clone(),
                         s.measured_at
                             .as_ref()
@@ -545,13 +535,27 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
                     ],
                     None => {
                         let mut row = vec![c.name.clone()];
-                        row.extend(std::iter::repeat_n("-".to_string(), 6));
+                        row.extend(std::iter::repeat_n("-".to_string(), 5));
                         row
                     }
                 });
             }
             for line in table(&rows).lines() {
                 let _ = writeln!(o, "  {}", shorten(line, width - 2));
+            }
+            // The excess and the evidence, in words, one line each.
+            for s in &st.comparisons {
+                let line = format!(
+                    "{}: canary's excess {} [{}, {}]; evidence it is worse {}x, that it is fine {}x (needs {}x)",
+                    s.name,
+                    percent(s.excess),
+                    percent(s.excess_lower),
+                    percent(s.excess_upper),
+                    number(s.harm_evidence),
+                    number(s.fine_evidence),
+                    number(s.evidence_bar)
+                );
+                let _ = writeln!(o, "  {}", shorten(&line, width - 2));
             }
         }
         if let Some(b) = &st.budget {
