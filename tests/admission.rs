@@ -472,8 +472,14 @@ fn cel_rules() -> Vec<CelCase> {
             "spec.analysis.metrics[]",
             "min must not exceed max",
             r#"spec.analysis.metrics[0]: Invalid value: "object""#,
-            |o| metric0(o)["min"] = json!(0.01),
-            |o| metric0(o)["min"] = json!(0.02),
+            |o| {
+                metric0(o)["max"] = json!(0.02);
+                metric0(o)["min"] = json!(0.02);
+            },
+            |o| {
+                metric0(o)["max"] = json!(0.01);
+                metric0(o)["min"] = json!(0.02);
+            },
         ),
         rule(
             "spec.analysis.metrics[].name",

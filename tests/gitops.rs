@@ -579,7 +579,7 @@ async fn helm_wait_follows_the_canary() {
                 let text = op.metrics().await;
                 let have = exported(&text);
                 // A sparse family has no series while every value is 0
-                // (src/metrics.rs proves it appears once one is not).
+                // (src/metrics/per_rollout.rs proves it appears once one is not).
                 let missing: Vec<String> = dashboard_metrics()
                     .into_iter()
                     .filter(|m| !have.contains(m) && !SPARSE_FAMILIES.contains(&m.as_str()))

@@ -160,15 +160,7 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
             )
             .await;
     }
-    let (metric_names, compare_names): (Vec<&str>, Vec<&str>) = match &r.spec.analysis {
-        Some(a) => (
-            a.metrics.iter().map(|m| m.name.as_str()).collect(),
-            a.compare.iter().map(|c| c.name.as_str()).collect(),
-        ),
-        None => (vec![], vec![]),
-    };
-    ctx.metrics
-        .forget(&ns, &r.name_any(), &metric_names, &compare_names);
+    ctx.metrics.forget(&ns, &r.name_any());
     if let Some(w) = &ctx.watches {
         w.remove(&ns, &r.name_any());
     }
@@ -513,9 +505,8 @@ fn record_metrics(
     analysis: Option<&AnalysisRound>,
 ) {
     let m = &ctx.metrics;
-    m.canary_weight
-        .with_label_values(&[ns, name])
-        .set(next.canary_weight as i64);
+    m.per_rollout
+        .set_canary_weight(ns, name, i64::from(next.canary_weight));
     m.decisions
         .with_label_values(&[decision.kind.as_str(), decision.reason.as_str()])
         .inc();
@@ -528,47 +519,7 @@ fn record_metrics(
         m.phase.with_label_values(&[next.phase.as_str()]).inc();
     }
     if analysis.is_some() {
-        for a in &next.analysis {
-            match a.value {
-                Some(v) => m
-                    .analysis_value
-                    .with_label_values(&[ns, name, &a.name])
-                    .set(v),
-                None => {
-                    let _ = m.analysis_value.remove_label_values(&[ns, name, &a.name]);
-                }
-            }
-        }
-        for c in next.comparisons.iter().filter(|c| c.canary_requests > 0.0) {
-            m.comparison_rate
-                .with_label_values(&[ns, name, &c.name, "canary"])
-                .set(c.canary_rate);
-            m.comparison_rate
-                .with_label_values(&[ns, name, &c.name, "stable"])
-                .set(c.stable_rate);
-            m.comparison_excess
-                .with_label_values(&[ns, name, &c.name, "lower"])
-                .set(c.excess_lower);
-            m.comparison_excess
-                .with_label_values(&[ns, name, &c.name, "upper"])
-                .set(c.excess_upper);
-            m.comparison_evidence
-                .with_label_values(&[ns, name, &c.name, "harm"])
-                .set(c.harm_evidence);
-            m.comparison_evidence
-                .with_label_values(&[ns, name, &c.name, "fine"])
-                .set(c.fine_evidence);
-            m.comparison_evidence
-                .with_label_values(&[ns, name, &c.name, "bar"])
-                .set(c.evidence_bar);
-        }
-        if let Some(b) = &next.budget {
-            m.budget.with_label_values(&[ns, name, "point"]).set(b.used);
-            m.budget
-                .with_label_values(&[ns, name, "upper"])
-                .set(b.upper);
-            m.budget.with_label_values(&[ns, name, "max"]).set(b.max);
-        }
+        m.per_rollout.set_analysis(ns, name, next);
         for s in &next.analysis {
             let v = Verdict::parse(&s.verdict).unwrap_or(Verdict::Error);
             m.verdicts.with_label_values(&[v.as_str()]).inc();

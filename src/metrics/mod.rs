@@ -3,9 +3,12 @@
 //! namespace and name (one series per Rollout, removed when it is deleted).
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+mod per_rollout;
+
+pub use per_rollout::{ALERTED_CONDITIONS, PerRollout};
 
 use crate::api::Phase;
 use crate::plan::{Class, Reason};
@@ -20,39 +23,22 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     /// Rollouts per phase.
     pub phase: IntGaugeVec,
-    /// Canary weight per Rollout (read back from the router).
-    pub canary_weight: IntGaugeVec,
     /// Decisions by kind.
     pub decisions: IntCounterVec,
     /// Transitions (what Events and notifications tell) by reason and class.
     pub transitions: IntCounterVec,
     /// Analysis verdicts by verdict (Pass, Fail, NoData, Error, Inconclusive).
     pub verdicts: IntCounterVec,
-    /// Latest value of each threshold metric.
-    pub analysis_value: GaugeVec,
-    /// Latest error rate of each comparison, per side (canary, stable).
-    pub comparison_rate: GaugeVec,
-    /// The comparison's evidence (e-values) of harm and of fine.
-    pub comparison_evidence: GaugeVec,
-    /// The interval for the comparison's excess over tolerance (lower, upper).
-    pub comparison_excess: GaugeVec,
-    /// Extra failed requests caused by the canary (point, upper) and the budget (max).
-    pub budget: GaugeVec,
     /// The operator's Kubernetes API requests by verb, resource and status
     /// code (counted by the client, see `controller::counted_client`).
     pub kube_requests: IntCounterVec,
-    /// Per Rollout, 1 when the condition is True, 0 otherwise, for the
-    /// conditions alerts are about ([`ALERTED_CONDITIONS`]).
-    pub rollout_condition: IntGaugeVec,
-    /// Per Rollout, metric queries that failed in a row (`status.consecutiveErrors`).
-    pub consecutive_errors: IntGaugeVec,
+    /// The per-Rollout series (weight, alerted conditions, analysis
+    /// figures): see [`per_rollout`].
+    pub per_rollout: PerRollout,
 }
 
-/// The conditions exported per Rollout by `rollwise_rollout_condition`.
-pub const ALERTED_CONDITIONS: [&str; 3] = ["Stalled", "Paused", "RolledBack"];
-
 /// Families with a series only while its value is not 0 (absent from
-/// `/metrics` when no Rollout has one): see [`Metrics::record_status`].
+/// `/metrics` when no Rollout has one): see [`PerRollout::set_status`].
 pub const SPARSE_FAMILIES: [&str; 2] = [
     "rollwise_rollout_condition",
     "rollwise_analysis_consecutive_errors",
@@ -88,14 +74,6 @@ impl Metrics {
         .expect("static");
         let phase = IntGaugeVec::new(Opts::new("rollouts", "Rollouts by phase"), &["phase"])
             .expect("static");
-        let canary_weight = IntGaugeVec::new(
-            Opts::new(
-                "canary_weight_percent",
-                "Canary weight carried by the router",
-            ),
-            &["namespace", "rollout"],
-        )
-        .expect("static");
         let decisions = IntCounterVec::new(
             Opts::new(
                 "decisions_total",
@@ -117,43 +95,6 @@ impl Metrics {
             &["verdict"],
         )
         .expect("static");
-        let analysis_value = GaugeVec::new(
-            Opts::new("analysis_value", "Latest value of each threshold metric"),
-            &["namespace", "rollout", "metric"],
-        )
-        .expect("static");
-        let comparison_rate = GaugeVec::new(
-            Opts::new(
-                "comparison_error_rate",
-                "Latest error rate of each comparison, per side",
-            ),
-            &["namespace", "rollout", "comparison", "side"],
-        )
-        .expect("static");
-        let comparison_excess = GaugeVec::new(
-            Opts::new(
-                "comparison_excess",
-                "Interval (valid at every look) for the canary's error rate above stable + tolerance",
-            ),
-            &["namespace", "rollout", "comparison", "bound"],
-        )
-        .expect("static");
-        let comparison_evidence = GaugeVec::new(
-            Opts::new(
-                "comparison_evidence",
-                "Evidence (e-value) that the canary is worse than tolerated (harm) or within tolerance (fine); conclusive at the bar (kind=bar, 1/(1-confidence))",
-            ),
-            &["namespace", "rollout", "comparison", "kind"],
-        )
-        .expect("static");
-        let budget = GaugeVec::new(
-            Opts::new(
-                "budget_extra_failures",
-                "Extra failed requests caused by the canary, and the budget",
-            ),
-            &["namespace", "rollout", "estimate"],
-        )
-        .expect("static");
         let kube_requests = IntCounterVec::new(
             Opts::new(
                 "kube_requests_total",
@@ -162,39 +103,17 @@ impl Metrics {
             &["verb", "resource", "code"],
         )
         .expect("static");
-        let rollout_condition = IntGaugeVec::new(
-            Opts::new(
-                "rollout_condition",
-                "Per Rollout: 1 while the condition (Stalled, Paused, RolledBack) is True (no series otherwise)",
-            ),
-            &["namespace", "rollout", "condition"],
-        )
-        .expect("static");
-        let consecutive_errors = IntGaugeVec::new(
-            Opts::new(
-                "analysis_consecutive_errors",
-                "Per Rollout: metric queries that failed in a row, while there are any (rolled back at consecutiveErrorLimit)",
-            ),
-            &["namespace", "rollout"],
-        )
-        .expect("static");
+        let per_rollout = PerRollout::new();
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(rollout_condition.clone()),
-            Box::new(consecutive_errors.clone()),
             Box::new(kube_requests.clone()),
+            Box::new(per_rollout.clone()),
             Box::new(errors.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(phase.clone()),
-            Box::new(canary_weight.clone()),
             Box::new(decisions.clone()),
             Box::new(transitions.clone()),
             Box::new(verdicts.clone()),
-            Box::new(analysis_value.clone()),
-            Box::new(comparison_rate.clone()),
-            Box::new(comparison_evidence.clone()),
-            Box::new(comparison_excess.clone()),
-            Box::new(budget.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -224,52 +143,18 @@ impl Metrics {
             errors,
             reconcile_duration,
             phase,
-            canary_weight,
             decisions,
             transitions,
             verdicts,
-            analysis_value,
-            comparison_rate,
-            comparison_evidence,
-            comparison_excess,
-            budget,
             kube_requests,
-            rollout_condition,
-            consecutive_errors,
+            per_rollout,
         }
     }
 
     /// Record a Rollout's alerted conditions and its analysis errors in a
     /// row, from the status just written.
     pub fn record_status(&self, namespace: &str, name: &str, status: &crate::api::RolloutStatus) {
-        // Sparse: a series exists only while it is not 0. Four series for
-        // each of 10,000 Rollouts cost 33 MiB in the operator (measured);
-        // alerts and panels compare with `== 1` / `>= N`, which an absent
-        // series satisfies the same way as a 0.
-        for condition in ALERTED_CONDITIONS {
-            let on = status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == condition && c.status == "True");
-            if on {
-                self.rollout_condition
-                    .with_label_values(&[namespace, name, condition])
-                    .set(1);
-            } else {
-                let _ = self
-                    .rollout_condition
-                    .remove_label_values(&[namespace, name, condition]);
-            }
-        }
-        if status.consecutive_errors > 0 {
-            self.consecutive_errors
-                .with_label_values(&[namespace, name])
-                .set(i64::from(status.consecutive_errors));
-        } else {
-            let _ = self
-                .consecutive_errors
-                .remove_label_values(&[namespace, name]);
-        }
+        self.per_rollout.set_status(namespace, name, status);
     }
 
     /// Count the transitions of one decision.
@@ -292,45 +177,8 @@ impl Metrics {
     }
 
     /// Forget a deleted Rollout's series.
-    /// Forget a deleted Rollout's series (its metric and comparison names
-    /// come from its spec).
-    pub fn forget(&self, namespace: &str, name: &str, metrics: &[&str], comparisons: &[&str]) {
-        let _ = self.canary_weight.remove_label_values(&[namespace, name]);
-        let _ = self
-            .consecutive_errors
-            .remove_label_values(&[namespace, name]);
-        for condition in ALERTED_CONDITIONS {
-            let _ = self
-                .rollout_condition
-                .remove_label_values(&[namespace, name, condition]);
-        }
-        for m in metrics {
-            let _ = self
-                .analysis_value
-                .remove_label_values(&[namespace, name, m]);
-        }
-        for c in comparisons {
-            for side in ["canary", "stable"] {
-                let _ = self
-                    .comparison_rate
-                    .remove_label_values(&[namespace, name, c, side]);
-            }
-            for bound in ["lower", "upper"] {
-                let _ = self
-                    .comparison_excess
-                    .remove_label_values(&[namespace, name, c, bound]);
-            }
-            for kind in ["harm", "fine", "bar"] {
-                let _ = self
-                    .comparison_evidence
-                    .remove_label_values(&[namespace, name, c, kind]);
-            }
-        }
-        for estimate in ["point", "upper", "max"] {
-            let _ = self
-                .budget
-                .remove_label_values(&[namespace, name, estimate]);
-        }
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.per_rollout.forget(namespace, name);
     }
 }
 
@@ -358,9 +206,7 @@ mod tests {
         m.decisions
             .with_label_values(&["Advance", "StepAdvanced"])
             .inc();
-        m.canary_weight
-            .with_label_values(&["shop", "checkout"])
-            .set(33);
+        m.per_rollout.set_canary_weight("shop", "checkout", 33);
         let text = m.render();
         for family in [
             "rollwise_reconciles_total",
@@ -420,7 +266,8 @@ mod tests {
             !text.contains("rollwise_analysis_consecutive_errors{"),
             "{text}"
         );
-        m.forget("shop", "checkout", &[], &[]);
+        m.forget("shop", "checkout");
+        assert!(m.per_rollout.is_empty());
         assert!(!m.render().contains(r#"rollout="checkout""#));
     }
 }
