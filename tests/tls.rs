@@ -29,7 +29,7 @@ fn rollwise_run_against_an_https_server_fails_cleanly_without_a_panic() {
     assert!(!stderr.contains("CryptoProvider"), "{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("cannot list rollouts.rollwise.io"),
+        stderr.contains("cannot reach the API server at https://127.0.0.1:9"),
         "{stderr}"
     );
 }

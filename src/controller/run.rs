@@ -92,6 +92,11 @@ pub fn trim(r: &mut Rollout) {
 /// Every reconcile reads the one Rollout it works on, fresh.
 pub fn trim_meta(r: &mut PartialObjectMeta<Rollout>) {
     trim_meta_fields(&mut r.metadata);
+    // The reconcile reads the Rollout it works on, with its own version;
+    // the watch keeps its place itself. (The uid stays: the trigger filter
+    // tells a re-created Rollout from the deleted one by it.)
+    r.metadata.resource_version = None;
+    r.types = None;
 }
 
 fn trim_meta_fields(m: &mut kube::api::ObjectMeta) {

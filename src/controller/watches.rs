@@ -43,25 +43,68 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(300);
 /// answer).
 const WRITE_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
-/// An object, by kind, namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An object, by kind, namespace and name. Kinds and namespaces are
+/// shared (interned) strings: with 10,000 Rollouts the index holds tens of
+/// thousands of keys, and a `String` each for a handful of distinct values
+/// would be most of its size.
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct ObjKey {
     kind: Arc<str>,
-    namespace: String,
-    name: String,
+    namespace: Arc<str>,
+    name: Box<str>,
 }
 
 /// A Rollout, by namespace and name.
-type RolloutKey = (String, String);
+type RolloutKey = (Arc<str>, Box<str>);
 
 #[derive(Default)]
 struct Index {
-    /// object → the Rollouts (names, in the object's namespace) that depend on it.
-    dependents: HashMap<ObjKey, Vec<String>>,
+    /// object → the Rollouts (names, in the object's namespace) that depend
+    /// on it. The key is shared with `uses`.
+    dependents: HashMap<Arc<ObjKey>, Vec<Box<str>>>,
     /// Rollout → the objects it depends on.
-    uses: HashMap<RolloutKey, Vec<ObjKey>>,
+    uses: HashMap<RolloutKey, Box<[Arc<ObjKey>]>>,
     /// Kinds whose watch runs (or is starting).
     watched_kinds: HashSet<Arc<str>>,
+    /// Namespaces of the keys above (each name once).
+    namespaces: HashSet<Arc<str>>,
+}
+
+impl Index {
+    /// The shared name of `namespace`, added when new.
+    fn namespace(&mut self, namespace: &str) -> Arc<str> {
+        if let Some(ns) = self.namespaces.get(namespace) {
+            return ns.clone();
+        }
+        let ns: Arc<str> = Arc::from(namespace);
+        self.namespaces.insert(ns.clone());
+        ns
+    }
+
+    /// Forget `namespace` once no key uses it (only the set holds it).
+    fn release_namespace(&mut self, namespace: &str) {
+        if self
+            .namespaces
+            .get(namespace)
+            .is_some_and(|ns| Arc::strong_count(ns) == 1)
+        {
+            self.namespaces.remove(namespace);
+        }
+    }
+
+    /// The key of `object` as `dependents` holds it (one allocation shared
+    /// by every Rollout that uses the object), or a new one.
+    fn key(&self, kind: Arc<str>, namespace: Arc<str>, name: &str) -> Arc<ObjKey> {
+        let key = ObjKey {
+            kind,
+            namespace,
+            name: Box::from(name),
+        };
+        match self.dependents.get_key_value(&key) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::new(key),
+        }
+    }
 }
 
 /// The index and the watches. Cheap to share (`Arc`).
@@ -108,6 +151,7 @@ impl Watches {
         let mut new_kinds = Vec::new();
         {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let ns = index.namespace(namespace);
             let mut keys = Vec::with_capacity(deps.len());
             for (resource, object) in &deps {
                 let kind = match index.watched_kinds.get(resource.kind.as_str()) {
@@ -119,29 +163,29 @@ impl Watches {
                         k
                     }
                 };
-                keys.push(ObjKey {
-                    kind,
-                    namespace: namespace.to_owned(),
-                    name: object.clone(),
-                });
+                keys.push(index.key(kind, ns.clone(), object));
             }
-            let rollout = (namespace.to_owned(), name.to_owned());
-            if index.uses.get(&rollout) != Some(&keys) {
+            let rollout: RolloutKey = (ns, Box::from(name));
+            // (`rollout` and `keys` hold the namespace's name until the end
+            // of this block, when it is released if nothing kept them.)
+            if index.uses.get(&rollout).map(|k| &k[..]) != Some(&keys[..]) {
                 let old = index.uses.remove(&rollout).unwrap_or_default();
                 unlink(&mut index, &old, name);
                 for key in &keys {
                     let names = index.dependents.entry(key.clone()).or_default();
-                    if !names.iter().any(|n| n == name) {
-                        names.push(name.to_owned());
+                    if !names.iter().any(|n| **n == *name) {
+                        names.push(Box::from(name));
                     }
                 }
                 if keys.is_empty() {
-                    index.uses.remove(&rollout);
+                    drop(rollout);
                 } else {
-                    keys.shrink_to_fit();
-                    index.uses.insert(rollout, keys);
+                    index.uses.insert(rollout, keys.into_boxed_slice());
                 }
+            } else {
+                drop((rollout, keys));
             }
+            index.release_namespace(namespace);
         }
         for resource in new_kinds {
             tokio::spawn(self.clone().watch_kind(resource));
@@ -151,11 +195,16 @@ impl Watches {
     /// The Rollout is gone: it depends on nothing any more.
     pub fn remove(&self, namespace: &str, name: &str) {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ns) = index.namespaces.get(namespace).cloned() else {
+            return;
+        };
         let old = index
             .uses
-            .remove(&(namespace.to_owned(), name.to_owned()))
+            .remove(&(ns.clone(), Box::from(name)))
             .unwrap_or_default();
         unlink(&mut index, &old, name);
+        drop((ns, old));
+        index.release_namespace(namespace);
     }
 
     /// How many objects and Rollouts the index holds (for tests and the
@@ -180,8 +229,8 @@ impl Watches {
         let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         let key = ObjKey {
             kind: Arc::from(kind),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            namespace: Arc::from(namespace),
+            name: Box::from(name),
         };
         index
             .dependents
@@ -276,10 +325,10 @@ impl Watches {
 
 /// Remove `rollout` from the dependents of `keys`; an object no Rollout
 /// depends on any more is forgotten.
-fn unlink(index: &mut Index, keys: &[ObjKey], rollout: &str) {
+fn unlink(index: &mut Index, keys: &[Arc<ObjKey>], rollout: &str) {
     for key in keys {
         if let Some(names) = index.dependents.get_mut(key) {
-            names.retain(|n| n != rollout);
+            names.retain(|n| **n != *rollout);
             if names.is_empty() {
                 index.dependents.remove(key);
                 seen::forget(&key.kind, &key.namespace, &key.name);
@@ -357,6 +406,21 @@ mod tests {
         w.remove("shop", "checkout");
         w.remove("other", "checkout");
         assert_eq!(w.len(), (0, 0));
+        // Nothing is kept of them: not even their namespaces' names.
+        assert!(w.index.lock().unwrap().namespaces.is_empty());
+    }
+
+    #[tokio::test]
+    async fn rollouts_that_use_the_same_object_share_its_key() {
+        let w = watches().await;
+        w.set("shop", "a", vec![route("r1")]);
+        w.set("shop", "b", vec![route("r1")]);
+        let index = w.index.lock().unwrap();
+        let a = &index.uses[&(Arc::from("shop"), Box::from("a"))][0];
+        let b = &index.uses[&(Arc::from("shop"), Box::from("b"))][0];
+        assert!(Arc::ptr_eq(a, b));
+        assert!(Arc::ptr_eq(&a.namespace, &b.namespace));
+        assert_eq!(index.namespaces.len(), 1);
     }
 
     #[tokio::test]
@@ -390,5 +454,6 @@ mod tests {
         assert_eq!(w.len(), (1, 1));
         w.set("shop", "checkout", Vec::new());
         assert_eq!(w.len(), (0, 0));
+        assert!(w.index.lock().unwrap().namespaces.is_empty());
     }
 }
