@@ -9,7 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 
-use crate::api::{MetricStatus, Phase, PlanStep, Rollout, validate};
+use crate::api::{MetricStatus, Phase, Rollout};
+use crate::plan::{PlanStep, validate};
 use crate::plan::{Reason, human};
 
 /// Events shown by the status view (the newest ones).

@@ -7,10 +7,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
+use super::record::round_evidence;
 use super::*;
 use crate::analysis::sequential::Tolerance;
-use crate::analysis::{CompareOutcome, CountsOutcome};
-use crate::api::{PlanCompare, PlanMetric, PlanStep};
+use crate::analysis::{CompareOutcome, CountsOutcome, QueryOutcome, fmt_num};
+use crate::api::Verdict;
+use crate::plan::{PlanCompare, PlanMetric, PlanStep};
 
 fn t0() -> Timestamp {
     "2026-01-01T00:00:00Z".parse().unwrap()
@@ -44,7 +46,7 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
 }
 
 fn default_plan() -> Plan {
-    plan(crate::api::validate::default_steps())
+    plan(crate::plan::compile::default_steps())
 }
 
 /// A simulated cluster: a router that carries what it is told, a canary
@@ -786,7 +788,7 @@ fn comparison_query_errors_count_toward_the_error_limit() {
 
 fn plan_from(spec: serde_json::Value) -> Plan {
     let spec: crate::api::RolloutSpec = serde_json::from_value(spec).unwrap();
-    crate::api::validate(&spec).unwrap()
+    crate::plan::validate(&spec).unwrap()
 }
 
 fn base_spec() -> serde_json::Value {
@@ -977,7 +979,7 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
         {"setWeight": 100}
     ]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert_eq!(e[0].field, "spec.steps[0].setHeaderRoute");
     assert!(
         e[0].message
@@ -988,7 +990,7 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     spec["steps"][0]["setHeaderRoute"]["match"] =
         serde_json::json!([{"header": {"name": "x", "value": "1"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert!(
         e[0].message
             .contains("traefik router cannot route by header"),
@@ -998,7 +1000,7 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     spec["steps"][0]["setHeaderRoute"]["match"] =
         serde_json::json!([{"cookie": {"name": "beta", "value": "1"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert!(
         e[0].message.contains("only with the value \"always\""),
         "{e:?}"
@@ -1006,12 +1008,12 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     spec["steps"][0]["setHeaderRoute"]["match"] =
         serde_json::json!([{"cookie": {"name": "beta", "value": "always"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    assert!(crate::api::validate(&s).is_ok());
+    assert!(crate::plan::validate(&s).is_ok());
     spec["trafficRouting"] = serde_json::json!({"replicas": {}});
     spec["steps"] = serde_json::json!([{"setWeight": 100}]);
     spec["canary"].as_object_mut().unwrap().remove("deployment");
     let s: crate::api::RolloutSpec = serde_json::from_value(spec).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert!(
         e.iter().any(|e| e.field == "spec.trafficRouting.replicas"),
         "{e:?}"

@@ -17,7 +17,7 @@ use super::stats::{Distribution, Quantile};
 use super::world::{Summary, human, run};
 use super::{PolicyName, parse_rollout};
 use crate::analysis::fmt_num;
-use crate::api::Plan;
+use crate::plan::Plan;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchmarkArgs {
@@ -953,7 +953,7 @@ mod tests {
         let (_, plan) = parse_rollout(ROLLOUT).unwrap();
         assert_eq!(plan.compare.len(), 1);
         assert_eq!(plan.confidence, 0.99);
-        assert_eq!(plan.steps, crate::api::validate::default_steps());
+        assert_eq!(plan.steps, crate::plan::compile::default_steps());
         for (file, _, text) in SCENARIOS {
             Scenario::parse(text, Base::None).unwrap_or_else(|e| panic!("{file}: {e}"));
         }

@@ -1,6 +1,6 @@
 //! `rollwise simulate`: replay a Rollout's plan against synthetic or
 //! recorded traffic with a virtual clock, with the very same engine the
-//! operator runs ([`crate::api::validate()`], [`crate::plan::decide`], the
+//! operator runs ([`crate::plan::validate()`], [`crate::plan::decide`], the
 //! sequential comparison), and show when it would promote or roll back —
 //! as a timeline, a summary, JSON or an SVG chart. The decision rules that
 //! Flagger and Argo Rollouts document run on the same traffic for
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::api::Plan;
+use crate::plan::Plan;
 use policies::{Argo, ArgoConfig, Flagger, FlaggerConfig, People, Rollwise};
 use scenario::Scenario;
 use stats::Distribution;
@@ -76,7 +76,7 @@ pub struct SimulateArgs {
 }
 
 fn parse_duration_arg(s: &str) -> Result<u64, String> {
-    crate::api::validate::parse_duration(s).map(|d| d.as_secs())
+    crate::plan::compile::parse_duration(s).map(|d| d.as_secs())
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -163,7 +163,7 @@ pub fn parse_rollout(text: &str) -> Result<(String, Plan), String> {
         .name
         .clone()
         .unwrap_or_else(|| "rollout".into());
-    let plan = crate::api::validate(&rollout.spec).map_err(|errors| {
+    let plan = crate::plan::validate(&rollout.spec).map_err(|errors| {
         format!(
             "invalid Rollout: {}",
             errors

@@ -15,7 +15,8 @@ use super::world::{Event, Mark, Policy, Traffic, Verdict};
 use crate::analysis::{
     CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, fmt_num, fmt_pct,
 };
-use crate::api::{ComparisonStatus, Phase, Plan, RolloutStatus};
+use crate::api::{ComparisonStatus, Phase, RolloutStatus};
+use crate::plan::Plan;
 use crate::plan::{
     AnalysisRound, DecisionKind, Observation, Readiness, analysis_due, decide, human,
 };
@@ -254,8 +255,8 @@ impl Policy for Rollwise {
 
 /// A plan in one line: steps, interval, analysis.
 pub fn describe_plan(plan: &Plan) -> String {
-    use crate::api::PlanStep;
-    let steps = if plan.steps == crate::api::validate::default_steps() {
+    use crate::plan::PlanStep;
+    let steps = if plan.steps == crate::plan::compile::default_steps() {
         "default steps 5/33/50/100% with 5m pauses".to_string()
     } else {
         plan.steps

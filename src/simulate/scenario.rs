@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::api::validate::parse_duration;
+use crate::plan::compile::parse_duration;
 
 /// How requests arrive in each simulated second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
