@@ -302,9 +302,12 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
             format!("enough evidence from the canary-vs-stable comparison{more}")
         }
         BudgetGuard => format!("room in the exposure budget to go on: {message}"),
+        RiskBoundHolds => format!(
+            "evidence, or a smaller worst plausible canary, before the weight is raised: {message}"
+        ),
         // A transition just happened; the operator comes back at once.
         RolloutStarted | Started | NewCanary | Retry | StepAdvanced | HeaderRouteSet
-        | HeaderRouteRemoved | EvidenceFine | Promoted | PromotedByHand => {
+        | HeaderRouteRemoved | EvidenceFine | RiskBoundAllows | Promoted | PromotedByHand => {
             format!("the operator's next reconcile (just now: {message})")
         }
         // Outcomes (the phase is terminal and was answered above) and

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::gate::{analysis_gate, budget_guard, evidence_fine};
+use super::gate::{analysis_gate, budget_guard, evidence_fine, risk_bound};
 use super::record::record_analysis;
 use super::*;
 use crate::api::{DecisionRecord, Phase, RolloutStatus};
@@ -632,7 +632,52 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                 Some(d) => {
                     b.st.phase = Phase::Progressing;
                     let elapsed = to_std(started.duration_until(now));
-                    let early = elapsed < d && evidence_fine(plan, &b.st);
+                    let next_weight = plan.target_weight(index + 1);
+                    let fine = evidence_fine(plan, &b.st);
+                    // Neither harm nor fine proven: a middle step may raise
+                    // the weight within the risk bound.
+                    let risk = (!fine)
+                        .then(|| risk_bound(plan, &b.st, weight, next_weight))
+                        .flatten();
+                    let ramp = risk.as_ref().filter(|r| r.allows);
+                    let early = elapsed < d && (fine || ramp.is_some());
+                    if let Some(r) = risk.as_ref().filter(|r| !r.allows) {
+                        let left = d.saturating_sub(elapsed);
+                        let pause = if left.is_zero() {
+                            "pause over".to_string()
+                        } else {
+                            format!("pause {} left", human(left))
+                        };
+                        let evidence =
+                            b.st.comparisons
+                                .iter()
+                                .map(|c| format!("; {}: {}", c.name, c.message))
+                                .collect::<String>();
+                        let msg = format!(
+                            "step {}/{steps}: {weight}% on the canary, {pause}; {}{evidence}",
+                            index + 1,
+                            r.message
+                        );
+                        // Told once as an Event, when the hold begins.
+                        if b.st.last_decision.as_ref().is_none_or(|d| {
+                            d.reason != Reason::RiskBoundHolds.as_str()
+                                || b.st.current_step_index != index as i32
+                        }) {
+                            b.event(
+                                false,
+                                Reason::RiskBoundHolds,
+                                format!("step {}/{steps}: {}", index + 1, r.message),
+                            );
+                        }
+                        let requeue = if left.is_zero() { plan.interval } else { left };
+                        return b.finish(
+                            DecisionKind::Hold,
+                            Reason::RiskBoundHolds,
+                            msg,
+                            weight,
+                            requeue,
+                        );
+                    }
                     if elapsed < d && !early {
                         let left = d - elapsed;
                         let msg = format!(
@@ -652,14 +697,13 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             left,
                         );
                     }
-                    if let Some((reason, why)) = gate {
+                    if let Some((reason, why)) = gate.filter(|_| ramp.is_none()) {
                         let msg = format!(
                             "step {}/{steps}: {weight}% on the canary, pause over; {why}",
                             index + 1
                         );
                         return b.finish(DecisionKind::Hold, reason, msg, weight, plan.interval);
                     }
-                    let next_weight = plan.target_weight(index + 1);
                     if let Some(why) = budget_guard(plan, &b.st, now, weight, next_weight) {
                         let msg = format!("step {}/{steps}: {why}", index + 1);
                         return b.finish(
@@ -688,7 +732,15 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                         return b.complete(reason, msg);
                     }
                     b.enter_step(index);
-                    let msg = if early {
+                    let msg = if let Some(r) = ramp {
+                        format!(
+                            "step {}/{steps} done after {}, neither harm nor fine proven yet: {}; moving to step {}",
+                            index,
+                            human(elapsed),
+                            r.message,
+                            index + 1
+                        )
+                    } else if early {
                         format!(
                             "step {}/{steps} done early after {} because the evidence says the canary is fine: moving to step {}",
                             index,
@@ -703,7 +755,12 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             index + 1
                         )
                     };
-                    b.event(false, Reason::StepAdvanced, msg.clone());
+                    let event = if ramp.is_some() {
+                        Reason::RiskBoundAllows
+                    } else {
+                        Reason::StepAdvanced
+                    };
+                    b.event(false, event, msg.clone());
                     let next_weight = plan.target_weight(index);
                     let weight = if next_weight > actual && not_ready.is_some() {
                         actual
@@ -715,7 +772,9 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                     } else {
                         DecisionKind::Advance
                     };
-                    let reason = if early {
+                    let reason = if ramp.is_some() {
+                        Reason::RiskBoundAllows
+                    } else if early {
                         Reason::EvidenceFine
                     } else {
                         Reason::StepAdvanced

@@ -1,10 +1,14 @@
 //! The gates a step passes before the weight is raised: the analysis
-//! verdict, the evidence that the canary is fine, and the exposure budget.
+//! verdict, the evidence that the canary is fine, the risk bound of the
+//! ramp and the exposure budget.
+
+use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Plan, Reason, human};
-use crate::analysis::fmt_num;
+use super::{Plan, PlanStep, Reason, human};
+use crate::analysis::sequential::{Counts, confidence_sequence};
+use crate::analysis::{fmt_num, fmt_pct};
 use crate::api::{ComparisonStatus, RolloutStatus, Verdict};
 
 /// Extra failed requests the canary could cause in the next interval at
@@ -121,4 +125,140 @@ pub(super) fn budget_guard(
             fmt_num(max)
         )
     })
+}
+
+/// What the risk bound of the ramp says about raising the weight: while
+/// neither harm nor fine is proven, a middle step may raise the weight when
+/// the worst plausible canary, at the raised weight, for the next interval,
+/// costs no more extra failed requests than the exposure budget has left.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RiskBound {
+    /// The raise fits the budget.
+    pub allows: bool,
+    /// The bound with its numbers, for status and Events.
+    pub message: String,
+}
+
+/// The exposure budget the ramp works within when `maxExtraFailures` is not
+/// set: the extra failed requests a canary exactly at the edge of the
+/// tolerance would cost at the plan's first weight during the first step's
+/// pause, at the traffic seen so far (both versions together). The user
+/// accepted that cost by choosing the tolerance and the first step. With
+/// the defaults (5% for 5m, tolerance +0.005) that is 7.5 at 100 req/s.
+/// It only bounds the ramp: without `maxExtraFailures` nothing is rolled
+/// back for the budget's sake.
+pub fn default_budget(plan: &Plan, total_rate: f64, stable_rate: f64) -> Option<f64> {
+    let (index, weight) = plan.steps.iter().enumerate().find_map(|(i, s)| match s {
+        PlanStep::SetWeight(w) if *w > 0 => Some((i, *w)),
+        _ => None,
+    })?;
+    let pause = plan.steps[index + 1..]
+        .iter()
+        .take_while(|s| !matches!(s, PlanStep::SetWeight(_)))
+        .find_map(|s| match s {
+            PlanStep::Pause(Some(d)) => Some(*d),
+            _ => None,
+        })
+        .unwrap_or(super::compile::DEFAULT_PAUSE);
+    plan.compare
+        .iter()
+        .map(|c| (c.tolerance.allowed(stable_rate) - stable_rate).max(0.0))
+        .reduce(f64::min)
+        .map(|edge| edge * total_rate * weight as f64 / 100.0 * pause.as_secs_f64())
+}
+
+/// The requests per second of both versions together over the window the
+/// latest comparison counts cover.
+fn total_rate(st: &RolloutStatus, c: &ComparisonStatus) -> Option<f64> {
+    let since = st.canary_traffic_since.as_ref()?.0;
+    let end = st.last_analysis_at.as_ref()?.0;
+    let window = since.duration_until(end).as_secs_f64().max(1.0);
+    Some((c.canary_requests + c.stable_requests) / window)
+}
+
+/// The worst plausible excess of the canary's failure rate over stable's:
+/// the upper end of the canary's confidence sequence minus the lower end of
+/// stable's, each at `α/2` (the bounds behind `excessUpper`, valid at every
+/// look). 1 when the canary has no requests yet.
+pub fn worst_excess_rate(c: &ComparisonStatus, confidence: f64) -> f64 {
+    let delta = ((1.0 - confidence) / 2.0).clamp(1e-12, 0.5);
+    let counts = |requests: f64, failures: f64| Counts {
+        requests: requests.max(0.0),
+        failures: failures.clamp(0.0, requests.max(0.0)),
+    };
+    let (_, uc) = confidence_sequence(counts(c.canary_requests, c.canary_failures), delta);
+    let (ls, _) = confidence_sequence(counts(c.stable_requests, c.stable_failures), delta);
+    (uc - ls).clamp(0.0, 1.0)
+}
+
+/// The risk bound for raising the weight from `from` to `to`, or `None`
+/// when it does not apply: the final step to 100% (and blue/green's
+/// switch) needs the evidence that the canary is fine; a step that does
+/// not raise the weight, a plan without comparisons, a round that is not
+/// inconclusive (harm, an error, no data, a failing metric) or no round yet
+/// at this step keep the rules of the analysis gate.
+pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> Option<RiskBound> {
+    if plan.compare.is_empty()
+        || plan.blue_green.is_some()
+        || to >= 100
+        || to <= from
+        || from == 0
+        || Verdict::parse(&st.verdict) != Some(Verdict::Inconclusive)
+        || st.comparisons.len() != plan.compare.len()
+    {
+        return None;
+    }
+    // A round at this step's weight: the step started before it.
+    let round = st.last_analysis_at.as_ref()?.0;
+    if st.step_started_at.as_ref().is_some_and(|t| t.0 > round) {
+        return None;
+    }
+    let interval = plan.interval.as_secs_f64();
+    // The comparison whose worst plausible canary costs most.
+    let (worst, cost, rate, stable_rate) = st
+        .comparisons
+        .iter()
+        .map(|c| {
+            let worst = worst_excess_rate(c, plan.confidence);
+            let rate = total_rate(st, c).unwrap_or(0.0);
+            let cost = worst * rate * interval * to as f64 / 100.0;
+            (worst, cost, rate, c.stable_rate)
+        })
+        .reduce(|a, b| if b.1 > a.1 { b } else { a })?;
+    let used = st.budget.as_ref().map(|b| b.used).unwrap_or_else(|| {
+        st.comparisons
+            .iter()
+            .map(|c| (c.canary_failures - c.canary_requests * c.stable_rate).max(0.0))
+            .fold(0.0, f64::max)
+    });
+    let (budget, whose) = match plan.max_extra_failures {
+        Some(max) => (max, "maxExtraFailures".to_string()),
+        None => {
+            let b = default_budget(plan, rate, stable_rate).unwrap_or(0.0);
+            (
+                b,
+                format!(
+                    "the default: a canary at the edge of the tolerance at the first step, at {} req/s",
+                    fmt_num(rate)
+                ),
+            )
+        }
+    };
+    let left = (budget - used).max(0.0);
+    let allows = cost <= left && rate > 0.0;
+    let numbers = format!(
+        "at {to}% the worst plausible canary (failing up to {} more of its requests than stable, a bound valid at every look) could cost {} extra failed requests in the next {}; the exposure budget has {} of {} left (used {}; {whose})",
+        fmt_pct(worst),
+        fmt_num(cost),
+        human(Duration::from_secs_f64(interval)),
+        fmt_num(left),
+        fmt_num(budget),
+        fmt_num(used),
+    );
+    let message = if allows {
+        format!("{numbers}: raising while the evidence is still out")
+    } else {
+        format!("holding at {from}%: {numbers}, not enough to raise before the evidence is in")
+    };
+    Some(RiskBound { allows, message })
 }

@@ -14,6 +14,8 @@ use crate::analysis::{CompareOutcome, CountsOutcome, QueryOutcome, fmt_num};
 use crate::api::Verdict;
 use crate::plan::{PlanCompare, PlanMetric, PlanStep};
 
+mod ramp;
+
 fn t0() -> Timestamp {
     "2026-01-01T00:00:00Z".parse().unwrap()
 }
@@ -627,13 +629,20 @@ fn a_healthy_canary_is_promoted_early_on_evidence() {
 
 #[test]
 fn thin_evidence_holds_and_says_how_much_more_is_needed() {
-    // 1 request/s: after the pause, not enough evidence yet.
-    let mut w = with_traffic(compare_plan(0.001, None), 1.0, 0.01, 0.01, 9);
+    // 1 request/s, and the last step: after the pause at 50%, not enough
+    // evidence yet (the step to 100% needs fine).
+    let mut p = compare_plan(0.001, None);
+    p.steps = vec![
+        PlanStep::SetWeight(50),
+        PlanStep::Pause(Some(Duration::from_secs(300))),
+        PlanStep::SetWeight(100),
+    ];
+    let mut w = with_traffic(p, 1.0, 0.01, 0.01, 9);
     for _ in 0..40 {
         w.step(&healthy, None);
     }
     let last = w.decisions.last().unwrap();
-    assert_eq!(w.weight, 5);
+    assert_eq!(w.weight, 50);
     assert_eq!(last.reason, "NotEnoughEvidence", "{}", last.message);
     assert!(
         last.message.contains("more canary requests"),
