@@ -141,13 +141,19 @@ pub(super) struct RiskBound {
 
 /// The exposure budget the ramp works within when `maxExtraFailures` is not
 /// set: the extra failed requests a canary exactly at the edge of the
-/// tolerance would cost at the plan's first weight during the first step's
-/// pause, at the traffic seen so far (both versions together). The user
-/// accepted that cost by choosing the tolerance and the first step. With
-/// the defaults (5% for 5m, tolerance +0.005) that is 7.5 at 100 req/s.
-/// It only bounds the ramp: without `maxExtraFailures` nothing is rolled
-/// back for the budget's sake.
-pub fn default_budget(plan: &Plan, total_rate: f64, stable_rate: f64) -> Option<f64> {
+/// tolerance would cost over the first step's pause at the plan's first
+/// weight (at the traffic seen so far, both versions together), plus over
+/// the requests the canary has served so far. The user accepted that cost by
+/// choosing the tolerance and the first step. With the defaults (5% for 5m,
+/// tolerance +0.005) it starts at 7.5 at 100 req/s, and a canary within
+/// tolerance never spends it. It only bounds the ramp: without
+/// `maxExtraFailures` nothing is rolled back for the budget's sake.
+pub fn default_budget(
+    plan: &Plan,
+    total_rate: f64,
+    stable_rate: f64,
+    canary_requests: f64,
+) -> Option<f64> {
     let (index, weight) = plan.steps.iter().enumerate().find_map(|(i, s)| match s {
         PlanStep::SetWeight(w) if *w > 0 => Some((i, *w)),
         _ => None,
@@ -164,7 +170,10 @@ pub fn default_budget(plan: &Plan, total_rate: f64, stable_rate: f64) -> Option<
         .iter()
         .map(|c| (c.tolerance.allowed(stable_rate) - stable_rate).max(0.0))
         .reduce(f64::min)
-        .map(|edge| edge * total_rate * weight as f64 / 100.0 * pause.as_secs_f64())
+        .map(|edge| {
+            edge * (total_rate * weight as f64 / 100.0 * pause.as_secs_f64()
+                + canary_requests.max(0.0))
+        })
 }
 
 /// The requests per second of both versions together over the window the
@@ -191,7 +200,8 @@ pub fn worst_excess_rate(c: &ComparisonStatus, confidence: f64) -> f64 {
     (uc - ls).clamp(0.0, 1.0)
 }
 
-/// The risk bound for raising the weight from `from` to `to`, or `None`
+/// The risk bound for raising the weight from `from` to `to` (never while
+/// a comparison's point estimate is beyond the tolerance), or `None`
 /// when it does not apply: the final step to 100% (and blue/green's
 /// switch) needs the evidence that the canary is fine; a step that does
 /// not raise the weight, a plan without comparisons, a round that is not
@@ -215,14 +225,14 @@ pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> O
     }
     let interval = plan.interval.as_secs_f64();
     // The comparison whose worst plausible canary costs most.
-    let (worst, cost, rate, stable_rate) = st
+    let (worst, cost, rate, stable_rate, served) = st
         .comparisons
         .iter()
         .map(|c| {
             let worst = worst_excess_rate(c, plan.confidence);
             let rate = total_rate(st, c).unwrap_or(0.0);
             let cost = worst * rate * interval * to as f64 / 100.0;
-            (worst, cost, rate, c.stable_rate)
+            (worst, cost, rate, c.stable_rate, c.canary_requests)
         })
         .reduce(|a, b| if b.1 > a.1 { b } else { a })?;
     let used = st.budget.as_ref().map(|b| b.used).unwrap_or_else(|| {
@@ -234,18 +244,27 @@ pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> O
     let (budget, whose) = match plan.max_extra_failures {
         Some(max) => (max, "maxExtraFailures".to_string()),
         None => {
-            let b = default_budget(plan, rate, stable_rate).unwrap_or(0.0);
+            let b = default_budget(plan, rate, stable_rate, served).unwrap_or(0.0);
             (
                 b,
                 format!(
-                    "the default: a canary at the edge of the tolerance at the first step, at {} req/s",
-                    fmt_num(rate)
+                    "the default: a canary at the edge of the tolerance over the first step at {} req/s and the {} requests the canary served",
+                    fmt_num(rate),
+                    fmt_num(served)
                 ),
             )
         }
     };
     let left = (budget - used).max(0.0);
-    let allows = cost <= left && rate > 0.0;
+    // A canary that so far fails more often than tolerated is not raised
+    // before the evidence is in, however little it could cost.
+    let leaning_worse = st
+        .comparisons
+        .iter()
+        .filter(|c| c.excess > 0.0)
+        .map(|c| c.excess)
+        .reduce(f64::max);
+    let allows = cost <= left && rate > 0.0 && leaning_worse.is_none();
     let numbers = format!(
         "at {to}% the worst plausible canary (failing up to {} more of its requests than stable, a bound valid at every look) could cost {} extra failed requests in the next {}; the exposure budget has {} of {} left (used {}; {whose})",
         fmt_pct(worst),
@@ -255,7 +274,12 @@ pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> O
         fmt_num(budget),
         fmt_num(used),
     );
-    let message = if allows {
+    let message = if let Some(excess) = leaning_worse {
+        format!(
+            "holding at {from}%: so far the canary fails more often than tolerated (by {}), so it is not raised before the evidence is in; {numbers}",
+            fmt_pct(excess)
+        )
+    } else if allows {
         format!("{numbers}: raising while the evidence is still out")
     } else {
         format!("holding at {from}%: {numbers}, not enough to raise before the evidence is in")

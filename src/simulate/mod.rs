@@ -8,6 +8,7 @@
 //! `docs/benchmarks/decision-quality.md`. See `docs/simulate.md`.
 
 pub mod benchmark;
+pub mod breakdown;
 pub mod policies;
 pub mod progress;
 pub mod rng;
@@ -409,6 +410,8 @@ fn text_output(h: &Header<'_>, results: &[PolicyRuns], scenario: &Scenario) -> S
             let _ = writeln!(o, "  (error rates over the minute before each decision)");
             let _ = writeln!(o);
             o.push_str(&summary_text(&first.summary));
+            let _ = writeln!(o);
+            o.push_str(&breakdown::breakdown_text(first));
         } else {
             let d = Distribution::of(p.as_str(), summaries, scenario.duration);
             o.push_str(&distribution_text(&d));

@@ -43,23 +43,27 @@ fn the_default_budget_is_what_a_canary_at_the_edge_of_the_tolerance_costs_at_the
     // 5% for 5m at 100 req/s is 1500 canary requests; 0.5 points over
     // stable on each is 7.5 extra failed requests.
     let p = compare_plan(0.005, None);
-    let b = default_budget(&p, 100.0, 0.006).unwrap();
+    let b = default_budget(&p, 100.0, 0.006, 0.0).unwrap();
     assert!((b - 7.5).abs() < 1e-9, "{b}");
     // It follows the traffic.
-    let b = default_budget(&p, 20.0, 0.006).unwrap();
+    let b = default_budget(&p, 20.0, 0.006, 0.0).unwrap();
     assert!((b - 1.5).abs() < 1e-9, "{b}");
+    // And grows by what a canary at the edge costs on the requests served:
+    // a canary within tolerance never spends it.
+    let b = default_budget(&p, 20.0, 0.006, 1000.0).unwrap();
+    assert!((b - 6.5).abs() < 1e-9, "{b}");
     // A relative tolerance (20% of stable's 1%) allows 0.2 points.
     let mut p = compare_plan(0.0, None);
     p.compare[0].tolerance.relative = 0.2;
-    let b = default_budget(&p, 100.0, 0.01).unwrap();
+    let b = default_budget(&p, 100.0, 0.01, 0.0).unwrap();
     assert!((b - 3.0).abs() < 1e-9, "{b}");
     // A longer first pause gives more.
     let mut p = compare_plan(0.005, None);
     p.steps[1] = PlanStep::Pause(Some(Duration::from_secs(600)));
-    let b = default_budget(&p, 100.0, 0.006).unwrap();
+    let b = default_budget(&p, 100.0, 0.006, 0.0).unwrap();
     assert!((b - 15.0).abs() < 1e-9, "{b}");
     // No comparison, no default.
-    assert_eq!(default_budget(&plan(vec![]), 100.0, 0.006), None);
+    assert_eq!(default_budget(&plan(vec![]), 100.0, 0.006, 0.0), None);
 }
 
 #[test]
@@ -101,6 +105,19 @@ fn the_risk_bound_allows_a_raise_exactly_while_the_worst_canary_fits_what_is_lef
                 risk_bound(&p, &st, 5, 50).unwrap().allows
             }
     );
+    // A canary that so far looks worse than tolerated is not raised.
+    let mut worse = st.clone();
+    worse.comparisons[0].excess = 0.001;
+    let r = risk_bound(&p2, &worse, 5, 33).unwrap();
+    assert!(!r.allows);
+    assert!(
+        r.message
+            .contains("so far the canary fails more often than tolerated (by 0.1%)"),
+        "{}",
+        r.message
+    );
+    p2.max_extra_failures = Some(1e6);
+    assert!(!risk_bound(&p2, &worse, 5, 33).unwrap().allows);
     // The numbers are said.
     let r = at(cost * 0.99);
     assert!(
@@ -210,7 +227,8 @@ fn a_ten_times_worse_canary_is_never_raised_by_the_risk_bound() {
 #[test]
 fn thin_evidence_holds_on_the_risk_bound_and_says_so_once() {
     // 1 request/s: the worst plausible canary at 33% costs more than the
-    // default budget (0.001 × 1 req/s × 5% × 5m = 0.015).
+    // default budget (0.001 × (1 req/s × 5% × 5m + the few canary requests
+    // served), well under 1).
     let mut w = with_traffic(compare_plan(0.001, None), 1.0, 0.01, 0.01, 9);
     for _ in 0..60 {
         w.step(&healthy, None);
