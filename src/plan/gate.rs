@@ -218,9 +218,10 @@ pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> O
     {
         return None;
     }
-    // A round at this step's weight: the step started before it.
+    // A round at this step's weight: the step started before it (a round
+    // in the same second is the one that ended the step before).
     let round = st.last_analysis_at.as_ref()?.0;
-    if st.step_started_at.as_ref().is_some_and(|t| t.0 > round) {
+    if st.step_started_at.as_ref().is_some_and(|t| t.0 >= round) {
         return None;
     }
     let interval = plan.interval.as_secs_f64();

@@ -160,7 +160,10 @@ fn the_risk_bound_does_not_apply_to_the_final_step_blue_green_or_a_round_that_is
         s.verdict = v.as_str().into();
         assert_eq!(risk_bound(&p, &s, 5, 33), None, "{v:?}");
     }
-    // No round at this step yet.
+    // No round at this step yet: the latest ended the step before.
+    let mut s = st.clone();
+    s.step_started_at = s.last_analysis_at.clone();
+    assert_eq!(risk_bound(&p, &s, 5, 33), None);
     let mut s = st.clone();
     s.step_started_at = Some(Time(
         t0().checked_add(SignedDuration::from_secs(101)).unwrap(),
