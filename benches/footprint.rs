@@ -533,7 +533,7 @@ fn now() -> Timestamp {
 }
 
 fn one_call(
-    plan: &rollwise::api::Plan,
+    plan: &rollwise::plan::Plan,
     prev: &RolloutStatus,
     obs: &Observation,
     at: Timestamp,
@@ -557,7 +557,7 @@ const RUNS: usize = 5;
 fn time_scenario(name: &'static str, step_started: SignedDuration) -> Scenario {
     let app = app_name(42);
     let spec: RolloutSpec = serde_json::from_value(spec_json(&app)).expect("spec parses");
-    let plan = rollwise::api::validate(&spec).expect("the 10-step spec is valid");
+    let plan = rollwise::plan::validate(&spec).expect("the 10-step spec is valid");
     assert_eq!(plan.steps.len(), 10);
     let mut prev: RolloutStatus = serde_json::from_value(status_json(&app)).expect("status parses");
     let at = now();

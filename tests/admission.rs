@@ -899,7 +899,7 @@ fn edited(edit: Edit) -> Value {
 fn operator_verdict(obj: &Value) -> Result<(), Vec<String>> {
     let rollout: Rollout = serde_json::from_value(obj.clone())
         .map_err(|e| vec![format!("does not deserialize: {e}")])?;
-    rollwise::api::validate(&rollout.spec)
+    rollwise::plan::validate(&rollout.spec)
         .map(|_| ())
         .map_err(|errors| errors.into_iter().map(|e| e.field).collect())
 }

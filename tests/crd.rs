@@ -100,7 +100,7 @@ proptest! {
         spec["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "checkout"}});
         spec["steps"] = json!(steps);
         let spec: rollwise::api::RolloutSpec = serde_json::from_value(spec).unwrap();
-        let operator_rejects = match rollwise::api::validate(&spec) {
+        let operator_rejects = match rollwise::plan::validate(&spec) {
             Ok(_) => false,
             Err(errors) => {
                 prop_assert!(

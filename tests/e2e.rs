@@ -640,7 +640,7 @@ fn offline_test_rollouts_pass_admission_and_validation() {
             let messages: Vec<String> = e.into_vec().into_iter().map(|e| e.message).collect();
             panic!("the API server would reject {}: {messages:?}", pretty(&obj));
         }
-        if let Err(errors) = rollwise::api::validate(&r.spec) {
+        if let Err(errors) = rollwise::plan::validate(&r.spec) {
             let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             panic!(
                 "the operator would mark {} Invalid: {messages:?}",

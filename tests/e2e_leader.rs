@@ -962,7 +962,7 @@ fn offline_the_rollout_is_valid() {
         let messages: Vec<String> = e.into_vec().into_iter().map(|e| e.message).collect();
         panic!("the API server would reject {}: {messages:?}", pretty(&obj));
     }
-    if let Err(errors) = rollwise::api::validate(&r.spec) {
+    if let Err(errors) = rollwise::plan::validate(&r.spec) {
         let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         panic!(
             "the operator would mark {} Invalid: {messages:?}",

@@ -3,7 +3,7 @@
 //! - every `examples/**/*.yaml` parses (multi-document, with serde-saphyr);
 //! - every Rollout in them passes admission (the CRD's schema and CEL rules,
 //!   evaluated with kube's CEL validator on the schema generated from the Rust
-//!   types, as `tests/crd.rs` does) and `rollwise::api::validate`;
+//!   types, as `tests/crd.rs` does) and `rollwise::plan::validate`;
 //! - every example directory but `simulate` is a complete manifest set for
 //!   `kubectl apply -n NS -f`: the Deployments, Services and router object
 //!   each Rollout names are in the same file, selectors select the right
@@ -294,7 +294,7 @@ fn every_rollout_passes_admission_and_validation() {
                     continue;
                 }
             };
-            if let Err(errs) = rollwise::api::validate(&rollout.spec) {
+            if let Err(errs) = rollwise::plan::validate(&rollout.spec) {
                 let messages: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 failures.push(format!("{what}: invalid: {messages:?}"));
             }

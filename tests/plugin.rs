@@ -236,8 +236,11 @@ async fn status_of_a_mid_rollout_rollout() {
     assert!(out.contains(&evidence), "`{evidence}` not in:\n{out}");
     assert!(out.contains("exposure budget: "), "{out}");
     assert!(out.contains(" of 200"), "{out}");
+    // The ramp raised the weight to 33% before the evidence was in: the
+    // latest round is still inconclusive.
+    assert_eq!(st.verdict, "Inconclusive");
     assert!(
-        out.contains("Analysis     every 15s, latest round Pass"),
+        out.contains("Analysis     every 15s, latest round Inconclusive"),
         "{out}"
     );
     // The latest decision and what it waits for.

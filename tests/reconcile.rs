@@ -670,19 +670,21 @@ async fn evidence_promotes_a_healthy_canary_before_its_pauses_end() {
 #[tokio::test]
 async fn thin_evidence_holds_and_status_says_how_many_requests_each_side_served() {
     let sim = Sim::standard(22).await.unwrap();
-    sim.traffic.set_rps(4.0); // 0.2 request/s on the canary at 5%
+    sim.traffic.set_rps(4.0); // 2 requests/s on the canary at 50%
     sim.traffic.set_error_rate("checkout-v2", 0.005);
     // Only the comparison: the standard Rollout's threshold metric (2% over
     // one minute, about 12 canary requests here) fails on any single error,
     // which is the weakness comparisons fix, not what this test is about.
-    let patch = json!({"spec": {"analysis": {"metrics": []}}});
+    // And the default exposure budget: the ramp raises the weight to 50%
+    // while neither harm nor fine is proven; the step to 100% needs fine.
+    let patch = json!({"spec": {"analysis": {"metrics": [], "maxExtraFailures": null}}});
     sim.api()
         .patch("checkout", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     let r = run_until(&sim, Duration::from_secs(900), |_| false).await;
     let st = r.status.as_ref().unwrap();
-    assert_eq!((phase(&r), st.canary_weight), (Phase::Progressing, 5));
+    assert_eq!((phase(&r), st.canary_weight), (Phase::Progressing, 50));
     assert_eq!(
         st.last_decision.as_ref().unwrap().reason,
         "NotEnoughEvidence"

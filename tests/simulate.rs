@@ -176,7 +176,10 @@ fn the_svg_chart_is_well_formed_and_marks_the_decisions() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("run.svg");
     let path = file.display().to_string();
-    simulate(&example("turns-bad.yaml"), &["--seed", "1", "--svg", &path]);
+    simulate(
+        &example("bad-canary.yaml"),
+        &["--seed", "1", "--svg", &path],
+    );
     let svg = std::fs::read_to_string(&file).unwrap();
     assert!(
         svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),

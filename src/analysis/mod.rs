@@ -4,7 +4,8 @@
 pub mod provider;
 pub mod sequential;
 
-use crate::api::{PlanMetric, Verdict};
+use crate::api::Verdict;
+use crate::plan::PlanMetric;
 
 pub use provider::{MetricsProvider, ProviderError};
 

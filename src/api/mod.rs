@@ -3,14 +3,13 @@
 //!
 //! Durations are kept as strings in the spec (`"30s"`, `"2m"`): a typo must
 //! never make the object undeserializable for the operator, it must become a
-//! status condition naming the field (see [`validate()`]).
+//! status condition naming the field (see [`crate::plan::validate()`], which
+//! compiles a spec into the plan the engine runs).
 
 mod spec_status;
 pub mod strict;
-pub mod validate;
 
 pub use spec_status::*;
-pub use validate::{FieldError, Plan, PlanCompare, PlanMetric, PlanStep, validate};
 
 /// Annotation carrying a one-shot manual action (`promote`, `promote-full`,
 /// `abort`, `retry`). The operator carries it out once and removes it.

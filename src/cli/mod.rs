@@ -24,8 +24,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::api::{ACTION_ANNOTATION, Phase, Rollout, validate};
+use crate::api::{ACTION_ANNOTATION, Phase, Rollout};
 use crate::plan::ManualAction;
+use crate::plan::validate;
 pub use render::{render_list, render_status};
 
 /// Success.
@@ -183,7 +184,7 @@ fn retry_name(args: &[String]) -> Result<&str, Failure> {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    crate::api::validate::parse_duration(s)
+    crate::plan::compile::parse_duration(s)
 }
 
 /// What the commands need besides the client and the arguments.

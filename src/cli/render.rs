@@ -9,7 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 
-use crate::api::{MetricStatus, Phase, PlanStep, Rollout, validate};
+use crate::api::{MetricStatus, Phase, Rollout};
+use crate::plan::{PlanStep, validate};
 use crate::plan::{Reason, human};
 
 /// Events shown by the status view (the newest ones).
@@ -301,9 +302,12 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
             format!("enough evidence from the canary-vs-stable comparison{more}")
         }
         BudgetGuard => format!("room in the exposure budget to go on: {message}"),
+        RiskBoundHolds => format!(
+            "evidence, or a smaller worst plausible canary, before the weight is raised: {message}"
+        ),
         // A transition just happened; the operator comes back at once.
         RolloutStarted | Started | NewCanary | Retry | StepAdvanced | HeaderRouteSet
-        | HeaderRouteRemoved | EvidenceFine | Promoted | PromotedByHand => {
+        | HeaderRouteRemoved | EvidenceFine | RiskBoundAllows | Promoted | PromotedByHand => {
             format!("the operator's next reconcile (just now: {message})")
         }
         // Outcomes (the phase is terminal and was answered above) and

@@ -9,7 +9,8 @@ use super::{Result, with_timeout};
 use crate::analysis::{
     CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, render_query, render_window,
 };
-use crate::api::{Plan, RolloutSpec};
+use crate::api::RolloutSpec;
+use crate::plan::Plan;
 use crate::plan::Readiness;
 
 /// A referenced object that does not exist: the field that names it and
@@ -142,7 +143,7 @@ pub async fn run_comparisons(
     sides: &Sides<'_>,
     window: std::time::Duration,
 ) -> Vec<CompareOutcome> {
-    let side = |service: &str, c: &crate::api::PlanCompare| {
+    let side = |service: &str, c: &crate::plan::PlanCompare| {
         let requests = render_window(
             &render_query(&c.requests, service, sides.namespace, sides.rollout),
             window,

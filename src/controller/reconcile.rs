@@ -13,9 +13,9 @@ use serde_json::json;
 use super::observe::{self, MissingRef};
 use super::{Context, Error, Result, with_timeout};
 use crate::api::{
-    ACTION_ANNOTATION, ActionRecord, FINALIZER, Phase, Rollout, RolloutStatus, Verdict, validate,
+    ACTION_ANNOTATION, ActionRecord, FINALIZER, Phase, Rollout, RolloutStatus, Verdict,
 };
-use crate::plan::{self, AnalysisRound, ManualAction, Observation};
+use crate::plan::{self, AnalysisRound, ManualAction, Observation, validate};
 use crate::status::{self, Readiness as SpecReadiness};
 use crate::traffic::{Backends, TrafficError, router_for, watched_objects};
 

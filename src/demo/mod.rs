@@ -231,7 +231,7 @@ async fn run(seed: u64, quiet: bool) -> Result<bool, String> {
         "simulated traffic of 200 req/s and the operator's real reconcile loop on a virtual clock."
     );
     if let Some(r) = sim.rollout().await.ok()
-        && let Ok(plan) = crate::api::validate(&r.spec)
+        && let Ok(plan) = crate::plan::validate(&r.spec)
     {
         println!("plan: {}", crate::simulate::policies::describe_plan(&plan));
     }

@@ -98,10 +98,10 @@ impl NotificationKind {
             // Event's), or not worth a message: an A/B route step, a hold,
             // a refused action, the drain after a promotion.
             Started | SetWeight | HeaderRouteSet | HeaderRouteRemoved | EvidenceFine
-            | ManualPause | PausedBySpec | PromotedByHand | AllStepsDone | Completed
-            | RolledBack | PauseInProgress | WaitingForCanary | WaitingForData
-            | WaitingForAnalysis | WaitingForPass | NotEnoughEvidence | BudgetGuard
-            | MetricsError | StableScaledDown | ActionRefused => None,
+            | RiskBoundAllows | RiskBoundHolds | ManualPause | PausedBySpec | PromotedByHand
+            | AllStepsDone | Completed | RolledBack | PauseInProgress | WaitingForCanary
+            | WaitingForData | WaitingForAnalysis | WaitingForPass | NotEnoughEvidence
+            | BudgetGuard | MetricsError | StableScaledDown | ActionRefused => None,
         }
     }
 

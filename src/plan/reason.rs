@@ -55,6 +55,10 @@ reasons! {
     HeaderRouteRemoved,
     /// A timed pause ended early: the evidence says the canary is fine.
     EvidenceFine,
+    /// A middle step ended while neither harm nor fine is proven: the worst
+    /// plausible canary at the raised weight fits the exposure budget left
+    /// (Event and decision).
+    RiskBoundAllows,
     // ---- pauses
     /// A pause that waits for a person was entered (Event).
     Paused,
@@ -101,6 +105,9 @@ reasons! {
     NotEnoughEvidence,
     /// Raising the weight could spend the exposure budget.
     BudgetGuard,
+    /// Neither harm nor fine is proven, and the worst plausible canary at
+    /// the raised weight could cost more than the exposure budget has left.
+    RiskBoundHolds,
     /// The queries fail (within `consecutiveErrorLimit`).
     MetricsError,
     // ---- other transitions
@@ -145,13 +152,15 @@ impl Reason {
         match self {
             RolloutStarted | Started | NewCanary | Retry => Class::Start,
             WeightChanged | SetWeight | StepAdvanced | HeaderRouteSet | HeaderRouteRemoved
-            | EvidenceFine => Class::Step,
+            | EvidenceFine | RiskBoundAllows => Class::Step,
             Paused | ManualPause | PausedBySpec => Class::Pause,
             Promoted | PromotedByHand | RolloutCompleted | AllStepsDone => Class::Promotion,
             AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable => Class::Rollback,
             Aborted => Class::Abort,
             PauseInProgress | WaitingForCanary | WaitingForData | WaitingForAnalysis
-            | WaitingForPass | NotEnoughEvidence | BudgetGuard | MetricsError => Class::Hold,
+            | WaitingForPass | NotEnoughEvidence | BudgetGuard | RiskBoundHolds | MetricsError => {
+                Class::Hold
+            }
             Completed | RolledBack => Class::Settled,
             StableScaledDown | ActionRefused => Class::Other,
         }

@@ -7,10 +7,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
+use super::record::round_evidence;
 use super::*;
 use crate::analysis::sequential::Tolerance;
-use crate::analysis::{CompareOutcome, CountsOutcome};
-use crate::api::{PlanCompare, PlanMetric, PlanStep};
+use crate::analysis::{CompareOutcome, CountsOutcome, QueryOutcome, fmt_num};
+use crate::api::Verdict;
+use crate::plan::{PlanCompare, PlanMetric, PlanStep};
+
+mod ramp;
 
 fn t0() -> Timestamp {
     "2026-01-01T00:00:00Z".parse().unwrap()
@@ -44,7 +48,7 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
 }
 
 fn default_plan() -> Plan {
-    plan(crate::api::validate::default_steps())
+    plan(crate::plan::compile::default_steps())
 }
 
 /// A simulated cluster: a router that carries what it is told, a canary
@@ -625,13 +629,20 @@ fn a_healthy_canary_is_promoted_early_on_evidence() {
 
 #[test]
 fn thin_evidence_holds_and_says_how_much_more_is_needed() {
-    // 1 request/s: after the pause, not enough evidence yet.
-    let mut w = with_traffic(compare_plan(0.001, None), 1.0, 0.01, 0.01, 9);
+    // 1 request/s, and the last step: after the pause at 50%, not enough
+    // evidence yet (the step to 100% needs fine).
+    let mut p = compare_plan(0.001, None);
+    p.steps = vec![
+        PlanStep::SetWeight(50),
+        PlanStep::Pause(Some(Duration::from_secs(300))),
+        PlanStep::SetWeight(100),
+    ];
+    let mut w = with_traffic(p, 1.0, 0.01, 0.01, 9);
     for _ in 0..40 {
         w.step(&healthy, None);
     }
     let last = w.decisions.last().unwrap();
-    assert_eq!(w.weight, 5);
+    assert_eq!(w.weight, 50);
     assert_eq!(last.reason, "NotEnoughEvidence", "{}", last.message);
     assert!(
         last.message.contains("more canary requests"),
@@ -786,7 +797,7 @@ fn comparison_query_errors_count_toward_the_error_limit() {
 
 fn plan_from(spec: serde_json::Value) -> Plan {
     let spec: crate::api::RolloutSpec = serde_json::from_value(spec).unwrap();
-    crate::api::validate(&spec).unwrap()
+    crate::plan::validate(&spec).unwrap()
 }
 
 fn base_spec() -> serde_json::Value {
@@ -977,7 +988,7 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
         {"setWeight": 100}
     ]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert_eq!(e[0].field, "spec.steps[0].setHeaderRoute");
     assert!(
         e[0].message
@@ -988,7 +999,7 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     spec["steps"][0]["setHeaderRoute"]["match"] =
         serde_json::json!([{"header": {"name": "x", "value": "1"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert!(
         e[0].message
             .contains("traefik router cannot route by header"),
@@ -998,7 +1009,7 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     spec["steps"][0]["setHeaderRoute"]["match"] =
         serde_json::json!([{"cookie": {"name": "beta", "value": "1"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert!(
         e[0].message.contains("only with the value \"always\""),
         "{e:?}"
@@ -1006,12 +1017,12 @@ fn routers_that_cannot_express_a_route_are_rejected_by_name() {
     spec["steps"][0]["setHeaderRoute"]["match"] =
         serde_json::json!([{"cookie": {"name": "beta", "value": "always"}}]);
     let s: crate::api::RolloutSpec = serde_json::from_value(spec.clone()).unwrap();
-    assert!(crate::api::validate(&s).is_ok());
+    assert!(crate::plan::validate(&s).is_ok());
     spec["trafficRouting"] = serde_json::json!({"replicas": {}});
     spec["steps"] = serde_json::json!([{"setWeight": 100}]);
     spec["canary"].as_object_mut().unwrap().remove("deployment");
     let s: crate::api::RolloutSpec = serde_json::from_value(spec).unwrap();
-    let e = crate::api::validate(&s).unwrap_err();
+    let e = crate::plan::validate(&s).unwrap_err();
     assert!(
         e.iter().any(|e| e.field == "spec.trafficRouting.replicas"),
         "{e:?}"

@@ -17,7 +17,7 @@ use super::stats::{Distribution, Quantile};
 use super::world::{Summary, human, run};
 use super::{PolicyName, parse_rollout};
 use crate::analysis::fmt_num;
-use crate::api::Plan;
+use crate::plan::Plan;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchmarkArgs {
@@ -50,10 +50,13 @@ pub enum Kind {
     Bad,
     /// Fine at first, bad later.
     TurnsBad,
+    /// Worse than tolerated, but not by much: it should be rolled back, at
+    /// no more failed requests than a threshold policy serves.
+    Moderate,
 }
 
 /// The scenario matrix: (file under examples/simulate, what it tests, text).
-pub const SCENARIOS: [(&str, Kind, &str); 8] = [
+pub const SCENARIOS: [(&str, Kind, &str); 12] = [
     (
         "healthy.yaml",
         Kind::Healthy,
@@ -93,6 +96,26 @@ pub const SCENARIOS: [(&str, Kind, &str); 8] = [
         "turns-bad.yaml",
         Kind::TurnsBad,
         include_str!("../../examples/simulate/turns-bad.yaml"),
+    ),
+    (
+        "healthy-50.yaml",
+        Kind::Healthy,
+        include_str!("../../examples/simulate/healthy-50.yaml"),
+    ),
+    (
+        "within-tolerance-20.yaml",
+        Kind::WithinTolerance,
+        include_str!("../../examples/simulate/within-tolerance-20.yaml"),
+    ),
+    (
+        "daily-cycle.yaml",
+        Kind::WithinTolerance,
+        include_str!("../../examples/simulate/daily-cycle.yaml"),
+    ),
+    (
+        "moderately-worse.yaml",
+        Kind::Moderate,
+        include_str!("../../examples/simulate/moderately-worse.yaml"),
     ),
 ];
 
@@ -199,12 +222,21 @@ fn run_cells(
         .collect()
 }
 
+/// Prometheus' scrape interval the benchmark assumes where a scenario sets
+/// none: a query sees counts up to 15 s old.
+pub const SCRAPE_INTERVAL: u64 = 15;
+
 fn scenarios() -> Result<Vec<(&'static str, Kind, Scenario)>, String> {
     SCENARIOS
         .iter()
         .map(|(file, kind, text)| {
             Scenario::parse(text, Base::None)
-                .map(|s| (*file, *kind, s))
+                .map(|mut s| {
+                    if s.scrape_interval == 0 {
+                        s.scrape_interval = SCRAPE_INTERVAL;
+                    }
+                    (*file, *kind, s)
+                })
                 .map_err(|e| format!("{file}: {e}"))
         })
         .collect()
@@ -515,6 +547,55 @@ pub fn targets(plan: &Plan, results: &[ScenarioResult]) -> Vec<Target> {
             met: promoted_median.is_some_and(|t| t <= FLAGGER_DOCUMENTED_PROMOTION as f64),
         });
     }
+    // Promotion within a time limit (with the benchmark's scrape lag).
+    for (file, limit) in [
+        ("healthy-50.yaml", 10 * 60),
+        ("within-tolerance-20.yaml", 30 * 60),
+        ("bursty.yaml", 30 * 60),
+        ("daily-cycle.yaml", 30 * 60),
+    ] {
+        let Some(r) = by_file(file) else { continue };
+        let d = r.get(PolicyName::Rollwise);
+        let median = if d.promoted * 2 > d.trials {
+            q(d.median_time_to_decision)
+        } else {
+            None
+        };
+        out.push(Target {
+            name: format!(
+                "{}: promoted in a median ≤ {}",
+                r.scenario.name,
+                human(limit)
+            ),
+            measured: format!(
+                "rollwise median time to promote {} (p90 {}); Flagger {}, Argo {}",
+                d.median_time_to_promote.time(),
+                d.p90_time_to_decision.time(),
+                r.get(PolicyName::Flagger).median_time_to_promote.time(),
+                r.get(PolicyName::Argo).median_time_to_promote.time(),
+            ),
+            met: median.is_some_and(|t| t <= limit as f64),
+        });
+    }
+    for r in results.iter().filter(|r| r.kind == Kind::Moderate) {
+        let rw = q(r.get(PolicyName::Rollwise).median_failed_canary_requests);
+        let fl = q(r.get(PolicyName::Flagger).median_failed_canary_requests);
+        out.push(Target {
+            name: format!(
+                "{}: no more failed canary requests than Flagger's documented example",
+                r.scenario.name
+            ),
+            measured: format!(
+                "median failed canary requests: rollwise {}, Flagger {}, Argo {}; rollwise rolled back {} of {}",
+                r.get(PolicyName::Rollwise).median_failed_canary_requests.count(),
+                r.get(PolicyName::Flagger).median_failed_canary_requests.count(),
+                r.get(PolicyName::Argo).median_failed_canary_requests.count(),
+                r.get(PolicyName::Rollwise).rolled_back,
+                r.get(PolicyName::Rollwise).trials,
+            ),
+            met: matches!((rw, fl), (Some(a), Some(b)) if a <= b),
+        });
+    }
     for r in results.iter().filter(|r| r.wald.is_some()) {
         let wald = r.wald.unwrap_or(f64::NAN);
         let d = r.get(PolicyName::Rollwise);
@@ -593,9 +674,12 @@ pub fn render(
          Every number comes from `rollwise simulate`'s virtual clock: each simulated \
          second serves Poisson-distributed requests, split between stable and canary \
          by the weight the policy under test set, each request failing with its \
-         version's error rate; the policy looks at that traffic exactly when its \
-         rules say. Trial *i* uses seed {seed}+*i* in every cell, so all three \
-         policies see the same request arrivals.\n"
+         version's error rate; the policy looks at that traffic when its rules say, \
+         through a Prometheus that scrapes every {scrape}s (scenarios that set no \
+         `scrapeInterval`): a query sees the counts of the latest scrape, up to \
+         {scrape}s old, for every policy alike. Trial *i* uses seed {seed}+*i* in \
+         every cell, so all three policies see the same request arrivals.\n",
+        scrape = SCRAPE_INTERVAL
     );
     let _ = writeln!(o, "## Policies\n");
     let _ = writeln!(o, "| policy | configuration | source |");
@@ -635,6 +719,9 @@ pub fn render(
                 Kind::WithinTolerance => "promote (it is within the tolerance), never roll back",
                 Kind::Bad => "roll back after as few failed requests as possible",
                 Kind::TurnsBad => "promote nothing bad: roll back soon after it turns",
+                Kind::Moderate => {
+                    "roll back, serving no more failed requests than Flagger's documented example"
+                }
             }
         );
     }
@@ -953,7 +1040,7 @@ mod tests {
         let (_, plan) = parse_rollout(ROLLOUT).unwrap();
         assert_eq!(plan.compare.len(), 1);
         assert_eq!(plan.confidence, 0.99);
-        assert_eq!(plan.steps, crate::api::validate::default_steps());
+        assert_eq!(plan.steps, crate::plan::compile::default_steps());
         for (file, _, text) in SCENARIOS {
             Scenario::parse(text, Base::None).unwrap_or_else(|e| panic!("{file}: {e}"));
         }

@@ -1,6 +1,6 @@
 //! `rollwise simulate`: replay a Rollout's plan against synthetic or
 //! recorded traffic with a virtual clock, with the very same engine the
-//! operator runs ([`crate::api::validate()`], [`crate::plan::decide`], the
+//! operator runs ([`crate::plan::validate()`], [`crate::plan::decide`], the
 //! sequential comparison), and show when it would promote or roll back —
 //! as a timeline, a summary, JSON or an SVG chart. The decision rules that
 //! Flagger and Argo Rollouts document run on the same traffic for
@@ -8,6 +8,7 @@
 //! `docs/benchmarks/decision-quality.md`. See `docs/simulate.md`.
 
 pub mod benchmark;
+pub mod breakdown;
 pub mod policies;
 pub mod progress;
 pub mod rng;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::api::Plan;
+use crate::plan::Plan;
 use policies::{Argo, ArgoConfig, Flagger, FlaggerConfig, People, Rollwise};
 use scenario::Scenario;
 use stats::Distribution;
@@ -76,7 +77,7 @@ pub struct SimulateArgs {
 }
 
 fn parse_duration_arg(s: &str) -> Result<u64, String> {
-    crate::api::validate::parse_duration(s).map(|d| d.as_secs())
+    crate::plan::compile::parse_duration(s).map(|d| d.as_secs())
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -163,7 +164,7 @@ pub fn parse_rollout(text: &str) -> Result<(String, Plan), String> {
         .name
         .clone()
         .unwrap_or_else(|| "rollout".into());
-    let plan = crate::api::validate(&rollout.spec).map_err(|errors| {
+    let plan = crate::plan::validate(&rollout.spec).map_err(|errors| {
         format!(
             "invalid Rollout: {}",
             errors
@@ -409,6 +410,8 @@ fn text_output(h: &Header<'_>, results: &[PolicyRuns], scenario: &Scenario) -> S
             let _ = writeln!(o, "  (error rates over the minute before each decision)");
             let _ = writeln!(o);
             o.push_str(&summary_text(&first.summary));
+            let _ = writeln!(o);
+            o.push_str(&breakdown::breakdown_text(first));
         } else {
             let d = Distribution::of(p.as_str(), summaries, scenario.duration);
             o.push_str(&distribution_text(&d));

@@ -15,7 +15,8 @@ use super::world::{Event, Mark, Policy, Traffic, Verdict};
 use crate::analysis::{
     CompareOutcome, CountsOutcome, MetricOutcome, QueryOutcome, fmt_num, fmt_pct,
 };
-use crate::api::{ComparisonStatus, Phase, Plan, RolloutStatus};
+use crate::api::{ComparisonStatus, Phase, RolloutStatus};
+use crate::plan::Plan;
 use crate::plan::{
     AnalysisRound, DecisionKind, Observation, Readiness, analysis_due, decide, human,
 };
@@ -88,7 +89,7 @@ impl Rollwise {
     /// every comparison the cumulative counts of both versions since the
     /// canary first got traffic.
     fn analysis(&self, t: u64, now: Timestamp, traffic: &Traffic) -> AnalysisRound {
-        let minute = traffic.last(t, 60);
+        let minute = traffic.seen_last(t, 60);
         let rate = minute.canary_rate().unwrap_or(f64::NAN);
         let since = self
             .status
@@ -96,7 +97,7 @@ impl Rollwise {
             .as_ref()
             .map(|s| epoch().duration_until(s.0).as_secs().max(0) as u64)
             .unwrap_or(t);
-        let c = traffic.window(since, t);
+        let c = traffic.seen_window(since, t);
         let count = |x: u64| QueryOutcome::Value(x as f64);
         AnalysisRound {
             at: now,
@@ -254,8 +255,8 @@ impl Policy for Rollwise {
 
 /// A plan in one line: steps, interval, analysis.
 pub fn describe_plan(plan: &Plan) -> String {
-    use crate::api::PlanStep;
-    let steps = if plan.steps == crate::api::validate::default_steps() {
+    use crate::plan::PlanStep;
+    let steps = if plan.steps == crate::plan::compile::default_steps() {
         "default steps 5/33/50/100% with 5m pauses".to_string()
     } else {
         plan.steps
@@ -444,7 +445,7 @@ impl Policy for Flagger {
             ));
             return Some((Verdict::RolledBack, "FailedChecksThreshold".into()));
         }
-        let c = traffic.last(t, self.cfg.window);
+        let c = traffic.seen_last(t, self.cfg.window);
         let failure = match c.canary_rate() {
             None => Some(format!(
                 "Halt advancement no values found for metric request-success-rate (no canary requests in the last {})",
@@ -600,7 +601,7 @@ impl Argo {
     ) -> Option<(Verdict, String)> {
         self.measurements += 1;
         self.next_measurement = Some(t + self.cfg.interval);
-        let c = traffic.last(t, self.cfg.window);
+        let c = traffic.seen_last(t, self.cfg.window);
         let failure = match c.canary_rate() {
             None => Some("result NaN (no canary requests in the window)".to_string()),
             Some(rate) => {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::api::validate::parse_duration;
+use crate::plan::compile::parse_duration;
 
 /// How requests arrive in each simulated second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,10 @@ pub struct Scenario {
     /// always.
     pub canary_ready: Vec<(u64, Option<u64>)>,
     pub recorded: Vec<RecordedRow>,
+    /// Prometheus' scrape interval in seconds (`scrapeInterval`): a query
+    /// sees the counts of the latest scrape. 0 (the default of a scenario
+    /// file): every look sees fresh counts.
+    pub scrape_interval: u64,
 }
 
 /// Where a scenario's relative paths (`recorded:`) are resolved.
@@ -421,6 +425,7 @@ impl Scenario {
                 "canary",
                 "canaryReady",
                 "recorded",
+                "scrapeInterval",
             ],
         )?;
         let name = match map.get("name") {
@@ -491,6 +496,10 @@ impl Scenario {
                 return Err(err("canary.errorRate", "is required (e.g. 0.005)"));
             }
         }
+        let scrape_interval = match map.get("scrapeInterval") {
+            None => 0,
+            Some(v) => self::duration(v, "scrapeInterval")?,
+        };
         let canary_ready = match map.get("canaryReady") {
             None => Vec::new(),
             Some(v) => canary_ready(v, "canaryReady")?,
@@ -507,6 +516,7 @@ impl Scenario {
             canary: canary.unwrap_or(ErrorCurve(vec![(None, 0.0)])),
             canary_ready,
             recorded,
+            scrape_interval,
         })
     }
 
@@ -656,8 +666,15 @@ impl Scenario {
                 .join(", then ")
         };
         let has_rec = !self.recorded.is_empty();
+        let scrape = match self.scrape_interval {
+            0 => String::new(),
+            s => format!(
+                "; scraped every {}",
+                crate::plan::human(std::time::Duration::from_secs(s))
+            ),
+        };
         format!(
-            "{rate}; stable errors {}; canary errors {}",
+            "{rate}; stable errors {}; canary errors {}{scrape}",
             curve(&self.stable, has_rec && !self.stable_overridden),
             curve(&self.canary, has_rec && !self.canary_overridden)
         )
@@ -743,6 +760,10 @@ canaryReady: [{from: 30s}]
         assert!(
             e("duration: 1m\nrequestRate: 1\nstable: {errorRate: 0}\ncanary: {errorRate: [{rate: 0.1}, {rate: 0.2}]}")
                 .contains("canary.errorRate[0].until")
+        );
+        assert!(
+            e("duration: 1m\nrequestRate: 1\nstable: {errorRate: 0}\ncanary: {errorRate: 0}\nscrapeInterval: soon")
+                .contains("scrapeInterval")
         );
         assert!(e("duration: 1m\nrequestRate: 1\nstable: {errorRate: 0}\ncanary: {errorRate: 0}\nfoo: 1").contains("foo"));
         assert!(e("duration: 1m\nrequestRate: 1\nstable: {errorRate: 0}\ncanary: {errorRate: 0}\nrecorded: x.csv").contains("recorded"));

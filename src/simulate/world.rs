@@ -40,6 +40,10 @@ pub struct Traffic {
     pub stable_expected_on_canary: f64,
     carry_total: f64,
     carry_canary: f64,
+    /// Prometheus' scrape interval in seconds (0: every look sees fresh
+    /// counts) and the second of the first scrape.
+    scrape: u64,
+    phase: u64,
 }
 
 impl Traffic {
@@ -51,7 +55,42 @@ impl Traffic {
             stable_expected_on_canary: 0.0,
             carry_total: 0.0,
             carry_canary: 0.0,
+            scrape: 0,
+            phase: 0,
         }
+    }
+
+    /// Counts as a Prometheus that scrapes every `seconds` sees them: a
+    /// query at `t` sees the counters of the latest scrape at or before
+    /// `t`. Each seed scrapes at its own phase, as real targets do.
+    pub fn with_scrape_interval(mut self, seconds: u64) -> Self {
+        self.scrape = seconds;
+        self.phase = if seconds > 0 { self.seed % seconds } else { 0 };
+        self
+    }
+
+    /// The second of the latest scrape at or before `t` (`t` itself when
+    /// counts are fresh).
+    pub fn scraped(&self, t: u64) -> u64 {
+        if self.scrape == 0 {
+            return t;
+        }
+        if t < self.phase {
+            return 0;
+        }
+        self.phase + (t - self.phase) / self.scrape * self.scrape
+    }
+
+    /// What a query at `t` over `[from, t)` sees: the counts up to the
+    /// latest scrape.
+    pub fn seen_window(&self, from: u64, t: u64) -> Counts {
+        self.window(from, self.scraped(t))
+    }
+
+    /// What a query at `t` over the last `seconds` (`increase(x[1m])`)
+    /// sees: the `seconds` before the latest scrape.
+    pub fn seen_last(&self, t: u64, seconds: u64) -> Counts {
+        self.last(self.scraped(t), seconds)
     }
 
     /// Seconds served so far.
@@ -273,7 +312,8 @@ pub const RATE_WINDOW: u64 = 60;
 
 /// Run `policy` through `scenario` with `seed`.
 pub fn run(scenario: &Scenario, policy: &mut dyn Policy, seed: u64) -> Run {
-    let mut traffic = Traffic::new(seed, scenario.arrivals);
+    let mut traffic =
+        Traffic::new(seed, scenario.arrivals).with_scrape_interval(scenario.scrape_interval);
     let mut timeline = Vec::new();
     let mut weights = vec![(0, policy.weight())];
     let mut decided = None;
@@ -407,5 +447,30 @@ mod tests {
         assert!(cb.canary_requests > ca.canary_requests);
         let n = ca.canary_requests + ca.stable_requests;
         assert!((29_000..31_000).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn a_scrape_interval_shows_counts_up_to_the_latest_scrape() {
+        let s = scenario("deterministic");
+        // Seed 20, every 15 s: scrapes at 5, 20, 35, ...
+        let mut t = Traffic::new(20, s.arrivals).with_scrape_interval(15);
+        for _ in 0..40 {
+            t.serve(&s, 50);
+        }
+        assert_eq!(
+            (t.scraped(4), t.scraped(5), t.scraped(19), t.scraped(20)),
+            (0, 5, 5, 20)
+        );
+        // A look at 34 s sees the counts up to 20 s; at 35 s, up to 35 s.
+        assert_eq!(t.seen_window(0, 34), t.window(0, 20));
+        assert_eq!(t.seen_window(0, 35), t.window(0, 35));
+        assert_eq!(t.seen_last(34, 10), t.window(10, 20));
+        // Looks between two scrapes see the same counts: no new traffic
+        // is not no traffic.
+        assert_eq!(t.seen_window(0, 21), t.seen_window(0, 34));
+        assert!(t.seen_window(0, 21).canary_requests > 0);
+        // Without a scrape interval, counts are fresh.
+        let fresh = Traffic::new(20, s.arrivals);
+        assert_eq!(fresh.scraped(34), 34);
     }
 }
