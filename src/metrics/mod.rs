@@ -37,6 +37,9 @@ pub struct Metrics {
     pub per_rollout: PerRollout,
 }
 
+/// The prefix of every family's name.
+const PREFIX: &str = "rollwise";
+
 /// Families with a series only while its value is not 0 (absent from
 /// `/metrics` when no Rollout has one): see [`PerRollout::set_status`].
 pub const SPARSE_FAMILIES: [&str; 2] = [
@@ -53,7 +56,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry =
-            Registry::new_custom(Some("rollwise".into()), None).expect("static prefix is valid");
+            Registry::new_custom(Some(PREFIX.into()), None).expect("static prefix is valid");
         let reconciles = IntCounterVec::new(
             Opts::new("reconciles_total", "Reconciles by result"),
             &["result"],
@@ -107,7 +110,6 @@ impl Metrics {
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(kube_requests.clone()),
-            Box::new(per_rollout.clone()),
             Box::new(errors.clone()),
             Box::new(reconcile_duration.clone()),
             Box::new(phase.clone()),
@@ -173,7 +175,9 @@ impl Metrics {
         if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
             return String::new();
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        self.per_rollout.encode(PREFIX, &mut text);
+        text
     }
 
     /// Forget a deleted Rollout's series.
