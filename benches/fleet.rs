@@ -46,7 +46,8 @@ bounded by the controller-manager (20 requests a second per controller): about 7
 the binary, admin kubeconfig, all namespaces) and leaves it a few seconds with no Rollouts;
 creates the N Rollouts (16 at a time); waits until every one has completed (phase Succeeded; in
 the waiting scenario, until each says it waits for its canary: last decision
-`WaitingForCanary`); leaves the fleet alone for the soak (300 s by default: a Rollout that
+`WaitingForCanary`) and the operator has been quiet for 2 s (no reconcile, no request but its
+watches: a last Event belongs to the progress); leaves the fleet alone for the soak (300 s by default: a Rollout that
 looked again every 5 minutes, as the code before issue 9 did, would do so once in it); deletes every Rollout (by name, 16 requests at a
 time) and waits until all are gone.
 

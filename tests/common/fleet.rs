@@ -1546,6 +1546,30 @@ pub async fn run_fleet(cluster: &Cluster, options: &FleetOptions) -> FleetReport
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // The last reconciles may still be finishing (an Event after the status
+    // write the watch saw): they belong to the progress, not to the soak.
+    // Wait until the operator's reconciles and requests (watches aside)
+    // stay the same for 2 s, 30 s at most.
+    let activity = async || {
+        let text = operator.metrics().await;
+        let reconciles: f64 = samples_of(&text, "rollwise_reconciles_total")
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        let requests = counts_from_metric(&text)
+            .map(|(c, _)| counts_total(&counts_without_watches(&c)))
+            .unwrap_or(0.0);
+        (reconciles, requests)
+    };
+    let quiet_since = Instant::now();
+    let mut last = activity().await;
+    let mut still = 0;
+    while still < 2 && quiet_since.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = activity().await;
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
     snapshots.push(("progress", take(&mut log_counter).await));
     let (
         settled_count,
