@@ -510,7 +510,7 @@ fn record_metrics(
     m.decisions
         .with_label_values(&[decision.kind.as_str(), decision.reason.as_str()])
         .inc();
-    m.record_status(ns, name, next);
+    m.per_rollout.set_status(ns, name, next);
     m.record_transitions(&decision.transitions);
     if prev.phase != next.phase || prev.canary_ref.is_empty() {
         if !prev.canary_ref.is_empty() {
@@ -623,7 +623,9 @@ async fn invalid(
     }
     tracing::warn!(rollout = %r.name_any(), namespace = ?r.namespace(), reason, "{message}");
     if let Some(ns) = r.namespace() {
-        ctx.metrics.record_status(&ns, &r.name_any(), &next);
+        ctx.metrics
+            .per_rollout
+            .set_status(&ns, &r.name_any(), &next);
         depend_on(ctx, &ns, r, true);
     }
     Ok(action)

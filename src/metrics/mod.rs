@@ -153,12 +153,6 @@ impl Metrics {
         }
     }
 
-    /// Record a Rollout's alerted conditions and its analysis errors in a
-    /// row, from the status just written.
-    pub fn record_status(&self, namespace: &str, name: &str, status: &crate::api::RolloutStatus) {
-        self.per_rollout.set_status(namespace, name, status);
-    }
-
     /// Count the transitions of one decision.
     pub fn record_transitions(&self, transitions: &[crate::plan::Transition]) {
         for t in transitions {
@@ -251,7 +245,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        m.record_status("shop", "checkout", &status);
+        m.per_rollout.set_status("shop", "checkout", &status);
         let text = m.render();
         assert!(text.contains(
             r#"rollwise_rollout_condition{condition="Stalled",namespace="shop",rollout="checkout"} 1"#
@@ -263,7 +257,8 @@ mod tests {
             r#"rollwise_analysis_consecutive_errors{namespace="shop",rollout="checkout"} 2"#
         ));
         // Back to no errors and no Stalled: the series go (sparse).
-        m.record_status("shop", "checkout", &crate::api::RolloutStatus::default());
+        m.per_rollout
+            .set_status("shop", "checkout", &crate::api::RolloutStatus::default());
         let text = m.render();
         assert!(!text.contains("rollwise_rollout_condition{"), "{text}");
         assert!(
