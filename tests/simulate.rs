@@ -502,9 +502,33 @@ fn the_benchmark_command_writes_its_report() {
         "## Wald's bound",
         "KL(p1‖p0)",
         "interval 1m, threshold 10, stepWeight 2, maxWeight 50",
+        "![time to promote, per scenario and policy](time-to-promote.svg)",
     ] {
         assert!(report.contains(needle), "no {needle:?} in the report");
     }
+    // The time-to-promote chart beside it: a row for each scenario a canary
+    // should pass, none for those it should fail; a box per policy.
+    assert!(stdout.contains("time-to-promote.svg"), "{stdout}");
+    let chart = std::fs::read_to_string(dir.path().join("time-to-promote.svg")).unwrap();
+    assert!(chart.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(chart.trim_end().ends_with("</svg>"));
+    for name in [
+        "healthy canary",
+        "within tolerance, 20 req/s",
+        "daily cycle, within tolerance",
+    ] {
+        assert!(
+            chart.contains(&format!(">{name}</text>")),
+            "no row for {name}"
+        );
+    }
+    for name in ["canary with 10x errors", "moderately worse than tolerated"] {
+        assert!(
+            !chart.contains(name),
+            "a row for {name}, which should not be promoted"
+        );
+    }
+    assert!(chart.matches("<title>rollwise: ").count() >= 5, "{chart}");
     // Deterministic: the same seeds give the same report, whatever the threads.
     let again = dir.path().join("again.md");
     let path = again.display().to_string();

@@ -119,6 +119,9 @@ pub const SCENARIOS: [(&str, Kind, &str); 12] = [
     ),
 ];
 
+/// The time-to-promote chart's file name, beside the report.
+pub const CHART: &str = "time-to-promote.svg";
+
 /// The Rollout rollwise runs in the benchmark.
 pub const ROLLOUT: &str = include_str!("../../examples/simulate/rollout.yaml");
 
@@ -441,6 +444,17 @@ pub fn main(args: BenchmarkArgs) -> ExitCode {
             return ExitCode::from(2);
         }
         println!("wrote {}", args.out.display());
+        if let Some(chart) = super::promote_chart::render(&results) {
+            let path = args.out.with_file_name(CHART);
+            if let Err(e) = std::fs::write(&path, chart) {
+                eprintln!(
+                    "rollwise simulate benchmark: cannot write {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            println!("wrote {}", path.display());
+        }
     }
     for t in targets(&plan, &results) {
         println!(
@@ -784,6 +798,12 @@ pub fn render(
             );
         }
     }
+
+    let _ = writeln!(o, "\n### Time to promote\n");
+    let _ = writeln!(
+        o,
+        "How long each policy took to promote a canary that should pass, over the runs it promoted (`{CHART}`, written beside this report):\n\n![time to promote, per scenario and policy]({CHART})"
+    );
 
     let _ = writeln!(o, "\n## Targets\n");
     let _ = writeln!(o, "| target | measured | met |");

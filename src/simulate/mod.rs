@@ -11,6 +11,7 @@ pub mod benchmark;
 pub mod breakdown;
 pub mod policies;
 pub mod progress;
+pub mod promote_chart;
 pub mod rng;
 pub mod scenario;
 pub mod stats;
