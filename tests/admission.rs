@@ -81,8 +81,29 @@ fn analysis(o: &mut Value) -> &mut Value {
     &mut o["spec"]["analysis"]
 }
 
+/// The baseline's first metric in query form (the example's is counted):
+/// the rows of the query form's rules edit this one.
 fn metric0(o: &mut Value) -> &mut Value {
-    &mut o["spec"]["analysis"]["metrics"][0]
+    let m = &mut o["spec"]["analysis"]["metrics"][0];
+    if m.get("requests").is_some() {
+        *m = json!({
+            "name": "error-rate",
+            "query": "sum(rate(http_requests_total{service=\"{{service}}\",code=~\"5..\"}[1m])) / sum(rate(http_requests_total{service=\"{{service}}\"}[1m]))",
+            "max": 0.05,
+            "failureLimit": 2,
+        });
+    }
+    m
+}
+
+/// The baseline's first metric as the example has it: counted.
+fn counted0(o: &mut Value) -> &mut Value {
+    let m = &mut o["spec"]["analysis"]["metrics"][0];
+    assert!(
+        m.get("requests").is_some(),
+        "the example's first metric is counted: {m}"
+    );
+    m
 }
 
 fn remove(v: &mut Value, key: &str) {
@@ -504,6 +525,50 @@ fn cel_rules() -> Vec<CelCase> {
             |o| metric0(o)["query"] = json!(" \n\t"),
         ),
         rule(
+            "spec.analysis.metrics[]",
+            "a metric has either query, or requests and failures",
+            r#"spec.analysis.metrics[0]: Invalid value: "object""#,
+            |o| {
+                counted0(o);
+            },
+            |o| counted0(o)["query"] = json!("up"),
+        ),
+        rule(
+            "spec.analysis.metrics[]",
+            "requests and failures go together",
+            r#"spec.analysis.metrics[0]: Invalid value: "object""#,
+            |o| counted0(o)["failures"] = json!("sum(increase(errors_total[{{window}}]))"),
+            |o| remove(counted0(o), "failures"),
+        ),
+        rule(
+            "spec.analysis.metrics[]",
+            "a counted metric (requests and failures) needs max, an error rate in [0, 1), and no min",
+            r#"spec.analysis.metrics[0]: Invalid value: "object""#,
+            |o| counted0(o)["max"] = json!(0),
+            |o| counted0(o)["max"] = json!(1.5),
+        ),
+        rule(
+            "spec.analysis.metrics[]",
+            "failureLimit does not apply to a counted metric: its evidence decides",
+            r#"spec.analysis.metrics[0]: Invalid value: "object""#,
+            |o| counted0(o)["max"] = json!(0.01),
+            |o| counted0(o)["failureLimit"] = json!(1),
+        ),
+        rule(
+            "spec.analysis.metrics[].requests",
+            "requests must not be empty",
+            r#"spec.analysis.metrics[0].requests: Invalid value: "string""#,
+            |o| counted0(o)["requests"] = json!("sum(increase(requests_total[{{window}}]))"),
+            |o| counted0(o)["requests"] = json!(" "),
+        ),
+        rule(
+            "spec.analysis.metrics[].failures",
+            "failures must not be empty",
+            r#"spec.analysis.metrics[0].failures: Invalid value: "string""#,
+            |o| counted0(o)["failures"] = json!("sum(increase(errors_total[{{window}}]))"),
+            |o| counted0(o)["failures"] = json!("\n"),
+        ),
+        rule(
             "spec.analysis.metrics[].failureLimit",
             "failureLimit must be between 0 and 1000",
             r#"spec.analysis.metrics[0].failureLimit: Invalid value: "integer""#,
@@ -700,14 +765,6 @@ fn structural_limits() -> Vec<LimitCase> {
             "no traffic routing",
             &["spec.trafficRouting: Required value", NOT_CHECKED],
             |o| remove(spec(o), "trafficRouting"),
-        ),
-        limit(
-            "a metric without a query",
-            &[
-                "spec.analysis.metrics[0].query: Required value",
-                NOT_CHECKED,
-            ],
-            |o| remove(metric0(o), "query"),
         ),
         limit(
             "a webhook without urlFrom",

@@ -187,6 +187,64 @@ async fn faulty_canary_is_rolled_back_by_the_analysis() {
     .await;
 }
 
+/// The same faulty canary judged by a counted metric (`requests` and
+/// `failures` with `max: 0.05`): rolled back on the evidence (`CanaryWorse`),
+/// its numbers in `status.comparisons` against the fixed limit, stable never
+/// asked; all traffic back on stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counted_metric_rolls_back_a_faulty_canary_on_evidence() {
+    in_namespace("counted", async |ns: &TestNs| {
+        let env = Env::setup(ns, Some(FAULTY_ERROR_RATE)).await;
+        let prometheus = env.prometheus.as_ref().expect("a Prometheus");
+        let sel = r#"service="{{service}}",namespace="{{namespace}}""#;
+        let r = rollout(
+            &ns.name,
+            json!([{"setWeight": 20}, {"pause": {"duration": "10m"}}, {"setWeight": 100}]),
+            Some(json!({
+                "prometheus": {"address": prometheus.address()},
+                "metrics": [{
+                    "name": "error-rate",
+                    "requests": format!("sum(increase(http_requests_total{{{sel}}}[{{{{window}}}}]))"),
+                    "failures": format!("sum(increase(http_requests_total{{{sel},code=~\"5..\"}}[{{{{window}}}}]))"),
+                    "max": MAX_ERROR_RATE
+                }]
+            })),
+        );
+        env.create_rollout(r).await;
+        let r = ns
+            .wait_phase(ROLLOUT, Phase::RolledBack, 0, ROLLOUT_TIMEOUT)
+            .await;
+        let status = r.status.clone().unwrap_or_default();
+        let decision = status.last_decision.clone().expect("a last decision");
+        assert_eq!(decision.reason, "CanaryWorse", "{decision:?}");
+        assert!(
+            status.analysis.is_empty(),
+            "a counted metric is not a query metric: {:?}",
+            status.analysis
+        );
+        let c = status
+            .comparisons
+            .iter()
+            .find(|c| c.name == "error-rate")
+            .unwrap_or_else(|| panic!("no error-rate in status.comparisons: {:?}", status.comparisons));
+        assert_eq!(c.verdict, "Harm", "{c:?}");
+        assert_eq!(c.tolerance, "at most 0.05", "{c:?}");
+        assert_eq!(c.stable_requests, 0.0, "stable is not part of a limit: {c:?}");
+        assert!(c.canary_rate > MAX_ERROR_RATE, "{c:?}");
+        assert!(c.harm_evidence >= c.evidence_bar, "{c:?}");
+        assert!(c.message.contains("limit 5%"), "{}", c.message);
+        assert_eq!(status.canary_weight, 0, "status.canaryWeight");
+        let route = env.route().await;
+        assert_eq!(
+            rule_weights(&route),
+            (Some(100), Some(0)),
+            "(stable, canary) weights after the rollback; route: {}",
+            pretty(&route.data)
+        );
+    })
+    .await;
+}
+
 /// A Rollout deleted mid-way (held at 20% by a pause without duration):
 /// the operator's finalizer returns all traffic to stable, then lets the
 /// object go.

@@ -130,13 +130,28 @@ pub struct Tolerance {
     pub absolute: f64,
     /// Relative tolerance; `k = 1 + relative`.
     pub relative: f64,
+    /// A fixed limit: the canary is fine when `pc <= a`, whatever stable
+    /// does (`k = 0`; stable's counts play no part). A threshold metric
+    /// counted as requests and failures (`metrics[].requests`/`failures`
+    /// with `max`).
+    pub fixed: bool,
 }
 
 impl Tolerance {
     pub const ZERO: Tolerance = Tolerance {
         absolute: 0.0,
         relative: 0.0,
+        fixed: false,
     };
+
+    /// The fixed limit `pc <= max`.
+    pub fn limit(max: f64) -> Tolerance {
+        Tolerance {
+            absolute: max,
+            relative: 0.0,
+            fixed: true,
+        }
+    }
 
     /// Parse `0.005` (absolute) or `"20%"` (relative).
     pub fn parse(v: Option<&serde_json::Value>) -> Result<Tolerance, String> {
@@ -148,6 +163,7 @@ impl Tolerance {
                     Ok(Tolerance {
                         absolute: a,
                         relative: 0.0,
+                        fixed: false,
                     })
                 } else {
                     Err(format!("{a} is not an error rate in [0, 1)"))
@@ -160,6 +176,7 @@ impl Tolerance {
                         Ok(r) if r.is_finite() && r >= 0.0 => Ok(Tolerance {
                             absolute: 0.0,
                             relative: r / 100.0,
+                            fixed: false,
                         }),
                         _ => Err(format!("{s:?} is not a percentage like \"20%\"")),
                     }
@@ -168,6 +185,7 @@ impl Tolerance {
                         Ok(a) if (0.0..1.0).contains(&a) => Ok(Tolerance {
                             absolute: a,
                             relative: 0.0,
+                            fixed: false,
                         }),
                         _ => Err(format!(
                             "{s:?} is neither an error rate like 0.005 nor a percentage like \"20%\""
@@ -180,7 +198,7 @@ impl Tolerance {
     }
 
     fn k(&self) -> f64 {
-        1.0 + self.relative
+        if self.fixed { 0.0 } else { 1.0 + self.relative }
     }
 
     /// The highest canary rate allowed for a stable rate `ps`.
@@ -190,7 +208,9 @@ impl Tolerance {
 
     pub fn describe(&self) -> String {
         let (a, r) = (self.absolute, self.relative);
-        if r == 0.0 {
+        if self.fixed {
+            format!("at most {a}")
+        } else if r == 0.0 {
             format!("+{a}")
         } else if a == 0.0 {
             format!("+{}%", r * 100.0)
@@ -256,6 +276,11 @@ pub fn kl(q: f64, r: f64) -> f64 {
 /// the batch's request counts) to the alternative `(qc, qs)`: returns
 /// `(rc, rs)`.
 fn project(qc: f64, qs: f64, nc: f64, ns: f64, tol: Tolerance) -> (f64, f64) {
+    if tol.fixed {
+        // The boundary is `pc = a` for every stable rate: the closest
+        // point leaves stable where it is.
+        return (tol.absolute, qs);
+    }
     let (k, a) = (tol.k(), tol.absolute);
     let hi = ((1.0 - a) / k).min(1.0);
     // f(r) = nc·KL(qc‖k r + a) + ns·KL(qs‖r) is convex on (0, hi): Newton on
@@ -319,7 +344,9 @@ fn batch_factors(qc: f64, qs: f64, nc: f64, ns: f64, tol: Tolerance) -> (f64, f6
 
 /// `ln` of one batch's e-value for one alternative `(qc, qs)`.
 fn batch_log_e(qc: f64, qs: f64, dc: Counts, ds: Counts, tol: Tolerance) -> f64 {
-    if dc.requests <= 0.0 || ds.requests <= 0.0 {
+    // Against a fixed limit stable's factors are 1 (its projection is
+    // itself): the canary's batch alone is a batch.
+    if dc.requests <= 0.0 || (ds.requests <= 0.0 && !tol.fixed) {
         return 0.0;
     }
     let (tc, fc, ts, fs) = batch_factors(qc, qs, dc.requests, ds.requests, tol);
@@ -396,7 +423,12 @@ pub fn evaluate(
     confidence: f64,
 ) -> Result<Evidence, CountError> {
     let canary = canary.checked("canary")?;
-    let stable = stable.checked("stable")?;
+    // Against a fixed limit stable's counts are not part of the test.
+    let stable = if tolerance.fixed {
+        Counts::default()
+    } else {
+        stable.checked("stable")?
+    };
     let alpha = (1.0 - confidence).clamp(1e-12, 0.5);
     // The batch: what arrived since the previous look. Prometheus'
     // extrapolation can make a cumulative count dip; a dip is no batch.
@@ -458,7 +490,7 @@ pub fn evaluate(
     let (ln_harm, ln_fine) = (log_mean_exp(&state.harm), log_mean_exp(&state.fine));
     let ln_bar = (1.0 / alpha).ln();
     let excess = canary.rate() - tolerance.allowed(stable.rate());
-    let outcome = if canary.requests == 0.0 || stable.requests == 0.0 {
+    let outcome = if canary.requests == 0.0 || (stable.requests == 0.0 && !tolerance.fixed) {
         Outcome::Inconclusive
     } else if ln_harm >= ln_bar {
         Outcome::Harm
@@ -498,7 +530,7 @@ pub fn evaluate(
 /// estimates lean to gains the `missing` nats it lacks: each canary request
 /// adds about `KL(p̂c ‖ allowed(p̂s))` when the rates are what they seem.
 fn requests_needed(canary: Counts, stable: Counts, tol: Tolerance, missing: f64) -> Option<u64> {
-    if canary.requests == 0.0 || stable.requests == 0.0 || missing <= 0.0 {
+    if canary.requests == 0.0 || (stable.requests == 0.0 && !tol.fixed) || missing <= 0.0 {
         return None;
     }
     let pc = ((canary.failures + 0.5) / (canary.requests + 1.0)).clamp(1e-9, 1.0 - 1e-9);

@@ -501,28 +501,54 @@ pub struct PrometheusSpec {
     pub address: String,
 }
 
-/// A threshold metric: a PromQL query that yields one number.
+/// A threshold metric, in one of two forms:
+/// - counted: `requests` and `failures` queries with `max`, the highest
+///   tolerated error rate. The canary's counts are judged by the same
+///   sequential evidence as `compare`, against the fixed limit: rolled back
+///   as soon as the evidence says it fails more often than `max`, fine
+///   once it says it does not. Use it for error rates.
+/// - a `query` that yields one number, with `max` and/or `min`, judged at
+///   every look; `failureLimit` failed looks are tolerated. Use it for what
+///   cannot be counted: latency quantiles, saturation.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.max) || has(self.min)").message("a metric needs max or min"))]
 #[x_kube(validation = Rule::new("!has(self.max) || !has(self.min) || self.min <= self.max").message("min must not exceed max"))]
+#[x_kube(validation = Rule::new("has(self.query) != has(self.requests)").message("a metric has either query, or requests and failures"))]
+#[x_kube(validation = Rule::new("has(self.requests) == has(self.failures)").message("requests and failures go together"))]
+#[x_kube(validation = Rule::new("!has(self.requests) || (has(self.max) && !has(self.min) && self.max >= 0.0 && self.max < 1.0)").message("a counted metric (requests and failures) needs max, an error rate in [0, 1), and no min"))]
+#[x_kube(validation = Rule::new("!has(self.requests) || !has(self.failureLimit)").message("failureLimit does not apply to a counted metric: its evidence decides"))]
 pub struct MetricSpec {
     /// Name shown in status and events.
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$')").message("metric name must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     #[schemars(length(max = 63))]
     pub name: String,
-    /// PromQL; `{{service}}`, `{{namespace}}` and `{{rollout}}` are replaced
-    /// (service = the canary Service).
+    /// PromQL that yields one number; `{{service}}`, `{{namespace}}` and
+    /// `{{rollout}}` are replaced (service = the canary Service).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[x_kube(validation = Rule::new("self.matches('\\\\S')").message("query must not be empty"))]
     #[schemars(length(max = 8192))]
     pub query: String,
-    /// Highest healthy value (inclusive).
+    /// Counted form: PromQL for the number of the canary's requests in
+    /// `{{window}}` (e.g. `sum(increase(http_requests_total{service="{{service}}"}[{{window}}]))`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('\\\\S')").message("requests must not be empty"))]
+    #[schemars(length(max = 8192))]
+    pub requests: Option<String>,
+    /// Counted form: PromQL for the number of those requests that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('\\\\S')").message("failures must not be empty"))]
+    #[schemars(length(max = 8192))]
+    pub failures: Option<String>,
+    /// Highest healthy value (inclusive); for a counted metric, the highest
+    /// tolerated error rate (failures / requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
     /// Lowest healthy value (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
-    /// Failed evaluations tolerated; one more rolls back. Default 0.
+    /// Failed evaluations tolerated; one more rolls back. Default 0. Not
+    /// for a counted metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 1000").message("failureLimit must be between 0 and 1000"))]
     pub failure_limit: Option<i32>,

@@ -520,12 +520,17 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
                             number(s.canary_requests),
                             percent(s.canary_rate)
                         ),
-                        format!(
-                            "{}/{} {}",
-                            number(s.stable_failures),
-                            number(s.stable_requests),
-                            percent(s.stable_rate)
-                        ),
+                        // A counted metric's limit does not involve stable.
+                        if c.tolerance.fixed {
+                            "-".into()
+                        } else {
+                            format!(
+                                "{}/{} {}",
+                                number(s.stable_failures),
+                                number(s.stable_requests),
+                                percent(s.stable_rate)
+                            )
+                        },
                         if s.tolerance.is_empty() {
                             "-".into()
                         } else {

@@ -31,7 +31,7 @@ pub(super) fn projected_extra(
         .iter()
         .filter(|c| c.canary_requests > 0.0)
         .map(|c| {
-            let total_rate = (c.canary_requests + c.stable_requests) / window;
+            let total_rate = rate_over(plan, c, window);
             let per_interval = total_rate * plan.interval.as_secs_f64() * weight as f64 / 100.0;
             let excess = (c.canary_rate - c.stable_rate).max(0.0);
             if excess > 0.0 {
@@ -177,12 +177,32 @@ pub fn default_budget(
 }
 
 /// The requests per second of both versions together over the window the
-/// latest comparison counts cover.
-fn total_rate(st: &RolloutStatus, c: &ComparisonStatus) -> Option<f64> {
+/// latest comparison counts cover. A counted metric (a fixed limit) has no
+/// stable counts: the canary's requests are scaled up from the first
+/// step's weight, which overstates the total once the weight has risen
+/// (so the risk bound errs on the side of holding).
+fn total_rate(plan: &Plan, st: &RolloutStatus, c: &ComparisonStatus) -> Option<f64> {
     let since = st.canary_traffic_since.as_ref()?.0;
     let end = st.last_analysis_at.as_ref()?.0;
     let window = since.duration_until(end).as_secs_f64().max(1.0);
-    Some((c.canary_requests + c.stable_requests) / window)
+    Some(rate_over(plan, c, window))
+}
+
+/// Both versions' requests per second over `window` seconds (see
+/// [`total_rate`] for a counted metric).
+fn rate_over(plan: &Plan, c: &ComparisonStatus, window: f64) -> f64 {
+    let fixed = plan
+        .compare
+        .iter()
+        .any(|p| p.name == c.name && p.tolerance.fixed);
+    let first = plan.steps.iter().find_map(|s| match s {
+        PlanStep::SetWeight(w) if *w > 0 => Some(*w),
+        _ => None,
+    });
+    match first {
+        Some(first) if fixed => c.canary_requests / window * 100.0 / first as f64,
+        _ => (c.canary_requests + c.stable_requests) / window,
+    }
 }
 
 /// The worst plausible excess of the canary's failure rate over stable's:
@@ -226,14 +246,18 @@ pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> O
     }
     let interval = plan.interval.as_secs_f64();
     // The comparison whose worst plausible canary costs most.
-    let (worst, cost, rate, stable_rate, served) = st
+    let (worst, cost, rate, stable_rate, served, fixed) = st
         .comparisons
         .iter()
         .map(|c| {
             let worst = worst_excess_rate(c, plan.confidence);
-            let rate = total_rate(st, c).unwrap_or(0.0);
+            let rate = total_rate(plan, st, c).unwrap_or(0.0);
             let cost = worst * rate * interval * to as f64 / 100.0;
-            (worst, cost, rate, c.stable_rate, c.canary_requests)
+            let fixed = plan
+                .compare
+                .iter()
+                .any(|p| p.name == c.name && p.tolerance.fixed);
+            (worst, cost, rate, c.stable_rate, c.canary_requests, fixed)
         })
         .reduce(|a, b| if b.1 > a.1 { b } else { a })?;
     let used = st.budget.as_ref().map(|b| b.used).unwrap_or_else(|| {
@@ -266,9 +290,21 @@ pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> O
         .map(|c| c.excess)
         .reduce(f64::max);
     let allows = cost <= left && rate > 0.0 && leaning_worse.is_none();
+    let worst = if fixed {
+        format!("failing up to {} of its requests", fmt_pct(worst))
+    } else {
+        format!(
+            "failing up to {} more of its requests than stable",
+            fmt_pct(worst)
+        )
+    };
+    let failed = if fixed {
+        "failed requests"
+    } else {
+        "extra failed requests"
+    };
     let numbers = format!(
-        "at {to}% the worst plausible canary (failing up to {} more of its requests than stable, a bound valid at every look) could cost {} extra failed requests in the next {}; the exposure budget has {} of {} left (used {}; {whose})",
-        fmt_pct(worst),
+        "at {to}% the worst plausible canary ({worst}, a bound valid at every look) could cost {} {failed} in the next {}; the exposure budget has {} of {} left (used {}; {whose})",
         fmt_num(cost),
         human(Duration::from_secs_f64(interval)),
         fmt_num(left),

@@ -138,7 +138,7 @@ pub(super) fn record_analysis(
                         Verdict::Error
                     }
                     Ok(ev) => {
-                        fill_comparison(&mut cs, &ev, basis);
+                        fill_comparison(&mut cs, &ev, basis, cmp.tolerance);
                         let (used, upper, n) = budget.unwrap_or((0.0, 0.0, 0.0));
                         budget = Some((
                             used.max(ev.extra_failures),
@@ -241,7 +241,12 @@ fn round2(v: f64) -> f64 {
 }
 
 /// The comparison's numbers, and a sentence that explains them.
-fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: String) {
+fn fill_comparison(
+    cs: &mut ComparisonStatus,
+    ev: &sequential::Evidence,
+    basis: String,
+    tolerance: sequential::Tolerance,
+) {
     cs.canary_requests = ev.canary.requests;
     cs.canary_failures = ev.canary.failures;
     cs.canary_rate = ev.canary.rate();
@@ -266,6 +271,16 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: 
         fmt_num(cs.confidence * 100.0)
     );
     let conclusion = match ev.outcome {
+        Outcome::Harm if tolerance.fixed => format!(
+            "above the limit: the evidence that the canary fails more often than {} is {}× ({needs})",
+            fmt_pct(tolerance.absolute),
+            fmt_num(cs.harm_evidence),
+        ),
+        Outcome::Fine if tolerance.fixed => format!(
+            "within the limit: the evidence that the canary fails at most {} is {}× ({needs})",
+            fmt_pct(tolerance.absolute),
+            fmt_num(cs.fine_evidence),
+        ),
         Outcome::Harm => format!(
             "worse than tolerated: the evidence that the canary is worse is {}× ({needs})",
             fmt_num(cs.harm_evidence),
@@ -286,6 +301,23 @@ fn fill_comparison(cs: &mut ComparisonStatus, ev: &sequential::Evidence, basis: 
             )
         }
     };
+    if tolerance.fixed {
+        let beyond = if ev.excess >= 0.0 {
+            format!("above it by {}", fmt_pct(ev.excess))
+        } else {
+            format!("{} under it", fmt_pct(-ev.excess))
+        };
+        cs.message = format!(
+            "canary {}/{} failed ({}), limit {}: {beyond} (range valid at every look: {} to {}); {conclusion}",
+            fmt_num(ev.canary.failures),
+            fmt_num(ev.canary.requests),
+            fmt_pct(ev.canary.rate()),
+            fmt_pct(tolerance.absolute),
+            fmt_pct(ev.excess_lower),
+            fmt_pct(ev.excess_upper),
+        );
+        return;
+    }
     let diff = ev.canary.rate() - ev.stable.rate();
     let side = if diff >= 0.0 { "more" } else { "fewer" };
     let beyond = if ev.excess >= 0.0 {

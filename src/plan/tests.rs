@@ -547,6 +547,7 @@ fn compare_plan(tolerance: f64, budget: Option<f64>) -> Plan {
         tolerance: Tolerance {
             absolute: tolerance,
             relative: 0.0,
+            fixed: false,
         },
     }];
     p.max_extra_failures = budget;
@@ -563,6 +564,56 @@ fn with_traffic(plan: Plan, rps: f64, ps: f64, pc: f64, seed: u64) -> World {
         ..Default::default()
     };
     w
+}
+
+/// A counted threshold metric: the canary's error rate against a fixed
+/// limit, stable not part of it.
+fn limit_plan(max: f64) -> Plan {
+    let mut p = compare_plan(0.0, None);
+    p.compare[0].name = "error-rate".into();
+    p.compare[0].tolerance = Tolerance::limit(max);
+    p
+}
+
+#[test]
+fn a_counted_metric_rolls_back_a_30_percent_canary_at_the_first_step_naming_its_limit() {
+    let mut w = with_traffic(limit_plan(0.05), 50.0, 0.01, 0.3, 5);
+    w.run(&healthy, 500);
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    let last = w.decisions.last().unwrap();
+    assert_eq!(last.reason, "CanaryWorse");
+    assert_eq!(w.weights(), vec![0, 5, 0], "rolled back at the 5% step");
+    let c = &w.status.comparisons[0];
+    assert_eq!(c.verdict, "Harm");
+    assert_eq!(
+        (c.stable_requests, c.tolerance.as_str()),
+        (0.0, "at most 0.05")
+    );
+    for needle in ["limit 5%", "above the limit", "fails more often than 5%"] {
+        assert!(last.message.contains(needle), "{needle}: {}", last.message);
+    }
+    assert!(!last.message.contains("stable"), "{}", last.message);
+    // At its first look with counts, not after failureLimit bad looks.
+    let reasons: Vec<&str> = w.decisions.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["Started", "SetWeight", "StepAdvanced", "CanaryWorse"]
+    );
+}
+
+#[test]
+fn a_counted_metric_promotes_a_canary_under_its_limit_whatever_stable_does() {
+    // Stable fails 20% of its requests: it does not matter to a limit.
+    let mut w = with_traffic(limit_plan(0.05), 50.0, 0.2, 0.01, 6);
+    w.run(&healthy, 5000);
+    assert_eq!(w.status.phase, Phase::Succeeded, "{:?}", w.decisions.last());
+    let c = &w.status.comparisons[0];
+    assert_eq!(c.verdict, "Fine");
+    assert!(c.message.contains("within the limit"), "{}", c.message);
+    // The same canary judged against stable with no tolerance is not fine.
+    let mut w = with_traffic(compare_plan(0.0, None), 50.0, 0.0, 0.01, 6);
+    w.run(&healthy, 5000);
+    assert_eq!(w.status.phase, Phase::RolledBack);
 }
 
 #[test]

@@ -47,6 +47,7 @@ fn tol(a: f64) -> Tolerance {
     Tolerance {
         absolute: a,
         relative: 0.0,
+        fixed: false,
     }
 }
 
@@ -246,7 +247,7 @@ fn false_conclusions(
     batch_canary: u64,
     batch_stable: u64,
     ps: f64,
-    a: f64,
+    t: Tolerance,
     seed: u64,
 ) -> (f64, f64) {
     let mut rng = Rng::new(seed);
@@ -257,13 +258,13 @@ fn false_conclusions(
         for _ in 0..looks {
             cn += batch_canary;
             sn += batch_stable;
-            cf += rng.binomial(batch_canary, ps + a);
+            cf += rng.binomial(batch_canary, t.allowed(ps));
             sf += rng.binomial(batch_stable, ps);
             let ev = evaluate(
                 &st,
                 c(cn as f64, cf as f64),
                 c(sn as f64, sf as f64),
-                tol(a),
+                t,
                 0.99,
             )
             .unwrap();
@@ -314,13 +315,23 @@ fn monte_carlo_false_conclusions_stay_within_the_bound_despite_peeking() {
     // 1 - confidence = 0.01, plus three standard errors of the estimate.
     let trials = 1000;
     let bound = 0.01 + 3.0 * (0.01f64 * 0.99 / trials as f64).sqrt();
-    for (name, batch_c, batch_s, ps, a, seed) in [
-        ("busy, equal rates", 50, 950, 0.01, 0.0, 42),
-        ("busy, tolerance +0.005", 50, 950, 0.006, 0.005, 43),
-        ("low traffic, low rate", 2, 38, 0.002, 0.0, 7),
-        ("half the traffic", 500, 500, 0.02, 0.005, 8),
+    for (name, batch_c, batch_s, ps, t, seed) in [
+        ("busy, equal rates", 50, 950, 0.01, tol(0.0), 42),
+        ("busy, tolerance +0.005", 50, 950, 0.006, tol(0.005), 43),
+        ("low traffic, low rate", 2, 38, 0.002, tol(0.0), 7),
+        ("half the traffic", 500, 500, 0.02, tol(0.005), 8),
+        // A fixed limit: the canary exactly at it, stable elsewhere.
+        ("fixed limit 5%", 50, 950, 0.001, Tolerance::limit(0.05), 9),
+        (
+            "fixed limit 1%, low traffic",
+            2,
+            38,
+            0.03,
+            Tolerance::limit(0.01),
+            10,
+        ),
     ] {
-        let (harm, fine) = false_conclusions(trials, 100, batch_c, batch_s, ps, a, seed);
+        let (harm, fine) = false_conclusions(trials, 100, batch_c, batch_s, ps, t, seed);
         assert!(harm <= bound, "{name}: false harm rate {harm} > {bound}");
         assert!(fine <= bound, "{name}: false fine rate {fine} > {bound}");
     }
@@ -331,6 +342,57 @@ fn monte_carlo_false_conclusions_stay_within_the_bound_despite_peeking() {
         naive > bound,
         "the harness should detect peeking inflation (naive rate {naive})"
     );
+}
+
+#[test]
+fn a_fixed_limit_ignores_stable_entirely() {
+    let t = Tolerance::limit(0.05);
+    let s0 = State::default();
+    let canary = c(400.0, 30.0);
+    let alone = evaluate(&s0, canary, c(0.0, 0.0), t, 0.99).unwrap();
+    // Stable's counts, even broken ones, change nothing.
+    for stable in [c(1e6, 10.0), c(10.0, 50.0), c(f64::NAN, 0.0)] {
+        let ev = evaluate(&s0, canary, stable, t, 0.99).unwrap();
+        assert_eq!(ev, alone, "stable {stable:?}");
+    }
+    assert_eq!(alone.stable, Counts::default());
+    // 7.5% against 5%: the excess is measured from the limit.
+    assert!((alone.excess - 0.025).abs() < 1e-12, "{}", alone.excess);
+    assert!(alone.excess_lower < alone.excess && alone.excess < alone.excess_upper);
+    assert_eq!(t.describe(), "at most 0.05");
+}
+
+#[test]
+fn a_fixed_limit_rolls_back_a_30_percent_canary_within_a_few_dozen_requests() {
+    let t = Tolerance::limit(0.05);
+    // 30 requests, 9 failed: 30% against at most 5%.
+    let ev = first(c(30.0, 9.0), c(0.0, 0.0), t);
+    assert_eq!(ev.outcome, Outcome::Harm, "{ev:?}");
+    // 10 requests, 1 failed: not enough either way.
+    let ev = first(c(10.0, 1.0), c(0.0, 0.0), t);
+    assert_eq!(ev.outcome, Outcome::Inconclusive, "{ev:?}");
+    assert!(ev.more_requests_needed.is_some());
+}
+
+#[test]
+fn a_fixed_limit_finds_a_canary_well_under_it_fine() {
+    let t = Tolerance::limit(0.05);
+    let mut st = State::default();
+    let mut outcome = Outcome::Inconclusive;
+    let mut looks = 0;
+    // 0.5% errors, 50 requests a look.
+    for i in 1..=100 {
+        let n = 50.0 * i as f64;
+        let ev = evaluate(&st, c(n, (n * 0.005).floor()), c(0.0, 0.0), t, 0.99).unwrap();
+        st = ev.state;
+        outcome = ev.outcome;
+        looks = i;
+        if outcome != Outcome::Inconclusive {
+            break;
+        }
+    }
+    assert_eq!(outcome, Outcome::Fine);
+    assert!(looks > 1 && looks < 20, "fine after {looks} looks");
 }
 
 proptest! {
@@ -359,7 +421,7 @@ proptest! {
         ps in 0.0f64..0.6,
         below in 0.0f64..1.0,
     ) {
-        let t = Tolerance { absolute: a, relative: rel };
+        let t = Tolerance { absolute: a, relative: rel, fixed: false };
         let qc = (rho * t.allowed(qs)).min(0.999);
         prop_assume!((qc - t.allowed(qs)).abs() > 1e-6);
         let harm = qc > t.allowed(qs);

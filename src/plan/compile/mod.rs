@@ -58,7 +58,10 @@ pub struct PlanMetric {
     pub failure_limit: u32,
 }
 
-/// A validated canary-vs-stable comparison.
+/// A validated canary-vs-stable comparison (`spec.analysis.compare[]`), or
+/// a counted threshold metric (`spec.analysis.metrics[]` with `requests`
+/// and `failures`): the canary's counts against a fixed limit
+/// (`tolerance.fixed`), stable not queried.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanCompare {
     pub name: String,
@@ -278,6 +281,72 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
+/// A threshold metric in counted form (`requests` and `failures`), judged
+/// by the sequential evidence against its fixed limit.
+fn counted(m: &crate::api::MetricSpec) -> bool {
+    m.requests.is_some() && m.failures.is_some()
+}
+
+/// The comparison a counted metric runs: the canary's counts against the
+/// fixed limit `max`.
+fn counted_metric(
+    m: &crate::api::MetricSpec,
+    field: &str,
+    err: &mut impl FnMut(&str, String),
+) -> Option<PlanCompare> {
+    let mut ok = true;
+    if !m.query.is_empty() {
+        err(
+            &format!("{field}.query"),
+            "a metric has either query, or requests and failures".into(),
+        );
+        ok = false;
+    }
+    for (what, q) in [("requests", &m.requests), ("failures", &m.failures)] {
+        if q.as_deref().is_none_or(|q| q.trim().is_empty()) {
+            err(&format!("{field}.{what}"), "must not be empty".into());
+            ok = false;
+        }
+    }
+    if m.min.is_some() {
+        err(
+            &format!("{field}.min"),
+            "a counted metric has only max, the highest tolerated error rate".into(),
+        );
+        ok = false;
+    }
+    if m.failure_limit.is_some() {
+        err(
+            &format!("{field}.failureLimit"),
+            "does not apply to a counted metric: its evidence decides".into(),
+        );
+        ok = false;
+    }
+    let max = match m.max {
+        Some(max) if (0.0..1.0).contains(&max) => max,
+        Some(max) => {
+            err(
+                &format!("{field}.max"),
+                format!("{max} is not an error rate in [0, 1)"),
+            );
+            return None;
+        }
+        None => {
+            err(
+                &format!("{field}.max"),
+                "a counted metric needs max, the highest tolerated error rate".into(),
+            );
+            return None;
+        }
+    };
+    ok.then(|| PlanCompare {
+        name: m.name.clone(),
+        requests: m.requests.clone().unwrap_or_default(),
+        failures: m.failures.clone().unwrap_or_default(),
+        tolerance: crate::analysis::sequential::Tolerance::limit(max),
+    })
+}
+
 /// Validate a spec and build its plan. Every error names its field.
 pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -442,10 +511,9 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         }
     };
 
-    let compare_only = spec
-        .analysis
-        .as_ref()
-        .is_some_and(|a| a.metrics.is_empty() && !a.compare.is_empty());
+    let compare_only = spec.analysis.as_ref().is_some_and(|a| {
+        a.metrics.iter().all(counted) && (!a.compare.is_empty() || !a.metrics.is_empty())
+    });
     let mut interval = if compare_only {
         DEFAULT_COMPARE_INTERVAL
     } else {
@@ -545,6 +613,22 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
                     &format!("{field}.name"),
                     format!("{:?} is used twice", m.name),
                 );
+            }
+            if a.compare.iter().any(|o| o.name == m.name) {
+                err(
+                    &format!("{field}.name"),
+                    format!("{:?} is also a compare entry's name", m.name),
+                );
+            }
+            if counted(m) {
+                if let Some(c) = counted_metric(m, &field, &mut err) {
+                    compare.push(c);
+                }
+                continue;
+            }
+            if m.requests.is_some() || m.failures.is_some() {
+                err(&field, "requests and failures go together".into());
+                continue;
             }
             if m.query.trim().is_empty() {
                 err(&format!("{field}.query"), "must not be empty".into());

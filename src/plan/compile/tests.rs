@@ -34,6 +34,7 @@ fn spec() -> RolloutSpec {
                 max: Some(0.01),
                 min: None,
                 failure_limit: Some(2),
+                ..Default::default()
             }],
             consecutive_error_limit: None,
             ..Default::default()
@@ -51,6 +52,89 @@ fn fields(spec: &RolloutSpec) -> Vec<String> {
         .into_iter()
         .map(|e| e.field)
         .collect()
+}
+
+/// A counted metric: requests and failures with max.
+fn counted(name: &str, max: f64) -> MetricSpec {
+    MetricSpec {
+        name: name.into(),
+        requests: Some("sum(increase(r{service=\"{{service}}\"}[{{window}}]))".into()),
+        failures: Some("sum(increase(f{service=\"{{service}}\"}[{{window}}]))".into()),
+        max: Some(max),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_counted_metric_is_judged_by_evidence_against_its_fixed_limit() {
+    let mut s = spec();
+    let a = s.analysis.as_mut().unwrap();
+    a.interval = None;
+    a.metrics = vec![counted("error-rate", 0.01)];
+    let plan = validate(&s).unwrap();
+    assert!(plan.metrics.is_empty());
+    assert_eq!(plan.compare.len(), 1);
+    let c = &plan.compare[0];
+    assert_eq!(c.name, "error-rate");
+    assert_eq!(
+        c.tolerance,
+        crate::analysis::sequential::Tolerance::limit(0.01)
+    );
+    assert!(c.requests.contains("{{window}}"));
+    // Looked at like a comparison: every 5s.
+    assert_eq!(plan.interval, Duration::from_secs(5));
+    // Beside a plain threshold metric: the threshold's 30s.
+    s.analysis
+        .as_mut()
+        .unwrap()
+        .metrics
+        .push(spec().analysis.unwrap().metrics[0].clone());
+    s.analysis.as_mut().unwrap().metrics[1].name = "latency".into();
+    let plan = validate(&s).unwrap();
+    assert_eq!((plan.metrics.len(), plan.compare.len()), (1, 1));
+    assert_eq!(plan.interval, Duration::from_secs(30));
+}
+
+#[test]
+fn a_counted_metric_with_a_bad_shape_names_the_field() {
+    for (change, field) in [
+        (
+            (|m: &mut MetricSpec| m.max = None) as fn(&mut MetricSpec),
+            "spec.analysis.metrics[0].max",
+        ),
+        (|m| m.max = Some(1.5), "spec.analysis.metrics[0].max"),
+        (|m| m.min = Some(0.0), "spec.analysis.metrics[0].min"),
+        (
+            |m| m.failure_limit = Some(1),
+            "spec.analysis.metrics[0].failureLimit",
+        ),
+        (|m| m.query = "up".into(), "spec.analysis.metrics[0].query"),
+        (|m| m.failures = None, "spec.analysis.metrics[0]"),
+        (
+            |m| m.requests = Some(" ".into()),
+            "spec.analysis.metrics[0].requests",
+        ),
+    ] {
+        let mut s = spec();
+        let mut m = counted("error-rate", 0.01);
+        change(&mut m);
+        s.analysis.as_mut().unwrap().metrics = vec![m];
+        assert_eq!(fields(&s), vec![field.to_string()], "{field}");
+    }
+    // The same name as a compare entry: their status would collide.
+    let mut s = spec();
+    let a = s.analysis.as_mut().unwrap();
+    a.metrics = vec![counted("errors", 0.01)];
+    a.compare = vec![crate::api::CompareSpec {
+        name: "errors".into(),
+        requests: "r{{service}}".into(),
+        failures: "f{{service}}".into(),
+        tolerance: None,
+    }];
+    assert_eq!(
+        fields(&s),
+        vec!["spec.analysis.metrics[0].name".to_string()]
+    );
 }
 
 #[test]
