@@ -302,6 +302,9 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
             format!("enough evidence from the canary-vs-stable comparison{more}")
         }
         BudgetGuard => format!("room in the exposure budget to go on: {message}"),
+        CheckRunning => format!("its checks to finish: {message}"),
+        WaitingForConfirm => format!("a confirm webhook to say yes: {message}"),
+        CheckError => format!("a check that cannot run to be fixed: {message}"),
         RiskBoundHolds => format!(
             "evidence, or a smaller worst plausible canary, before the weight is raised: {message}"
         ),
@@ -314,7 +317,8 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
         // Events that are no decision: the message says it.
         RolloutCompleted | AllStepsDone | Completed | AnalysisFailed | CanaryWorse
         | BudgetExhausted | MetricsUnavailable | Aborted | RolledBack | StableScaledDown
-        | ActionRefused => {
+        | ActionRefused | CheckFailed | CheckStarted | CheckPassed | CheckAttemptFailed
+        | PostRollbackCheckFailed => {
             if message.is_empty() {
                 reason
             } else {

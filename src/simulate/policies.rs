@@ -199,6 +199,7 @@ impl Policy for Rollwise {
                 actual_weight: Some(self.weight),
                 analysis,
                 action: self.promote_now(t),
+                checks: Vec::new(),
             };
             let d = decide(&self.plan, &self.status, &obs, now);
             self.weight = d.weight;
