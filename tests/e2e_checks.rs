@@ -171,7 +171,12 @@ async fn a_failing_pre_rollout_webhook_leaves_all_traffic_on_stable() {
         assert!(d.message.contains("before any traffic moved"), "{d:?}");
         let c = &st.checks[0];
         assert_eq!(
-            (c.name.as_str(), c.point.as_str(), c.kind.as_str(), c.phase.as_str()),
+            (
+                c.name.as_str(),
+                c.point.as_str(),
+                c.kind.as_str(),
+                c.phase.as_str()
+            ),
             ("acceptance", "preRollout", "webhook", "Failed"),
             "{c:?}"
         );
@@ -187,7 +192,12 @@ async fn a_failing_pre_rollout_webhook_leaves_all_traffic_on_stable() {
         assert_eq!(b["weight"], 0, "{b}");
         assert_eq!(b["canary"]["service"], CANARY, "{b}");
         assert_eq!(b["stable"]["deployment"], STABLE, "{b}");
-        assert!(b["canary"]["images"].as_array().is_some_and(|i| !i.is_empty()), "{b}");
+        assert!(
+            b["canary"]["images"]
+                .as_array()
+                .is_some_and(|i| !i.is_empty()),
+            "{b}"
+        );
         let events = common::cluster::events_text(&ns.client, &ns.name).await;
         assert!(events.contains("CheckFailed"), "{events}");
     })
@@ -210,14 +220,19 @@ async fn a_confirm_gate_holds_until_the_endpoint_says_yes() {
         let r = ns
             .wait_rollout(ROLLOUT, "the confirm gate waiting", TIMEOUT, |r| {
                 r.status.as_ref().is_some_and(|s| {
-                    s.checks.first().is_some_and(|c| c.phase == "Waiting" && c.attempts >= 3)
+                    s.checks
+                        .first()
+                        .is_some_and(|c| c.phase == "Waiting" && c.attempts >= 3)
                 })
             })
             .await;
         let st = r.status.expect("a status");
         assert_eq!(st.canary_weight, 0);
         assert_eq!(st.phase, Phase::Pending);
-        assert_eq!(st.last_decision.expect("a decision").reason, "WaitingForConfirm");
+        assert_eq!(
+            st.last_decision.expect("a decision").reason,
+            "WaitingForConfirm"
+        );
         assert_eq!(st.checks[0].failures, 0, "a confirm gate never fails");
         assert_eq!(route_canary_weight(ns).await, 0);
         gate.status.store(200, Ordering::SeqCst);
@@ -243,21 +258,39 @@ async fn a_failing_job_check_rolls_back() {
         let st = r.status.expect("a status");
         let d = st.last_decision.clone().expect("a decision");
         assert_eq!(d.reason, "CheckFailed", "{d:?}");
-        assert!(d.message.contains("smoke") && d.message.contains("30%"), "{d:?}");
+        assert!(
+            d.message.contains("smoke") && d.message.contains("30%"),
+            "{d:?}"
+        );
         let c = &st.checks[0];
-        assert_eq!((c.point.as_str(), c.step, c.phase.as_str()), ("step", Some(2), "Failed"), "{c:?}");
+        assert_eq!(
+            (c.point.as_str(), c.step, c.phase.as_str()),
+            ("step", Some(2), "Failed"),
+            "{c:?}"
+        );
         assert!(c.result.starts_with("Failed: "), "{c:?}");
         let job_name = c.job_name.clone().expect("the Job's name in status");
-        let job = ns.api::<Job>().get(&job_name).await.expect("the Job exists");
+        let job = ns
+            .api::<Job>()
+            .get(&job_name)
+            .await
+            .expect("the Job exists");
         let owner = &job.metadata.owner_references.clone().expect("owned")[0];
         assert_eq!(owner.kind, "Rollout");
         assert_eq!(owner.name, ROLLOUT);
         assert_eq!(Some(&owner.uid), created.metadata.uid.as_ref());
         assert_eq!(owner.controller, Some(true));
         let labels = job.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("rollwise.io/rollout").map(String::as_str), Some(ROLLOUT));
+        assert_eq!(
+            labels.get("rollwise.io/rollout").map(String::as_str),
+            Some(ROLLOUT)
+        );
         assert_eq!(labels.get("team").map(String::as_str), Some("checkout"));
-        assert_eq!(route_canary_weight(ns).await, 0, "all traffic back on stable");
+        assert_eq!(
+            route_canary_weight(ns).await,
+            0,
+            "all traffic back on stable"
+        );
     })
     .await;
 }
@@ -269,7 +302,10 @@ async fn a_passing_job_check_lets_the_rollout_proceed() {
         setup(ns).await;
         ns.create(&rollout(
             &ns.name,
-            json!([job_check("smoke", "preRollout", 0), job_check("load", "step", 0)]),
+            json!([
+                job_check("smoke", "preRollout", 0),
+                job_check("load", "step", 0)
+            ]),
         ))
         .await;
         let r = ns.wait_phase(ROLLOUT, Phase::Succeeded, 100, TIMEOUT).await;
@@ -277,7 +313,14 @@ async fn a_passing_job_check_lets_the_rollout_proceed() {
         let phases: Vec<_> = st
             .checks
             .iter()
-            .map(|c| (c.name.as_str(), c.point.as_str(), c.phase.as_str(), c.result.as_str()))
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.point.as_str(),
+                    c.phase.as_str(),
+                    c.result.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             phases,

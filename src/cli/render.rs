@@ -315,9 +315,21 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
         }
         // Outcomes (the phase is terminal and was answered above) and
         // Events that are no decision: the message says it.
-        RolloutCompleted | AllStepsDone | Completed | AnalysisFailed | CanaryWorse
-        | BudgetExhausted | MetricsUnavailable | Aborted | RolledBack | StableScaledDown
-        | ActionRefused | CheckFailed | CheckStarted | CheckPassed | CheckAttemptFailed
+        RolloutCompleted
+        | AllStepsDone
+        | Completed
+        | AnalysisFailed
+        | CanaryWorse
+        | BudgetExhausted
+        | MetricsUnavailable
+        | Aborted
+        | RolledBack
+        | StableScaledDown
+        | ActionRefused
+        | CheckFailed
+        | CheckStarted
+        | CheckPassed
+        | CheckAttemptFailed
         | PostRollbackCheckFailed => {
             if message.is_empty() {
                 reason

@@ -429,44 +429,44 @@ pub(crate) async fn read_url_from_secret(
     from: &SecretKeyRef,
     timeout: Duration,
 ) -> Result<String, String> {
-        let place = format!("Secret {namespace}/{} key {}", from.name, from.key);
-        let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
-        let secret = match tokio::time::timeout(timeout, api.get(&from.name)).await {
-            Err(_) => return Err(format!("{place}: reading it timed out")),
-            Ok(Err(kube::Error::Api(s))) if s.code == 404 => {
-                return Err(format!("{place}: the Secret does not exist"));
-            }
-            Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
-                return Err(format!(
-                    "{place}: forbidden (the operator needs get on secrets)"
-                ));
-            }
-            Ok(Err(kube::Error::Api(s))) => {
-                return Err(format!("{place}: API error {} {}", s.code, s.reason));
-            }
-            Ok(Err(_)) => return Err(format!("{place}: cannot reach the API server")),
-            Ok(Ok(s)) => s,
-        };
-        let raw = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&from.key))
-            .map(|b| String::from_utf8(b.0.clone()).ok())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&from.key))
-                    .map(|s| Some(s.clone()))
-            });
-        let url = match raw {
-            None => return Err(format!("{place}: no such key")),
-            Some(None) => return Err(format!("{place}: the value is not UTF-8")),
-            Some(Some(s)) => s.trim().to_string(),
-        };
-        if url.is_empty() {
-            return Err(format!("{place}: the value is empty"));
+    let place = format!("Secret {namespace}/{} key {}", from.name, from.key);
+    let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
+    let secret = match tokio::time::timeout(timeout, api.get(&from.name)).await {
+        Err(_) => return Err(format!("{place}: reading it timed out")),
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 => {
+            return Err(format!("{place}: the Secret does not exist"));
         }
+        Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
+            return Err(format!(
+                "{place}: forbidden (the operator needs get on secrets)"
+            ));
+        }
+        Ok(Err(kube::Error::Api(s))) => {
+            return Err(format!("{place}: API error {} {}", s.code, s.reason));
+        }
+        Ok(Err(_)) => return Err(format!("{place}: cannot reach the API server")),
+        Ok(Ok(s)) => s,
+    };
+    let raw = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&from.key))
+        .map(|b| String::from_utf8(b.0.clone()).ok())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&from.key))
+                .map(|s| Some(s.clone()))
+        });
+    let url = match raw {
+        None => return Err(format!("{place}: no such key")),
+        Some(None) => return Err(format!("{place}: the value is not UTF-8")),
+        Some(Some(s)) => s.trim().to_string(),
+    };
+    if url.is_empty() {
+        return Err(format!("{place}: the value is empty"));
+    }
     Ok(url)
 }
 

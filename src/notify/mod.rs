@@ -21,8 +21,8 @@
 
 mod deliver;
 
-pub use deliver::{Notifier, NotifierOptions};
 pub(crate) use deliver::{DeliveryError, read_url_from_secret};
+pub use deliver::{Notifier, NotifierOptions};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -105,8 +105,13 @@ impl NotificationKind {
             | BudgetGuard | MetricsError | StableScaledDown | ActionRefused => None,
             // Checks: their Events say it; a failed check that rolls back
             // is told as RolledBack above.
-            CheckRunning | WaitingForConfirm | CheckError | CheckStarted | CheckPassed
-            | CheckAttemptFailed | PostRollbackCheckFailed => None,
+            CheckRunning
+            | WaitingForConfirm
+            | CheckError
+            | CheckStarted
+            | CheckPassed
+            | CheckAttemptFailed
+            | PostRollbackCheckFailed => None,
         }
     }
 

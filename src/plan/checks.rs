@@ -29,8 +29,8 @@ use k8s_openapi::api::batch::v1::JobSpec;
 
 use super::{FieldError, PlanStep};
 use crate::api::{
-    CHECK_ERROR, CHECK_FAILED, CHECK_PASSED, CHECK_RUNNING, CHECK_WAITING, CheckPoint,
-    CheckSpec, CheckStatus, RolloutStatus,
+    CHECK_ERROR, CHECK_FAILED, CHECK_PASSED, CHECK_RUNNING, CHECK_WAITING, CheckPoint, CheckSpec,
+    CheckStatus, RolloutStatus,
 };
 
 /// Default wait between attempts and between asks of a confirm webhook.
@@ -360,7 +360,9 @@ pub fn gate(
             e.point == point.as_str()
                 && e.step == step
                 && e.phase != CHECK_PASSED
-                && checks.iter().any(|c| c.name == e.name && c.at.contains(&point))
+                && checks
+                    .iter()
+                    .any(|c| c.name == e.name && c.at.contains(&point))
         })
         .collect();
     if open.is_empty() {
@@ -430,13 +432,22 @@ pub fn compile(specs: &[CheckSpec]) -> Result<Vec<PlanCheck>, Vec<FieldError>> {
             && !c.name.starts_with('-')
             && !c.name.ends_with('-');
         if !name_ok {
-            err(".name", format!("{:?} is not a valid check name (lowercase letters, digits and '-', at most 40)", c.name));
+            err(
+                ".name",
+                format!(
+                    "{:?} is not a valid check name (lowercase letters, digits and '-', at most 40)",
+                    c.name
+                ),
+            );
         }
         if specs[..i].iter().any(|d| d.name == c.name) {
             err(".name", format!("{:?} is used by another check", c.name));
         }
         if c.at.is_empty() {
-            err(".at", "needs at least one of preRollout, step, prePromotion, postRollback".into());
+            err(
+                ".at",
+                "needs at least one of preRollout, step, prePromotion, postRollback".into(),
+            );
         }
         let failure_limit = match c.failure_limit {
             None => 0,
@@ -488,7 +499,10 @@ pub fn compile(specs: &[CheckSpec]) -> Result<Vec<PlanCheck>, Vec<FieldError>> {
                         CheckKind::Confirm
                     }
                     Some(other) => {
-                        err(".webhook.type", format!("{other:?} is not check or confirm"));
+                        err(
+                            ".webhook.type",
+                            format!("{other:?} is not check or confirm"),
+                        );
                         CheckKind::Webhook
                     }
                 }
@@ -512,7 +526,11 @@ pub fn compile(specs: &[CheckSpec]) -> Result<Vec<PlanCheck>, Vec<FieldError>> {
             kind,
         });
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The Job template as a batch/v1 JobSpec, or why not.
@@ -522,7 +540,12 @@ pub fn job_spec(v: &serde_json::Value) -> Result<JobSpec, String> {
     }
     let spec: JobSpec = serde_json::from_value(v.clone())
         .map_err(|e| format!("not a valid batch/v1 JobSpec: {e}"))?;
-    if spec.template.spec.as_ref().is_none_or(|p| p.containers.is_empty()) {
+    if spec
+        .template
+        .spec
+        .as_ref()
+        .is_none_or(|p| p.containers.is_empty())
+    {
         return Err("template.spec.containers must list at least one container".into());
     }
     match spec.template.spec.as_ref().and_then(|p| p.restart_policy.as_deref()) {
@@ -658,7 +681,12 @@ mod tests {
 
     #[test]
     fn post_rollback_only_reports() {
-        let checks = [check("notify", &[CheckPoint::PostRollback], CheckKind::Webhook, 0)];
+        let checks = [check(
+            "notify",
+            &[CheckPoint::PostRollback],
+            CheckKind::Webhook,
+            0,
+        )];
         let mut st = RolloutStatus::default();
         start(&checks, &mut st, CheckPoint::PostRollback, None, t0());
         let (ev, rb) = record(

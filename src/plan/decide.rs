@@ -684,8 +684,13 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             // The step's checks run during the pause (a load generator gives
             // the analysis traffic), once its weight is in place.
             if weight == actual && checks::step_runs_checks(&plan.steps, index) {
-                let started =
-                    checks::start(&plan.checks, &mut b.st, CheckPoint::Step, Some(index as i32 + 1), now);
+                let started = checks::start(
+                    &plan.checks,
+                    &mut b.st,
+                    CheckPoint::Step,
+                    Some(index as i32 + 1),
+                    now,
+                );
                 b.transitions.extend(started);
             }
             match duration {

@@ -182,7 +182,11 @@ impl Reason {
             | WaitingForPass | NotEnoughEvidence | BudgetGuard | RiskBoundHolds | MetricsError
             | CheckRunning | WaitingForConfirm | CheckError => Class::Hold,
             Completed | RolledBack => Class::Settled,
-            StableScaledDown | ActionRefused | CheckStarted | CheckPassed | CheckAttemptFailed
+            StableScaledDown
+            | ActionRefused
+            | CheckStarted
+            | CheckPassed
+            | CheckAttemptFailed
             | PostRollbackCheckFailed => Class::Other,
         }
     }

@@ -68,7 +68,11 @@ pub fn job_name(
     format!("{prefix}-{:08x}", hash as u32)
 }
 
-pub(super) async fn run(client: &kube::Client, req: &CheckRequest<'_>, j: &JobCheck) -> CheckResult {
+pub(super) async fn run(
+    client: &kube::Client,
+    req: &CheckRequest<'_>,
+    j: &JobCheck,
+) -> CheckResult {
     let r = req.rollout;
     let due = req.due;
     let ns = r.namespace().unwrap_or_default();
@@ -110,13 +114,26 @@ async fn create(
 ) -> Result<Job, CheckResult> {
     let due = req.due;
     let mut spec = job_spec(&j.spec).map_err(|e| {
-        result(due, CheckOutcome::Error, "invalid template", &format!("spec.checks[{}].job.spec: {e}", due.name))
+        result(
+            due,
+            CheckOutcome::Error,
+            "invalid template",
+            &format!("spec.checks[{}].job.spec: {e}", due.name),
+        )
     })?;
-    let mut labels = j.metadata.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
+    let mut labels = j
+        .metadata
+        .as_ref()
+        .map(|m| m.labels.clone())
+        .unwrap_or_default();
     labels.insert(JOB_ROLLOUT_LABEL.into(), truncate_label(&r.name_any()));
     labels.insert(JOB_CHECK_LABEL.into(), due.name.clone());
     labels.insert(JOB_POINT_LABEL.into(), due.point.as_str().into());
-    let mut annotations = j.metadata.as_ref().map(|m| m.annotations.clone()).unwrap_or_default();
+    let mut annotations = j
+        .metadata
+        .as_ref()
+        .map(|m| m.annotations.clone())
+        .unwrap_or_default();
     annotations.insert(
         "rollwise.io/canary".into(),
         crate::plan::compile::version_ref_key(&r.spec.canary),
@@ -126,7 +143,12 @@ async fn create(
     }
     annotations.insert("rollwise.io/attempt".into(), due.attempt.to_string());
     // The Pods carry the same labels, to find their logs.
-    let pod_labels = spec.template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default);
+    let pod_labels = spec
+        .template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default);
     pod_labels.insert(JOB_ROLLOUT_LABEL.into(), truncate_label(&r.name_any()));
     pod_labels.insert(JOB_CHECK_LABEL.into(), due.name.clone());
     let owner = OwnerReference {
@@ -178,18 +200,35 @@ fn truncate_label(s: &str) -> String {
     s.trim_end_matches(['-', '.', '_']).to_string()
 }
 
-fn api_error(due: &crate::plan::checks::DueCheck, verb: &str, ns: &str, message: &str, code: Option<u16>) -> CheckResult {
+fn api_error(
+    due: &crate::plan::checks::DueCheck,
+    verb: &str,
+    ns: &str,
+    message: &str,
+    code: Option<u16>,
+) -> CheckResult {
     let (short, why) = match code {
         Some(403) => (
             "forbidden".to_string(),
-            format!("the operator may not {verb} Jobs in namespace {ns} (install the chart with checks.jobs=true): {message}"),
+            format!(
+                "the operator may not {verb} Jobs in namespace {ns} (install the chart with checks.jobs=true): {message}"
+            ),
         ),
         Some(422) => (
             "invalid Job".to_string(),
-            format!("the API server refused the Job of spec.checks {}: {message}", due.name),
+            format!(
+                "the API server refused the Job of spec.checks {}: {message}",
+                due.name
+            ),
         ),
-        Some(c) => (format!("API error {c}"), format!("cannot {verb} the Job: {message}")),
-        None => ("API error".to_string(), format!("cannot {verb} the Job: {message}")),
+        Some(c) => (
+            format!("API error {c}"),
+            format!("cannot {verb} the Job: {message}"),
+        ),
+        None => (
+            "API error".to_string(),
+            format!("cannot {verb} the Job: {message}"),
+        ),
     };
     result(due, CheckOutcome::Error, &short, &why)
 }
@@ -206,7 +245,12 @@ fn outcome(due: &crate::plan::checks::DueCheck, name: &str, job: &Job) -> CheckR
     let find = |t: &str| conds.iter().find(|c| c.type_ == t && c.status == "True");
     if let Some(c) = find("Complete") {
         let _ = c;
-        return result(due, CheckOutcome::Passed, "Complete", &format!("job {name} completed"));
+        return result(
+            due,
+            CheckOutcome::Passed,
+            "Complete",
+            &format!("job {name} completed"),
+        );
     }
     if let Some(c) = find("Failed") {
         let reason = c.reason.clone().unwrap_or_else(|| "Failed".into());
@@ -215,7 +259,14 @@ fn outcome(due: &crate::plan::checks::DueCheck, name: &str, job: &Job) -> CheckR
             due,
             CheckOutcome::Failed,
             &format!("Failed: {reason}"),
-            &format!("job {name} failed: {reason}{}", if msg.is_empty() { String::new() } else { format!(" ({msg})") }),
+            &format!(
+                "job {name} failed: {reason}{}",
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({msg})")
+                }
+            ),
         );
     }
     let active = job.status.as_ref().and_then(|s| s.active).unwrap_or(0);
@@ -235,7 +286,12 @@ async fn cleanup(api: &Api<Job>, r: &Rollout, check: &str, current: &str) {
         "{JOB_ROLLOUT_LABEL}={},{JOB_CHECK_LABEL}={check}",
         truncate_label(&r.name_any())
     );
-    let list = match super::super::with_timeout("list jobs", api.list(&ListParams::default().labels(&selector))).await {
+    let list = match super::super::with_timeout(
+        "list jobs",
+        api.list(&ListParams::default().labels(&selector)),
+    )
+    .await
+    {
         Ok(l) => l.items,
         Err(e) => {
             tracing::debug!(rollout = %r.name_any(), check, error = %e, "old check jobs not listed");
@@ -273,19 +329,81 @@ mod tests {
 
     #[test]
     fn names_are_short_stable_and_distinct() {
-        let a = job_name("checkout", "u1", "c-v2", "smoke", CheckPoint::PreRollout, None, 1);
-        assert_eq!(a, job_name("checkout", "u1", "c-v2", "smoke", CheckPoint::PreRollout, None, 1));
+        let a = job_name(
+            "checkout",
+            "u1",
+            "c-v2",
+            "smoke",
+            CheckPoint::PreRollout,
+            None,
+            1,
+        );
+        assert_eq!(
+            a,
+            job_name(
+                "checkout",
+                "u1",
+                "c-v2",
+                "smoke",
+                CheckPoint::PreRollout,
+                None,
+                1
+            )
+        );
         assert!(a.starts_with("checkout-smoke-pre-"), "{a}");
         for other in [
-            job_name("checkout", "u1", "c-v2", "smoke", CheckPoint::PreRollout, None, 2),
-            job_name("checkout", "u1", "c-v3", "smoke", CheckPoint::PreRollout, None, 1),
-            job_name("checkout", "u1", "c-v2", "smoke", CheckPoint::Step, Some(1), 1),
-            job_name("checkout", "u2", "c-v2", "smoke", CheckPoint::PreRollout, None, 1),
+            job_name(
+                "checkout",
+                "u1",
+                "c-v2",
+                "smoke",
+                CheckPoint::PreRollout,
+                None,
+                2,
+            ),
+            job_name(
+                "checkout",
+                "u1",
+                "c-v3",
+                "smoke",
+                CheckPoint::PreRollout,
+                None,
+                1,
+            ),
+            job_name(
+                "checkout",
+                "u1",
+                "c-v2",
+                "smoke",
+                CheckPoint::Step,
+                Some(1),
+                1,
+            ),
+            job_name(
+                "checkout",
+                "u2",
+                "c-v2",
+                "smoke",
+                CheckPoint::PreRollout,
+                None,
+                1,
+            ),
         ] {
             assert_ne!(a, other);
         }
-        let long = job_name(&"r".repeat(253), "u", "c", &"c".repeat(40), CheckPoint::Step, Some(12), 3);
+        let long = job_name(
+            &"r".repeat(253),
+            "u",
+            "c",
+            &"c".repeat(40),
+            CheckPoint::Step,
+            Some(12),
+            3,
+        );
         assert!(long.len() <= 63, "{long}");
-        assert!(long.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
     }
 }

@@ -59,13 +59,23 @@ impl CheckRunner for ClusterChecks {
         } else if let Some(j) = &req.spec.job {
             job::run(&self.client, req, j).await
         } else {
-            result(req.due, CheckOutcome::Error, "", "the check has neither webhook nor job")
+            result(
+                req.due,
+                CheckOutcome::Error,
+                "",
+                "the check has neither webhook nor job",
+            )
         }
     }
 }
 
 /// A result for `due`.
-pub(crate) fn result(due: &DueCheck, outcome: CheckOutcome, short: &str, message: &str) -> CheckResult {
+pub(crate) fn result(
+    due: &DueCheck,
+    outcome: CheckOutcome,
+    short: &str,
+    message: &str,
+) -> CheckResult {
     CheckResult {
         name: due.name.clone(),
         point: due.point,
@@ -143,9 +153,7 @@ fn payload(
     stable_images: &[String],
     canary_images: &[String],
 ) -> Value {
-    let version = |v: &VersionRef, images: &[String]| {
-        json!({"service": v.service, "deployment": v.deployment, "images": images})
-    };
+    let version = |v: &VersionRef, images: &[String]| json!({"service": v.service, "deployment": v.deployment, "images": images});
     json!({
         "rollout": r.name_any(),
         "namespace": r.namespace(),

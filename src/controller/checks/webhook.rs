@@ -58,11 +58,20 @@ pub(super) async fn run(
         (None, None) => return result(due, CheckOutcome::Error, "no URL", "needs url or urlFrom"),
     };
     let Some(http) = http else {
-        return result(due, CheckOutcome::Error, "no HTTP client", "the operator could not build its HTTP client");
+        return result(
+            due,
+            CheckOutcome::Error,
+            "no HTTP client",
+            "the operator could not build its HTTP client",
+        );
     };
     let confirm = w.is_confirm();
     // A confirm gate is asked again after its interval anyway.
-    let tries = if confirm { 1 } else { w.retries.unwrap_or(DEFAULT_RETRIES).clamp(0, 10) as u32 + 1 };
+    let tries = if confirm {
+        1
+    } else {
+        w.retries.unwrap_or(DEFAULT_RETRIES).clamp(0, 10) as u32 + 1
+    };
     let body = serde_json::to_vec(req.payload).unwrap_or_default();
     let mut backoff = FIRST_BACKOFF;
     let mut last = (String::new(), String::new(), None);
@@ -78,18 +87,35 @@ pub(super) async fn run(
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let text = read_bounded(resp, timeout).await;
-                let tried = if attempt > 1 { format!(" after {attempt} tries") } else { String::new() };
+                let tried = if attempt > 1 {
+                    format!(" after {attempt} tries")
+                } else {
+                    String::new()
+                };
                 if (200..300).contains(&status) {
-                    let mut r = result(due, CheckOutcome::Passed, &format!("HTTP {status}"), &format!("HTTP {status}{tried}{text}"));
+                    let mut r = result(
+                        due,
+                        CheckOutcome::Passed,
+                        &format!("HTTP {status}"),
+                        &format!("HTTP {status}{tried}{text}"),
+                    );
                     r.http_status = Some(status);
                     return r;
                 }
-                last = (format!("HTTP {status}"), format!("HTTP {status}{tried}{text}"), Some(status));
+                last = (
+                    format!("HTTP {status}"),
+                    format!("HTTP {status}{tried}{text}"),
+                    Some(status),
+                );
                 DeliveryError::Status(status)
             }
             Err(e) => {
                 let e = DeliveryError::from_reqwest(&e);
-                last = (e.to_string(), format!("{e} (timeout {})", crate::plan::human(timeout)), None);
+                last = (
+                    e.to_string(),
+                    format!("{e} (timeout {})", crate::plan::human(timeout)),
+                    None,
+                );
                 e
             }
         };
@@ -99,7 +125,11 @@ pub(super) async fn run(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    let outcome = if confirm { CheckOutcome::Waiting } else { CheckOutcome::Failed };
+    let outcome = if confirm {
+        CheckOutcome::Waiting
+    } else {
+        CheckOutcome::Failed
+    };
     let mut r = result(due, outcome, &last.0, &last.1);
     r.http_status = last.2;
     r
@@ -131,7 +161,11 @@ fn summarize(buf: &[u8]) -> String {
         .chars()
         .take(MAX_MESSAGE)
         .collect();
-    if line.is_empty() { String::new() } else { format!(": {line}") }
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(": {line}")
+    }
 }
 
 #[cfg(test)]

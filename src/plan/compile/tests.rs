@@ -263,16 +263,102 @@ fn checks_are_validated_with_their_field() {
     assert_eq!(plan.checks.len(), 2);
     assert_eq!(plan.checks[1].interval, std::time::Duration::from_secs(5));
     let table: Vec<(CheckSpec, &str)> = vec![
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], ..Default::default() }, "spec.checks[0]"),
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], webhook: Some(webhook(None, false, None)), ..Default::default() }, "spec.checks[0].webhook"),
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], webhook: Some(webhook(Some("http://x"), true, None)), ..Default::default() }, "spec.checks[0].webhook"),
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], webhook: Some(webhook(Some("ftp://x"), false, None)), ..Default::default() }, "spec.checks[0].webhook.url"),
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::PostRollback], webhook: Some(webhook(Some("http://x"), false, Some("confirm"))), ..Default::default() }, "spec.checks[0].at"),
-        (CheckSpec { name: "a".into(), at: vec![], webhook: Some(webhook(Some("http://x"), false, None)), ..Default::default() }, "spec.checks[0].at"),
-        (CheckSpec { name: "A_b".into(), at: vec![CheckPoint::Step], webhook: Some(webhook(Some("http://x"), false, None)), ..Default::default() }, "spec.checks[0].name"),
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], interval: Some("soon".into()), webhook: Some(webhook(Some("http://x"), false, None)), ..Default::default() }, "spec.checks[0].interval"),
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], job: Some(JobCheck { metadata: None, spec: serde_json::json!({"template": {"spec": {"containers": []}}}) }), ..Default::default() }, "spec.checks[0].job.spec"),
-        (CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], job: Some(JobCheck { metadata: None, spec: serde_json::json!({"template": {"spec": {"containers": [{"name": "t"}]}}}) }), ..Default::default() }, "spec.checks[0].job.spec"),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                ..Default::default()
+            },
+            "spec.checks[0]",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(None, false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].webhook",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(Some("http://x"), true, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].webhook",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(Some("ftp://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].webhook.url",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::PostRollback],
+                webhook: Some(webhook(Some("http://x"), false, Some("confirm"))),
+                ..Default::default()
+            },
+            "spec.checks[0].at",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![],
+                webhook: Some(webhook(Some("http://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].at",
+        ),
+        (
+            CheckSpec {
+                name: "A_b".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(Some("http://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].name",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                interval: Some("soon".into()),
+                webhook: Some(webhook(Some("http://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].interval",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                job: Some(JobCheck {
+                    metadata: None,
+                    spec: serde_json::json!({"template": {"spec": {"containers": []}}}),
+                }),
+                ..Default::default()
+            },
+            "spec.checks[0].job.spec",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                job: Some(JobCheck {
+                    metadata: None,
+                    spec: serde_json::json!({"template": {"spec": {"containers": [{"name": "t"}]}}}),
+                }),
+                ..Default::default()
+            },
+            "spec.checks[0].job.spec",
+        ),
     ];
     for (c, field) in table {
         let mut s = spec();
@@ -280,7 +366,12 @@ fn checks_are_validated_with_their_field() {
         assert_eq!(fields(&s), vec![field.to_string()], "{c:?}");
     }
     let mut s = spec();
-    let c = CheckSpec { name: "a".into(), at: vec![CheckPoint::Step], webhook: Some(webhook(Some("http://x"), false, None)), ..Default::default() };
+    let c = CheckSpec {
+        name: "a".into(),
+        at: vec![CheckPoint::Step],
+        webhook: Some(webhook(Some("http://x"), false, None)),
+        ..Default::default()
+    };
     s.checks = vec![c.clone(), c];
     assert_eq!(fields(&s), vec!["spec.checks[1].name".to_string()]);
 }

@@ -1,11 +1,14 @@
 //! Checks through the engine: the gates hold, a failure rolls back, a
 //! confirm gate waits, and nothing ever advances over an open check.
 
-use crate::plan::checks::{CheckKind, CheckOutcome, PlanCheck};
 use super::*;
 use crate::api::CheckPoint;
+use crate::plan::checks::{CheckKind, CheckOutcome, PlanCheck};
 
-fn with_checks(steps: Vec<PlanStep>, checks: Vec<(&str, Vec<CheckPoint>, CheckKind, u32)>) -> World {
+fn with_checks(
+    steps: Vec<PlanStep>,
+    checks: Vec<(&str, Vec<CheckPoint>, CheckKind, u32)>,
+) -> World {
     let mut p = plan(steps);
     p.checks = checks
         .into_iter()
@@ -39,16 +42,33 @@ fn a_failing_pre_rollout_check_rolls_back_with_no_traffic_moved() {
         steps(),
         vec![
             ("smoke", vec![CheckPoint::PreRollout], CheckKind::Job, 0),
-            ("report", vec![CheckPoint::PostRollback], CheckKind::Webhook, 0),
+            (
+                "report",
+                vec![CheckPoint::PostRollback],
+                CheckKind::Webhook,
+                0,
+            ),
         ],
     );
     w.check_answer = Some(CheckOutcome::Failed);
     w.run(&pass, 50);
     assert_eq!(w.status.phase, Phase::RolledBack);
-    assert!(w.decisions.iter().all(|d| d.weight == 0), "{:?}", w.weights());
-    let rb = w.decisions.iter().find(|d| d.kind == DecisionKind::Rollback).unwrap();
+    assert!(
+        w.decisions.iter().all(|d| d.weight == 0),
+        "{:?}",
+        w.weights()
+    );
+    let rb = w
+        .decisions
+        .iter()
+        .find(|d| d.kind == DecisionKind::Rollback)
+        .unwrap();
     assert_eq!(rb.reason, Reason::CheckFailed);
-    assert!(rb.message.contains("before any traffic moved") && rb.message.contains("smoke"), "{}", rb.message);
+    assert!(
+        rb.message.contains("before any traffic moved") && rb.message.contains("smoke"),
+        "{}",
+        rb.message
+    );
     // The postRollback check was started and ran (it reports only).
     for _ in 0..5 {
         w.step(&pass, None);
@@ -71,7 +91,12 @@ fn a_running_check_holds_and_a_passing_one_lets_the_rollout_complete() {
         vec![
             ("smoke", vec![CheckPoint::PreRollout], CheckKind::Job, 0),
             ("load", vec![CheckPoint::Step], CheckKind::Job, 0),
-            ("final", vec![CheckPoint::PrePromotion], CheckKind::Webhook, 0),
+            (
+                "final",
+                vec![CheckPoint::PrePromotion],
+                CheckKind::Webhook,
+                0,
+            ),
         ],
     );
     w.check_answer = None;
@@ -80,7 +105,10 @@ fn a_running_check_holds_and_a_passing_one_lets_the_rollout_complete() {
     }
     assert_eq!(w.weight, 0, "held at 0 while the preRollout check runs");
     assert_eq!(w.decisions.last().unwrap().reason, Reason::CheckRunning);
-    assert!(!w.decisions.last().unwrap().waits_for_change, "comes back for the check");
+    assert!(
+        !w.decisions.last().unwrap().waits_for_change,
+        "comes back for the check"
+    );
     w.check_answer = Some(CheckOutcome::Passed);
     w.run(&pass, 500);
     assert_eq!(w.status.phase, Phase::Succeeded, "{:?}", w.status.message);
@@ -104,7 +132,10 @@ fn a_running_check_holds_and_a_passing_one_lets_the_rollout_complete() {
 
 #[test]
 fn a_step_check_that_runs_holds_the_step_past_its_pause() {
-    let mut w = with_checks(steps(), vec![("load", vec![CheckPoint::Step], CheckKind::Job, 0)]);
+    let mut w = with_checks(
+        steps(),
+        vec![("load", vec![CheckPoint::Step], CheckKind::Job, 0)],
+    );
     w.check_answer = None;
     for _ in 0..200 {
         w.step(&pass, None);
@@ -116,14 +147,22 @@ fn a_step_check_that_runs_holds_the_step_past_its_pause() {
 
 #[test]
 fn a_failing_step_check_rolls_back_after_its_limit() {
-    let mut w = with_checks(steps(), vec![("load", vec![CheckPoint::Step], CheckKind::Webhook, 1)]);
+    let mut w = with_checks(
+        steps(),
+        vec![("load", vec![CheckPoint::Step], CheckKind::Webhook, 1)],
+    );
     w.check_answer = Some(CheckOutcome::Failed);
     w.run(&pass, 500);
     assert_eq!(w.status.phase, Phase::RolledBack);
     assert_eq!(w.weights(), vec![0, 20, 0]);
     let c = &w.status.checks[0];
     assert_eq!((c.failures, c.attempts, c.phase.as_str()), (2, 2, "Failed"));
-    let events: Vec<_> = w.decisions.iter().flat_map(|d| &d.transitions).map(|t| t.reason).collect();
+    let events: Vec<_> = w
+        .decisions
+        .iter()
+        .flat_map(|d| &d.transitions)
+        .map(|t| t.reason)
+        .collect();
     assert!(events.contains(&Reason::CheckAttemptFailed));
     assert!(events.contains(&Reason::CheckFailed));
 }
@@ -132,7 +171,12 @@ fn a_failing_step_check_rolls_back_after_its_limit() {
 fn a_confirm_gate_waits_and_never_fails() {
     let mut w = with_checks(
         steps(),
-        vec![("approval", vec![CheckPoint::PrePromotion], CheckKind::Confirm, 0)],
+        vec![(
+            "approval",
+            vec![CheckPoint::PrePromotion],
+            CheckKind::Confirm,
+            0,
+        )],
     );
     w.check_answer = Some(CheckOutcome::Waiting);
     w.run(&pass, 400);
@@ -149,7 +193,10 @@ fn a_confirm_gate_waits_and_never_fails() {
 
 #[test]
 fn a_new_canary_clears_the_checks() {
-    let mut w = with_checks(steps(), vec![("smoke", vec![CheckPoint::PreRollout], CheckKind::Job, 0)]);
+    let mut w = with_checks(
+        steps(),
+        vec![("smoke", vec![CheckPoint::PreRollout], CheckKind::Job, 0)],
+    );
     w.check_answer = Some(CheckOutcome::Failed);
     w.run(&pass, 50);
     assert_eq!(w.status.checks.len(), 1);
