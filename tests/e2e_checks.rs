@@ -7,6 +7,11 @@
 //! ROLLWISE_E2E_KUBECONFIG=/path/to/kubeconfig cargo test --test e2e_checks -- --nocapture
 //! ```
 //! Without a cluster the test prints one `SKIPPED` line and passes.
+//!
+//! The last two run the operator as the Helm chart installs it (only the
+//! chart ServiceAccount's token): with `checks.jobs=true` Job checks run
+//! without a single 403; without it a Job check holds at 0% with `Error`
+//! in status saying which value to set.
 
 mod common;
 
@@ -18,9 +23,10 @@ use ::gateway_api::apis::standard::httproutes::HttpRoute;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use common::cluster::{OperatorOptions, TestNs, in_namespace};
+use common::cluster::{OperatorOptions, TestNs, eventually, in_namespace};
+use common::install::Install;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ApiResource, ListParams};
+use kube::api::{ApiResource, DeleteParams, ListParams};
 use rollwise::api::{Phase, Rollout};
 use serde_json::{Value, json};
 
@@ -338,6 +344,111 @@ async fn a_passing_job_check_lets_the_rollout_proceed() {
             .await
             .expect("list jobs");
         assert_eq!(jobs.items.len(), 3, "one Job per check run");
+    })
+    .await;
+}
+
+/// The chart with `checks.jobs=true` (and the Gateway API router) installed
+/// in the test's namespace, and `rollwise run` with its ServiceAccount's
+/// token.
+async fn chart_operator(ns: &TestNs, jobs: bool) -> (Install, Arc<common::cluster::Operator>) {
+    ns.versions(&[STABLE, CANARY], 1).await;
+    ns.create_dynamic(&ApiResource::erase::<HttpRoute>(&()), route())
+        .await;
+    let install = Install::helm(
+        &ns.cluster,
+        &ns.name,
+        &[
+            ("routers.gatewayAPI", "true"),
+            ("checks.jobs", if jobs { "true" } else { "false" }),
+        ],
+    )
+    .await;
+    let operator = ns
+        .start_operator(install.operator_options(&ns.name).await)
+        .await;
+    (install, operator)
+}
+
+/// Under the chart's RBAC with `checks.jobs=true`, Job checks at preRollout
+/// and at each step (with the clean-up of older Jobs) run without a 403,
+/// and the rollout completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_checks_run_under_the_charts_rbac_with_checks_jobs() {
+    in_namespace("checks-rbac", async |ns: &TestNs| {
+        let (install, operator) = chart_operator(ns, true).await;
+        ns.create(&rollout(
+            &ns.name,
+            json!([
+                job_check("smoke", "preRollout", 0),
+                job_check("load", "step", 0)
+            ]),
+        ))
+        .await;
+        let r = ns.wait_phase(ROLLOUT, Phase::Succeeded, 100, TIMEOUT).await;
+        let st = r.status.expect("a status");
+        assert!(
+            st.checks.iter().all(|c| c.phase == "Passed"),
+            "{:?}",
+            st.checks
+        );
+        install.finish(ns, &[&operator]).await;
+    })
+    .await;
+}
+
+/// Without `checks.jobs` the operator may not create Jobs: the Job check
+/// holds the rollout at 0% with `Error` in status and a `CheckError` Event
+/// that say what to set, and no traffic moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_check_without_the_right_to_create_jobs_holds_and_says_why() {
+    in_namespace("checks-norbac", async |ns: &TestNs| {
+        let (install, operator) = chart_operator(ns, false).await;
+        ns.create(&rollout(
+            &ns.name,
+            json!([job_check("smoke", "preRollout", 0)]),
+        ))
+        .await;
+        let r = ns
+            .wait_rollout(ROLLOUT, "the Job check in Error", TIMEOUT, |r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.checks.first().is_some_and(|c| c.phase == "Error"))
+            })
+            .await;
+        let st = r.status.expect("a status");
+        let c = &st.checks[0];
+        assert_eq!(c.result, "forbidden", "{c:?}");
+        assert!(c.message.contains("checks.jobs=true"), "{c:?}");
+        assert_eq!(st.canary_weight, 0);
+        let d = st.last_decision.expect("a decision");
+        assert_eq!(d.reason, "CheckError", "{d:?}");
+        assert!(d.message.contains("cannot run"), "{d:?}");
+        assert_eq!(route_canary_weight(ns).await, 0);
+        eventually("the CheckError Event", Duration::from_secs(30), || async {
+            let events = common::cluster::events_text(&ns.client, &ns.name).await;
+            if events.contains("CheckError") {
+                Ok(())
+            } else {
+                Err(events)
+            }
+        })
+        .await;
+        // The Rollout goes while the operator runs (its finalizer), then the
+        // release.
+        ns.api::<Rollout>()
+            .delete(ROLLOUT, &DeleteParams::default())
+            .await
+            .expect("delete the Rollout");
+        eventually("the Rollout to be finalized", TIMEOUT, || async {
+            match ns.api::<Rollout>().get_opt(ROLLOUT).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        operator.kill();
+        install.uninstall().unwrap_or_else(|e| panic!("{e}"));
     })
     .await;
 }

@@ -96,7 +96,7 @@ pub(super) async fn run(
             Ok(job) => job,
             Err(res) => return with_name(res),
         },
-        Err(e) => return with_name(api_error(due, "read", &ns, &e.to_string(), None)),
+        Err(e) => return with_name(api_error(due, "read", &ns, e)),
     };
     let res = with_name(outcome(due, &name, &job));
     if matches!(res.outcome, CheckOutcome::Passed | CheckOutcome::Failed) {
@@ -184,13 +184,10 @@ async fn create(
         Err(crate::controller::Error::Kube(kube::Error::Api(s))) if s.code == 409 => {
             match super::super::with_timeout("read job", api.get(name)).await {
                 Ok(j) => Ok(j),
-                Err(e) => Err(api_error(due, "read", &ns, &e.to_string(), None)),
+                Err(e) => Err(api_error(due, "read", &ns, e)),
             }
         }
-        Err(crate::controller::Error::Kube(kube::Error::Api(s))) => {
-            Err(api_error(due, "create", &ns, &s.message, Some(s.code)))
-        }
-        Err(e) => Err(api_error(due, "create", &ns, &e.to_string(), None)),
+        Err(e) => Err(api_error(due, "create", &ns, e)),
     }
 }
 
@@ -200,13 +197,18 @@ fn truncate_label(s: &str) -> String {
     s.trim_end_matches(['-', '.', '_']).to_string()
 }
 
+/// A refused or failed API call as a check that cannot run (it holds).
 fn api_error(
     due: &crate::plan::checks::DueCheck,
     verb: &str,
     ns: &str,
-    message: &str,
-    code: Option<u16>,
+    e: crate::controller::Error,
 ) -> CheckResult {
+    let (message, code) = match e {
+        crate::controller::Error::Kube(kube::Error::Api(s)) => (s.message.clone(), Some(s.code)),
+        other => (other.to_string(), None),
+    };
+    let message = message.as_str();
     let (short, why) = match code {
         Some(403) => (
             "forbidden".to_string(),
