@@ -26,6 +26,7 @@ use axum::http::StatusCode;
 use common::cluster::{OperatorOptions, TestNs, eventually, in_namespace};
 use common::install::Install;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DeleteParams, ListParams};
 use rollwise::api::{Phase, Rollout};
 use serde_json::{Value, json};
@@ -216,11 +217,23 @@ async fn a_failing_pre_rollout_webhook_leaves_all_traffic_on_stable() {
 async fn a_confirm_gate_holds_until_the_endpoint_says_yes() {
     in_namespace("checks-confirm", async |ns: &TestNs| {
         let gate = Receiver::start(403).await;
-        setup(ns).await;
+        ns.versions(&[STABLE, CANARY], 1).await;
+        ns.create_dynamic(&ApiResource::erase::<HttpRoute>(&()), route())
+            .await;
+        let operator = ns
+            .start_operator(OperatorOptions::new(&ns.cluster.kubeconfig).namespace(&ns.name))
+            .await;
+        // The URL comes from a Secret, as notifications' do.
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "approvals"},
+            "stringData": {"url": gate.url}
+        }))
+        .expect("a Secret");
+        ns.create(&secret).await;
         ns.create(&rollout(
             &ns.name,
             json!([{"name": "approval", "at": ["preRollout"], "interval": "1s",
-                    "webhook": {"type": "confirm", "url": gate.url}}]),
+                    "webhook": {"type": "confirm", "urlFrom": {"name": "approvals", "key": "url"}}}]),
         ))
         .await;
         let r = ns
@@ -245,6 +258,10 @@ async fn a_confirm_gate_holds_until_the_endpoint_says_yes() {
         let r = ns.wait_phase(ROLLOUT, Phase::Succeeded, 100, TIMEOUT).await;
         let c = &r.status.expect("a status").checks[0];
         assert_eq!(c.phase, "Passed", "{c:?}");
+        assert!(
+            !operator.log().contains(&gate.url),
+            "the webhook URL is never logged"
+        );
     })
     .await;
 }
