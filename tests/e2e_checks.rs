@@ -266,54 +266,102 @@ async fn a_confirm_gate_holds_until_the_endpoint_says_yes() {
     .await;
 }
 
-/// A Job check whose Pod exits 1 fails the Job (backoffLimit 0) and rolls
-/// back at the step it ran at; the Job is owned by the Rollout (controller
-/// reference, so garbage collection removes it) and its name and result
-/// are in status.
+/// A Job check whose Pod exits 1 fails the Job (backoffLimit 0); with
+/// `failureLimit: 2` it is run three times (one Job per attempt), then the
+/// rollout rolls back at the step it ran at. The Job is owned by the Rollout
+/// (controller reference, so garbage collection removes it), its name and
+/// result are in status, only the newest two Jobs of the check are kept,
+/// and the postRollback webhook is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_check_rolls_back() {
     in_namespace("checks-job-fail", async |ns: &TestNs| {
+        let report = Receiver::start(200).await;
         setup(ns).await;
+        let mut smoke = job_check("smoke", "step", 1);
+        smoke["failureLimit"] = json!(2);
+        smoke["interval"] = json!("1s");
         let created = ns
-            .create(&rollout(&ns.name, json!([job_check("smoke", "step", 1)])))
+            .create(&rollout(
+                &ns.name,
+                json!([smoke, {"name": "incident", "at": ["postRollback"], "webhook": {"url": report.url}}]),
+            ))
             .await;
         let r = ns.wait_phase(ROLLOUT, Phase::RolledBack, 0, TIMEOUT).await;
         let st = r.status.expect("a status");
         let d = st.last_decision.clone().expect("a decision");
         assert_eq!(d.reason, "CheckFailed", "{d:?}");
-        assert!(
-            d.message.contains("smoke") && d.message.contains("30%"),
-            "{d:?}"
-        );
+        assert!(d.message.contains("smoke") && d.message.contains("30%"), "{d:?}");
         let c = &st.checks[0];
-        assert_eq!(
-            (c.point.as_str(), c.step, c.phase.as_str()),
-            ("step", Some(2), "Failed"),
-            "{c:?}"
-        );
+        assert_eq!((c.point.as_str(), c.step, c.phase.as_str()), ("step", Some(2), "Failed"), "{c:?}");
+        assert_eq!((c.attempts, c.failures, c.failure_limit), (3, 3, 2), "{c:?}");
         assert!(c.result.starts_with("Failed: "), "{c:?}");
         let job_name = c.job_name.clone().expect("the Job's name in status");
-        let job = ns
-            .api::<Job>()
-            .get(&job_name)
-            .await
-            .expect("the Job exists");
+        let job = ns.api::<Job>().get(&job_name).await.expect("the Job exists");
         let owner = &job.metadata.owner_references.clone().expect("owned")[0];
         assert_eq!(owner.kind, "Rollout");
         assert_eq!(owner.name, ROLLOUT);
         assert_eq!(Some(&owner.uid), created.metadata.uid.as_ref());
         assert_eq!(owner.controller, Some(true));
         let labels = job.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(
-            labels.get("rollwise.io/rollout").map(String::as_str),
-            Some(ROLLOUT)
-        );
+        assert_eq!(labels.get("rollwise.io/rollout").map(String::as_str), Some(ROLLOUT));
         assert_eq!(labels.get("team").map(String::as_str), Some("checkout"));
-        assert_eq!(
-            route_canary_weight(ns).await,
-            0,
-            "all traffic back on stable"
-        );
+        assert_eq!(route_canary_weight(ns).await, 0, "all traffic back on stable");
+        // Three Jobs were created; the oldest is deleted (Background).
+        eventually("the oldest Job deleted", Duration::from_secs(30), || async {
+            let jobs = ns
+                .api::<Job>()
+                .list(&ListParams::default().labels("rollwise.io/check=smoke"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = jobs
+                .items
+                .iter()
+                .filter(|j| j.metadata.deletion_timestamp.is_none())
+                .filter_map(|j| j.metadata.name.clone())
+                .collect();
+            if names.len() == 2 && names.contains(&job_name) {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        })
+        .await;
+        // The postRollback check reported the rollback.
+        let r = ns
+            .wait_rollout(ROLLOUT, "the postRollback check passed", TIMEOUT, |r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.checks.iter().any(|c| c.name == "incident" && c.phase == "Passed")
+                })
+            })
+            .await;
+        assert_eq!(r.status.expect("a status").phase, Phase::RolledBack);
+        let bodies = report.bodies();
+        assert_eq!(bodies.len(), 1, "{bodies:?}");
+        assert_eq!(bodies[0]["point"], "postRollback");
+        assert_eq!(bodies[0]["phase"], "RolledBack");
+    })
+    .await;
+}
+
+/// A Job that runs past its `activeDeadlineSeconds` fails
+/// (`DeadlineExceeded`): the check fails and the rollout rolls back with
+/// all traffic still on stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_deadline_fails_the_check() {
+    in_namespace("checks-job-deadline", async |ns: &TestNs| {
+        setup(ns).await;
+        let mut slow = job_check("slow", "preRollout", 0);
+        slow["job"]["spec"]["activeDeadlineSeconds"] = json!(2);
+        slow["job"]["spec"]["template"]["metadata"]["annotations"]["fake-kubelet.realk8s/run-seconds"] =
+            json!("600");
+        ns.create(&rollout(&ns.name, json!([slow]))).await;
+        let r = ns.wait_phase(ROLLOUT, Phase::RolledBack, 0, TIMEOUT).await;
+        let st = r.status.expect("a status");
+        let c = &st.checks[0];
+        assert_eq!(c.phase, "Failed", "{c:?}");
+        assert_eq!(c.result, "Failed: DeadlineExceeded", "{c:?}");
+        assert_eq!(st.last_decision.expect("a decision").reason, "CheckFailed");
+        assert_eq!(route_canary_weight(ns).await, 0);
     })
     .await;
 }
