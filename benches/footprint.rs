@@ -584,6 +584,7 @@ fn time_scenario(name: &'static str, step_started: SignedDuration) -> Scenario {
             comparisons: vec![],
         }),
         action: None,
+        checks: vec![],
     };
 
     // Allocations of one call (counted), then timing with the counters off.

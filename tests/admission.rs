@@ -627,7 +627,135 @@ fn cel_rules() -> Vec<CelCase> {
             |o| o["spec"]["notifications"] = json!({"webhooks": webhook("slack")}),
             |o| o["spec"]["notifications"] = json!({"webhooks": webhook("teams")}),
         ),
+        // spec.checks
+        rule(
+            "spec.checks",
+            "check names must be unique",
+            r#"spec.checks: Invalid value: "array""#,
+            |o| o["spec"]["checks"] = json!([hook_check("a"), hook_check("b")]),
+            |o| o["spec"]["checks"] = json!([hook_check("a"), hook_check("a")]),
+        ),
+        rule(
+            "spec.checks[]",
+            "a check needs exactly one of webhook or job",
+            r#"spec.checks[0]: Invalid value: "object""#,
+            |o| o["spec"]["checks"] = json!([job_check()]),
+            |o| {
+                let mut c = job_check();
+                c["webhook"] = json!({"url": "http://acceptance.qa/run"});
+                o["spec"]["checks"] = json!([c]);
+            },
+        ),
+        rule(
+            "spec.checks[]",
+            "a confirm webhook cannot run at postRollback (it only reports there)",
+            r#"spec.checks[0].at: Invalid value: "object""#,
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["type"] = json!("confirm");
+                o["spec"]["checks"] = json!([c]);
+            },
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["type"] = json!("confirm");
+                c["at"] = json!(["postRollback"]);
+                o["spec"]["checks"] = json!([c]);
+            },
+        ),
+        rule(
+            "spec.checks[].name",
+            "name must be lowercase letters, digits and '-', starting and ending with a letter or digit",
+            r#"spec.checks[0].name: Invalid value: "string""#,
+            |o| o["spec"]["checks"] = json!([hook_check("smoke-1")]),
+            |o| o["spec"]["checks"] = json!([hook_check("Smoke")]),
+        ),
+        rule(
+            "spec.checks[].interval",
+            "interval must look like 10s, 1m or 1h",
+            r#"spec.checks[0].interval: Invalid value: "string""#,
+            |o| {
+                let mut c = hook_check("a");
+                c["interval"] = json!("30s");
+                o["spec"]["checks"] = json!([c]);
+            },
+            |o| {
+                let mut c = hook_check("a");
+                c["interval"] = json!("soon");
+                o["spec"]["checks"] = json!([c]);
+            },
+        ),
+        rule(
+            "spec.checks[].webhook",
+            "a webhook check needs exactly one of url or urlFrom",
+            r#"spec.checks[0].webhook: Invalid value: "object""#,
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"] = json!({"urlFrom": {"name": "hooks", "key": "url"}});
+                o["spec"]["checks"] = json!([c]);
+            },
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["urlFrom"] = json!({"name": "hooks", "key": "url"});
+                o["spec"]["checks"] = json!([c]);
+            },
+        ),
+        rule(
+            "spec.checks[].webhook.type",
+            "type must be check or confirm",
+            r#"spec.checks[0].webhook.type: Invalid value: "string""#,
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["type"] = json!("confirm");
+                o["spec"]["checks"] = json!([c]);
+            },
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["type"] = json!("approve");
+                o["spec"]["checks"] = json!([c]);
+            },
+        ),
+        rule(
+            "spec.checks[].webhook.url",
+            "url must start with http:// or https://",
+            r#"spec.checks[0].webhook.url: Invalid value: "string""#,
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["url"] = json!("https://acceptance.qa/run");
+                o["spec"]["checks"] = json!([c]);
+            },
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["url"] = json!("acceptance.qa/run");
+                o["spec"]["checks"] = json!([c]);
+            },
+        ),
+        rule(
+            "spec.checks[].webhook.timeout",
+            "timeout must look like 10s or 1m",
+            r#"spec.checks[0].webhook.timeout: Invalid value: "string""#,
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["timeout"] = json!("5s");
+                o["spec"]["checks"] = json!([c]);
+            },
+            |o| {
+                let mut c = hook_check("a");
+                c["webhook"]["timeout"] = json!("5");
+                o["spec"]["checks"] = json!([c]);
+            },
+        ),
     ]
+}
+
+/// A webhook check at preRollout.
+fn hook_check(name: &str) -> Value {
+    json!({"name": name, "at": ["preRollout"], "webhook": {"url": "http://acceptance.qa/run"}})
+}
+
+/// A Job check at each step.
+fn job_check() -> Value {
+    json!({"name": "smoke", "at": ["step"], "job": {"spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "t", "image": "busybox"}]}}}}})
 }
 
 // ---------------------------------------------------------------------------

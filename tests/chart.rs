@@ -277,6 +277,7 @@ fn assert_least_privilege(what: &str, values: &str, r: &Rendered) {
     let smi = value_on(values, "routers.smi");
     let writes_deployments =
         value_on(values, "routers.replicas") || value_on(values, "scaling.enabled");
+    let jobs = value_on(values, "checks.jobs");
     for role in r.all("Role").into_iter().chain(r.all("ClusterRole")) {
         let name = &role["metadata"]["name"];
         for rule in role["rules"].as_array().unwrap() {
@@ -301,11 +302,18 @@ fn assert_least_privilege(what: &str, values: &str, r: &Rendered) {
             // nothing (weight 0, no header route), so no idle canary Ingress
             // outlives a rollout. RBAC cannot name an object before it
             // exists, hence the whole resource, and only with routers.nginx.
+            // And the Job checks' old Jobs, only with checks.jobs.
             if verb == "delete" {
                 assert!(
-                    nginx && group == "networking.k8s.io" && resource == "ingresses",
-                    "{what}: nothing is deleted but the nginx router's canary Ingress"
+                    (nginx && group == "networking.k8s.io" && resource == "ingresses")
+                        || (jobs && group == "batch" && resource == "jobs"),
+                    "{what}: nothing is deleted but the nginx router's canary Ingress \
+                     and, with checks.jobs, the Job checks' Jobs"
                 );
+            }
+            if resource == "jobs" {
+                assert!(jobs, "{what}: Jobs only with checks.jobs");
+                assert_ne!(verb, "watch", "{what}: Jobs are looked at, not watched");
             }
             // Listed and watched: Rollouts, and metadata-only the
             // Deployments and the route objects of the routers turned on
@@ -326,6 +334,7 @@ fn assert_least_privilege(what: &str, values: &str, r: &Rendered) {
                 assert!(
                     ["rollouts", "deployments"].contains(&resource.as_str())
                         || router_kind
+                        || (jobs && resource == "jobs" && verb == "list")
                         || (resource == "leases" && verb == "watch"),
                     "{what}: only Rollouts, Deployments, the routes of the routers \
                      turned on and the Lease are watched"
@@ -356,7 +365,8 @@ fn assert_least_privilege(what: &str, values: &str, r: &Rendered) {
                 assert!(
                     ["events", "leases"].contains(&resource.as_str())
                         || (nginx && resource == "ingresses")
-                        || (smi && resource == "trafficsplits"),
+                        || (smi && resource == "trafficsplits")
+                        || (jobs && resource == "jobs"),
                     "{what}: creates nothing but Events, its Lease, and the objects \
                      the nginx (canary Ingress) and smi (TrafficSplit) routers own"
                 );
@@ -496,6 +506,12 @@ const ROUTER_CASES: &[RouterCase] = &[
         what: "scaling.enabled",
         values: "scaling: {enabled: true}\n",
         added: &[("apps", "deployments", &["patch"])],
+        removed: &[],
+    },
+    RouterCase {
+        what: "checks.jobs",
+        values: "checks: {jobs: true}\n",
+        added: &[("batch", "jobs", &["get", "list", "create", "delete"])],
         removed: &[],
     },
     RouterCase {

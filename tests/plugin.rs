@@ -870,3 +870,49 @@ fn binary_with_an_unreachable_cluster_exits_1() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn status_shows_the_checks() {
+    let (sim, mut r) = mid_rollout(1).await;
+    let frame = render_status(&r, &[], sim.clock.now(), WIDTH);
+    assert!(!frame.contains("Checks"), "no checks, no section:\n{frame}");
+    let st = r.status.as_mut().unwrap();
+    st.checks = vec![
+        rollwise::api::CheckStatus {
+            name: "acceptance".into(),
+            point: "preRollout".into(),
+            kind: "job".into(),
+            phase: "Passed".into(),
+            attempts: 1,
+            job_name: Some("checkout-acceptance-pre-1c9e2f4a".into()),
+            result: "Complete".into(),
+            ..Default::default()
+        },
+        rollwise::api::CheckStatus {
+            name: "approval".into(),
+            point: "step".into(),
+            step: Some(2),
+            kind: "confirm".into(),
+            phase: "Waiting".into(),
+            attempts: 3,
+            result: "HTTP 403".into(),
+            ..Default::default()
+        },
+    ];
+    let frame = render_status(&r, &[], sim.clock.now(), WIDTH);
+    let section: Vec<&str> = frame
+        .lines()
+        .skip_while(|l| *l != "Checks")
+        .take(4)
+        .collect();
+    assert_eq!(
+        section,
+        [
+            "Checks",
+            "  CHECK        AT           KIND      PHASE     FAILURES   JOB                                RESULT",
+            "  acceptance   preRollout   job       Passed    0/0        checkout-acceptance-pre-1c9e2f4a   Complete",
+            "  approval     step 2       confirm   Waiting   0/0        -                                  HTTP 403",
+        ],
+        "{frame}"
+    );
+}

@@ -849,3 +849,117 @@ async fn the_old_version_is_drained_after_promotion_and_the_delay() {
     // one has no pods) and deletes nothing.
     assert_eq!(weight_of(&sim, "checkout-v2").await, 100);
 }
+
+/// A fake check runner: answers every check with `outcome` and records
+/// `(name, point, weight)` of each call.
+struct FakeChecks {
+    outcome: rollwise::plan::checks::CheckOutcome,
+    calls: std::sync::Mutex<Vec<(String, String, i64)>>,
+}
+
+#[async_trait::async_trait]
+impl rollwise::controller::checks::CheckRunner for FakeChecks {
+    async fn run(
+        &self,
+        req: &rollwise::controller::checks::CheckRequest<'_>,
+    ) -> rollwise::plan::checks::CheckResult {
+        self.calls.lock().unwrap().push((
+            req.due.name.clone(),
+            req.due.point.as_str().to_string(),
+            req.payload["weight"].as_i64().unwrap_or(-1),
+        ));
+        rollwise::plan::checks::CheckResult {
+            name: req.due.name.clone(),
+            point: req.due.point,
+            step: req.due.step,
+            outcome: self.outcome.clone(),
+            job_name: None,
+            http_status: Some(200),
+            result: "fake".into(),
+            message: "fake".into(),
+        }
+    }
+}
+
+async fn sim_with_checks(
+    outcome: rollwise::plan::checks::CheckOutcome,
+    checks: serde_json::Value,
+) -> (Sim, Arc<FakeChecks>) {
+    let mut sim = Sim::standard(1).await.unwrap();
+    sim.traffic.set_error_rate("checkout-v2", 0.005);
+    let fake = Arc::new(FakeChecks {
+        outcome,
+        calls: Default::default(),
+    });
+    sim.ctx = Arc::new((*sim.ctx).clone().with_checks(fake.clone()));
+    sim.api()
+        .patch(
+            "checkout",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"checks": checks}})),
+        )
+        .await
+        .unwrap();
+    (sim, fake)
+}
+
+#[tokio::test]
+async fn a_failing_pre_rollout_check_rolls_back_before_any_traffic_moves() {
+    let (sim, fake) = sim_with_checks(
+        rollwise::plan::checks::CheckOutcome::Failed,
+        json!([{"name": "smoke", "at": ["preRollout"], "webhook": {"url": "http://x/"}}]),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let r = sim
+        .run_until_terminal(STEP, MAX, |l| seen.push(l.weight))
+        .await
+        .unwrap();
+    assert_eq!(phase(&r), Phase::RolledBack);
+    assert!(seen.iter().all(|w| *w == 0), "{seen:?}");
+    assert_eq!(weight_of(&sim, "checkout-v2").await, 0);
+    let st = r.status.as_ref().unwrap();
+    assert_eq!(st.last_decision.as_ref().unwrap().reason, "CheckFailed");
+    assert_eq!(st.checks[0].phase, "Failed");
+    assert_eq!(
+        fake.calls.lock().unwrap().clone(),
+        [("smoke".to_string(), "preRollout".to_string(), 0)]
+    );
+    let reasons = event_reasons(&sim).await;
+    for reason in ["CheckStarted", "CheckFailed"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn passing_checks_are_run_at_every_point_and_the_rollout_completes() {
+    let (sim, fake) = sim_with_checks(
+        rollwise::plan::checks::CheckOutcome::Passed,
+        json!([{"name": "gate", "at": ["preRollout", "step", "prePromotion"], "webhook": {"url": "http://x/"}}]),
+    )
+    .await;
+    let r = sim.run_until_terminal(STEP, MAX, |_| {}).await.unwrap();
+    assert_eq!(phase(&r), Phase::Succeeded);
+    let calls = fake.calls.lock().unwrap().clone();
+    let points: Vec<(&str, i64)> = calls.iter().map(|(_, p, w)| (p.as_str(), *w)).collect();
+    // The standard plan: 5, 33, 50 and 100, each followed by a pause.
+    assert_eq!(
+        points,
+        [
+            ("preRollout", 0),
+            ("step", 5),
+            ("step", 33),
+            ("step", 50),
+            ("step", 100),
+            ("prePromotion", 100)
+        ]
+    );
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .checks
+            .iter()
+            .all(|c| c.phase == "Passed")
+    );
+}

@@ -83,6 +83,12 @@ pub struct RolloutSpec {
     /// the operator-wide webhook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationSpec>,
+    /// Webhook and Job checks run before any traffic moves, at each step,
+    /// before the final promotion or after a rollback (docs/checks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("check names must be unique"))]
+    pub checks: Vec<super::CheckSpec>,
 }
 
 /// The most steps a Rollout may have (`maxItems` of `spec.steps`).
@@ -749,6 +755,10 @@ pub struct RolloutStatus {
     /// The latest manual action carried out or refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<ActionRecord>,
+    /// The webhook and Job checks of this rollout, one entry per check and
+    /// point (and step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::CheckStatus>,
     /// Ready, Progressing, Paused, Completed, RolledBack.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]

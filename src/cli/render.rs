@@ -302,6 +302,9 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
             format!("enough evidence from the canary-vs-stable comparison{more}")
         }
         BudgetGuard => format!("room in the exposure budget to go on: {message}"),
+        CheckRunning => format!("its checks to finish: {message}"),
+        WaitingForConfirm => format!("a confirm webhook to say yes: {message}"),
+        CheckError => format!("a check that cannot run to be fixed: {message}"),
         RiskBoundHolds => format!(
             "evidence, or a smaller worst plausible canary, before the weight is raised: {message}"
         ),
@@ -312,9 +315,22 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
         }
         // Outcomes (the phase is terminal and was answered above) and
         // Events that are no decision: the message says it.
-        RolloutCompleted | AllStepsDone | Completed | AnalysisFailed | CanaryWorse
-        | BudgetExhausted | MetricsUnavailable | Aborted | RolledBack | StableScaledDown
-        | ActionRefused => {
+        RolloutCompleted
+        | AllStepsDone
+        | Completed
+        | AnalysisFailed
+        | CanaryWorse
+        | BudgetExhausted
+        | MetricsUnavailable
+        | Aborted
+        | RolledBack
+        | StableScaledDown
+        | ActionRefused
+        | CheckFailed
+        | CheckStarted
+        | CheckPassed
+        | CheckAttemptFailed
+        | PostRollbackCheckFailed => {
             if message.is_empty() {
                 reason
             } else {
@@ -599,6 +615,13 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
         }
     }
 
+    // Webhook and Job checks, one line per check and point.
+    if !st.checks.is_empty() {
+        o.push('\n');
+        let _ = writeln!(o, "Checks");
+        o.push_str(&checks_table(&st));
+    }
+
     // Decision, what it waits for, last action.
     o.push('\n');
     match &st.last_decision {
@@ -693,6 +716,39 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
 }
 
 /// Like [`shorten`], keeping the line's indentation.
+/// `status.checks` as a table (indented by two): check, point, kind, phase,
+/// attempts and failures, the Job, the latest result.
+fn checks_table(st: &crate::api::RolloutStatus) -> String {
+    let mut rows = vec![vec![
+        "CHECK".to_string(),
+        "AT".into(),
+        "KIND".into(),
+        "PHASE".into(),
+        "FAILURES".into(),
+        "JOB".into(),
+        "RESULT".into(),
+    ]];
+    for c in &st.checks {
+        rows.push(vec![
+            c.name.clone(),
+            match c.step {
+                Some(s) => format!("{} {s}", c.point),
+                None => c.point.clone(),
+            },
+            c.kind.clone(),
+            c.phase.clone(),
+            format!("{}/{}", c.failures, c.failure_limit),
+            c.job_name.clone().unwrap_or_else(|| "-".into()),
+            if c.result.is_empty() {
+                "-".into()
+            } else {
+                c.result.clone()
+            },
+        ]);
+    }
+    table(&rows).lines().map(|l| format!("  {l}\n")).collect()
+}
+
 fn shorten_line(line: &str, width: usize) -> String {
     if line.chars().count() <= width {
         return line.to_string();

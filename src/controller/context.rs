@@ -60,6 +60,8 @@ pub struct Context {
     /// What each Rollout depends on, watched (the operator; `None` in tests
     /// and the demo, which drive reconciles themselves).
     pub watches: Option<Arc<super::Watches>>,
+    /// Runs webhook and Job checks (tests plug in a fake).
+    pub checks: Arc<dyn super::checks::CheckRunner>,
 }
 
 impl Context {
@@ -67,6 +69,7 @@ impl Context {
     pub fn new(client: kube::Client, metrics: Metrics, instance: Option<String>) -> Self {
         Context {
             events: Events::new(client.clone(), instance),
+            checks: super::checks::cluster(client.clone()),
             client,
             metrics,
             clock: Arc::new(SystemClock),
@@ -94,6 +97,11 @@ impl Context {
 
     pub fn with_watches(mut self, watches: Arc<super::Watches>) -> Self {
         self.watches = Some(watches);
+        self
+    }
+
+    pub fn with_checks(mut self, checks: Arc<dyn super::checks::CheckRunner>) -> Self {
+        self.checks = checks;
         self
     }
 

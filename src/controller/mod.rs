@@ -3,6 +3,7 @@
 //! [`reconcile`] is the whole loop for one Rollout; it can be called directly
 //! (tests, the demo) or from the kube-runtime `Controller` ([`run`]).
 
+pub mod checks;
 mod client;
 mod context;
 pub mod memory;

@@ -342,12 +342,15 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         });
     }
 
+    // The checks that are due (started by an earlier decision).
+    let check_results = super::checks::run_due(ctx, &r, &prev, actual, now).await;
     let obs = Observation {
         generation,
         canary: refs.canary,
         actual_weight: reading.canary.map(|_| actual),
         analysis,
         action,
+        checks: check_results,
     };
     let decision = plan::decide(&plan, &prev, &obs, now);
     let mut next = decision.status.clone();

@@ -267,7 +267,7 @@ pub(crate) enum DeliveryError {
 }
 
 impl DeliveryError {
-    fn from_reqwest(e: &reqwest::Error) -> Self {
+    pub(crate) fn from_reqwest(e: &reqwest::Error) -> Self {
         if e.is_builder() {
             DeliveryError::InvalidUrl
         } else if e.is_timeout() {
@@ -283,7 +283,7 @@ impl DeliveryError {
 
     /// Connection errors, timeouts, 5xx and 429 are worth another attempt;
     /// other 4xx (bad URL, revoked token) are not.
-    fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         match self {
             DeliveryError::Status(s) => *s >= 500 || *s == 429,
             DeliveryError::Timeout | DeliveryError::Connect | DeliveryError::Request => true,
@@ -407,44 +407,7 @@ impl Worker {
         {
             return Ok(url.clone());
         }
-        let place = format!("Secret {namespace}/{} key {}", from.name, from.key);
-        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
-        let secret = match tokio::time::timeout(self.options.timeout, api.get(&from.name)).await {
-            Err(_) => return Err(format!("{place}: reading it timed out")),
-            Ok(Err(kube::Error::Api(s))) if s.code == 404 => {
-                return Err(format!("{place}: the Secret does not exist"));
-            }
-            Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
-                return Err(format!(
-                    "{place}: forbidden (the operator needs get on secrets)"
-                ));
-            }
-            Ok(Err(kube::Error::Api(s))) => {
-                return Err(format!("{place}: API error {} {}", s.code, s.reason));
-            }
-            Ok(Err(_)) => return Err(format!("{place}: cannot reach the API server")),
-            Ok(Ok(s)) => s,
-        };
-        let raw = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&from.key))
-            .map(|b| String::from_utf8(b.0.clone()).ok())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&from.key))
-                    .map(|s| Some(s.clone()))
-            });
-        let url = match raw {
-            None => return Err(format!("{place}: no such key")),
-            Some(None) => return Err(format!("{place}: the value is not UTF-8")),
-            Some(Some(s)) => s.trim().to_string(),
-        };
-        if url.is_empty() {
-            return Err(format!("{place}: the value is empty"));
-        }
+        let url = read_url_from_secret(&self.kube, namespace, from, self.options.timeout).await?;
         if self.cache.len() >= self.options.secret_cache_size.max(1) {
             let ttl = self.options.secret_ttl;
             self.cache.retain(|_, (at, _)| at.elapsed() < ttl);
@@ -455,6 +418,56 @@ impl Worker {
         self.cache.insert(key, (Instant::now(), url.clone()));
         Ok(url)
     }
+}
+
+/// A webhook URL from a Secret key in `namespace`, read with `timeout`.
+/// The error says why, without the Secret's content. Shared by
+/// notifications and webhook checks.
+pub(crate) async fn read_url_from_secret(
+    kube: &kube::Client,
+    namespace: &str,
+    from: &SecretKeyRef,
+    timeout: Duration,
+) -> Result<String, String> {
+    let place = format!("Secret {namespace}/{} key {}", from.name, from.key);
+    let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
+    let secret = match tokio::time::timeout(timeout, api.get(&from.name)).await {
+        Err(_) => return Err(format!("{place}: reading it timed out")),
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 => {
+            return Err(format!("{place}: the Secret does not exist"));
+        }
+        Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
+            return Err(format!(
+                "{place}: forbidden (the operator needs get on secrets)"
+            ));
+        }
+        Ok(Err(kube::Error::Api(s))) => {
+            return Err(format!("{place}: API error {} {}", s.code, s.reason));
+        }
+        Ok(Err(_)) => return Err(format!("{place}: cannot reach the API server")),
+        Ok(Ok(s)) => s,
+    };
+    let raw = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&from.key))
+        .map(|b| String::from_utf8(b.0.clone()).ok())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&from.key))
+                .map(|s| Some(s.clone()))
+        });
+    let url = match raw {
+        None => return Err(format!("{place}: no such key")),
+        Some(None) => return Err(format!("{place}: the value is not UTF-8")),
+        Some(Some(s)) => s.trim().to_string(),
+    };
+    if url.is_empty() {
+        return Err(format!("{place}: the value is empty"));
+    }
+    Ok(url)
 }
 
 /// POST `body` to `url`, retrying with exponential backoff. Returns the

@@ -21,6 +21,7 @@
 
 mod deliver;
 
+pub(crate) use deliver::{DeliveryError, read_url_from_secret};
 pub use deliver::{Notifier, NotifierOptions};
 
 use jiff::Timestamp;
@@ -89,7 +90,7 @@ impl NotificationKind {
             RolloutStarted | NewCanary | Retry => Some(Self::Started),
             WeightChanged | StepAdvanced => Some(Self::StepAdvanced),
             Paused => Some(Self::Paused),
-            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable => {
+            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable | CheckFailed => {
                 Some(Self::RolledBack)
             }
             Promoted | RolloutCompleted => Some(Self::Promoted),
@@ -102,11 +103,20 @@ impl NotificationKind {
             | AllStepsDone | Completed | RolledBack | PauseInProgress | WaitingForCanary
             | WaitingForData | WaitingForAnalysis | WaitingForPass | NotEnoughEvidence
             | BudgetGuard | MetricsError | StableScaledDown | ActionRefused => None,
+            // Checks: their Events say it; a failed check that rolls back
+            // is told as RolledBack above.
+            CheckRunning
+            | WaitingForConfirm
+            | CheckError
+            | CheckStarted
+            | CheckPassed
+            | CheckAttemptFailed
+            | PostRollbackCheckFailed => None,
         }
     }
 
     /// Every kind a notification for this reason counts as, for `events`
-    /// filters: a rollback by the analysis (any of the four) is both
+    /// filters: a rollback by the analysis (any of the four) or by a failed check is both
     /// `AnalysisFailed` and `RolledBack`. Empty when the reason gives no
     /// notification.
     pub fn kinds_for_reason(reason: Reason) -> Vec<Self> {

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::checks;
 use super::gate::{analysis_gate, budget_guard, evidence_fine, risk_bound};
 use super::record::record_analysis;
 use super::*;
-use crate::api::{DecisionRecord, Phase, RolloutStatus};
+use crate::api::{CheckPoint, DecisionRecord, Phase, RolloutStatus};
 use crate::traffic::Match;
 
 struct Builder<'a> {
@@ -65,6 +66,14 @@ impl Builder<'_> {
             message: message.clone(),
             at,
         });
+        // Open checks are run by the controller: come back for them.
+        let requeue = match checks::requeue(&self.st, self.now) {
+            Some(r) => {
+                self.timer = true;
+                requeue.min(r)
+            }
+            None => requeue,
+        };
         let idle = requeue == IDLE_REQUEUE && !self.timer;
         let (requeue, waits_for_change) = match analysis_due_at(self.plan, &self.st, weight) {
             Some(due) if !matches!(kind, DecisionKind::Rollback | DecisionKind::Abort) => (
@@ -140,6 +149,7 @@ impl Builder<'_> {
         st.completed_at = None;
         st.stable_scaled_down = false;
         st.canary_scaled_down = false;
+        st.checks.clear();
         st.verdict = "-".into();
         self.scale.restore = true;
     }
@@ -179,7 +189,45 @@ impl Builder<'_> {
             self.scale.scale_down_canary = true;
         }
         self.event(true, reason, message.clone());
+        let started = checks::start(
+            &self.plan.checks,
+            &mut self.st,
+            CheckPoint::PostRollback,
+            None,
+            self.now,
+        );
+        self.transitions.extend(started);
         self.finish(kind, reason, message, 0, IDLE_REQUEUE)
+    }
+
+    /// The checks of a point: started if not yet, and why they hold.
+    fn checks_hold(&mut self, point: CheckPoint, step: Option<i32>) -> Option<(Reason, String)> {
+        if !self.plan.checks.iter().any(|c| c.at.contains(&point)) {
+            return None;
+        }
+        let (started, hold) = checks::gate(&self.plan.checks, &mut self.st, point, step, self.now);
+        self.transitions.extend(started);
+        hold
+    }
+
+    /// Before step `index` is left (not by hand): its step checks, and
+    /// before the promotion the prePromotion checks.
+    fn leave_hold(&mut self, index: usize) -> Option<(Reason, String)> {
+        let step = checks::step_runs_checks(&self.plan.steps, index)
+            .then(|| self.checks_hold(CheckPoint::Step, Some(index as i32 + 1)))
+            .flatten();
+        step.or_else(|| {
+            (index + 1 >= self.plan.steps.len())
+                .then(|| self.checks_hold(CheckPoint::PrePromotion, None))
+                .flatten()
+        })
+    }
+
+    /// Hold on the checks of step `index` at `weight`.
+    fn hold_for_checks(self, index: usize, weight: u8, reason: Reason, why: String) -> Decision {
+        let steps = self.plan.steps.len();
+        let msg = format!("step {}/{steps}: {weight}% on the canary; {why}", index + 1);
+        self.finish(DecisionKind::Hold, reason, msg, weight, IDLE_REQUEUE)
     }
 }
 
@@ -332,6 +380,27 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         }
     }
 
+    // 3. Checks: their results; one failed beyond its limit rolls back like
+    // failed analysis.
+    if !obs.checks.is_empty() {
+        let (events, failed) = checks::record(&plan.checks, &mut b.st, &obs.checks, now);
+        b.transitions.extend(events);
+        if let Some((reason, msg)) = failed
+            && !b.st.phase.is_terminal()
+        {
+            let msg = if actual == 0 {
+                format!("rolled back before any traffic moved: {msg}; all traffic stays on stable")
+            } else {
+                format!(
+                    "rolled back at step {} ({}%): {msg}",
+                    b.st.current_step_index + 1,
+                    actual
+                )
+            };
+            return b.rollback(Phase::RolledBack, DecisionKind::Rollback, reason, msg);
+        }
+    }
+
     // 3. Analysis.
     if let Some(round) = &obs.analysis
         && !b.st.phase.is_terminal()
@@ -424,10 +493,26 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
         Readiness::NotReady(why) => Some(why.clone()),
         Readiness::Ready => None,
     };
+    // Before any traffic moves: the preRollout checks (once the canary is
+    // available, so that they can test it).
+    if index == 0
+        && actual == 0
+        && not_ready.is_none()
+        && let Some((reason, why)) = b.checks_hold(CheckPoint::PreRollout, None)
+    {
+        b.st.phase = Phase::Pending;
+        let msg = format!("all traffic on stable; {why}");
+        return b.finish(DecisionKind::Hold, reason, msg, 0, IDLE_REQUEUE);
+    }
     match plan.steps[index] {
         PlanStep::SetWeight(w) => {
             if actual == w {
-                // Step done (the router carries the weight): next one.
+                // Step done (the router carries the weight) once its checks
+                // passed: next one.
+                if let Some((reason, why)) = b.leave_hold(index) {
+                    b.st.phase = Phase::Progressing;
+                    return b.hold_for_checks(index, actual, reason, why);
+                }
                 index += 1;
                 if index >= steps {
                     return b.complete(
@@ -596,6 +681,18 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
             };
             let gate = analysis_gate(plan, &b.st, weight);
             let started = b.st.step_started_at.as_ref().map(|t| t.0).unwrap_or(now);
+            // The step's checks run during the pause (a load generator gives
+            // the analysis traffic), once its weight is in place.
+            if weight == actual && checks::step_runs_checks(&plan.steps, index) {
+                let started = checks::start(
+                    &plan.checks,
+                    &mut b.st,
+                    CheckPoint::Step,
+                    Some(index as i32 + 1),
+                    now,
+                );
+                b.transitions.extend(started);
+            }
             match duration {
                 None => {
                     let entering = b.st.phase != Phase::Paused;
@@ -713,6 +810,9 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                             weight,
                             plan.interval,
                         );
+                    }
+                    if let Some((reason, why)) = b.leave_hold(index) {
+                        return b.hold_for_checks(index, weight, reason, why);
                     }
                     index += 1;
                     if index >= steps {

@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{Phase, RolloutStatus};
 use crate::traffic::HeaderRoute;
 
+pub mod checks;
 pub mod compile;
 mod decide;
 mod gate;
@@ -118,6 +119,9 @@ pub struct Observation {
     pub actual_weight: Option<u8>,
     pub analysis: Option<AnalysisRound>,
     pub action: Option<ManualAction>,
+    /// Results of the webhook and Job checks the controller ran (the open
+    /// entries of `status.checks` that were due, see [`checks::due`]).
+    pub checks: Vec<checks::CheckResult>,
 }
 
 /// What kind of decision was taken.

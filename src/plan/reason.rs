@@ -86,6 +86,9 @@ reasons! {
     BudgetExhausted,
     /// The metrics could not be read `consecutiveErrorLimit` times in a row.
     MetricsUnavailable,
+    /// A webhook or Job check failed more often than its `failureLimit`
+    /// (Event and decision).
+    CheckFailed,
     /// Aborted by hand (Event and decision).
     Aborted,
     /// A rolled-back rollout holds 0% (decision).
@@ -110,11 +113,27 @@ reasons! {
     RiskBoundHolds,
     /// The queries fail (within `consecutiveErrorLimit`).
     MetricsError,
+    /// A check of this point runs (decision).
+    CheckRunning,
+    /// A confirm webhook has not said yes yet (Event and decision).
+    WaitingForConfirm,
+    /// A check cannot be run (no Secret, no right to create Jobs, a Job the
+    /// API server refuses): holding (Event and decision).
+    CheckError,
     // ---- other transitions
     /// The old version was scaled down after the promotion (Event).
     StableScaledDown,
     /// A manual action did not apply (Event).
     ActionRefused,
+    // ---- checks (Events)
+    /// A check started at a point.
+    CheckStarted,
+    /// A check passed.
+    CheckPassed,
+    /// A check failed within its `failureLimit`: it is tried again.
+    CheckAttemptFailed,
+    /// A postRollback check failed: reported only.
+    PostRollbackCheckFailed,
 }
 
 /// What a reason means for the people watching the rollout.
@@ -155,19 +174,25 @@ impl Reason {
             | EvidenceFine | RiskBoundAllows => Class::Step,
             Paused | ManualPause | PausedBySpec => Class::Pause,
             Promoted | PromotedByHand | RolloutCompleted | AllStepsDone => Class::Promotion,
-            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable => Class::Rollback,
+            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable | CheckFailed => {
+                Class::Rollback
+            }
             Aborted => Class::Abort,
             PauseInProgress | WaitingForCanary | WaitingForData | WaitingForAnalysis
-            | WaitingForPass | NotEnoughEvidence | BudgetGuard | RiskBoundHolds | MetricsError => {
-                Class::Hold
-            }
+            | WaitingForPass | NotEnoughEvidence | BudgetGuard | RiskBoundHolds | MetricsError
+            | CheckRunning | WaitingForConfirm | CheckError => Class::Hold,
             Completed | RolledBack => Class::Settled,
-            StableScaledDown | ActionRefused => Class::Other,
+            StableScaledDown
+            | ActionRefused
+            | CheckStarted
+            | CheckPassed
+            | CheckAttemptFailed
+            | PostRollbackCheckFailed => Class::Other,
         }
     }
 
     /// A rollback decided by the rollout's own analysis (threshold metrics,
-    /// comparison, budget, unreadable metrics).
+    /// comparison, budget, unreadable metrics) or its checks.
     pub fn is_rollback(self) -> bool {
         self.class() == Class::Rollback
     }
@@ -207,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn the_four_rollbacks_are_rollbacks() {
+    fn the_five_rollbacks_are_rollbacks() {
         let rollbacks: Vec<_> = Reason::ALL.iter().filter(|r| r.is_rollback()).collect();
         assert_eq!(
             rollbacks,
@@ -215,7 +240,8 @@ mod tests {
                 &Reason::AnalysisFailed,
                 &Reason::CanaryWorse,
                 &Reason::BudgetExhausted,
-                &Reason::MetricsUnavailable
+                &Reason::MetricsUnavailable,
+                &Reason::CheckFailed
             ]
         );
     }

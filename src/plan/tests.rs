@@ -14,6 +14,7 @@ use crate::analysis::{CompareOutcome, CountsOutcome, QueryOutcome, fmt_num};
 use crate::api::Verdict;
 use crate::plan::{PlanCompare, PlanMetric, PlanStep};
 
+mod checks;
 mod ramp;
 
 fn t0() -> Timestamp {
@@ -44,6 +45,7 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
         pause_deadline: None,
         canary_scale_down_on_rollback: false,
         router: "gatewayAPI",
+        checks: vec![],
     }
 }
 
@@ -63,6 +65,9 @@ struct World {
     /// Simulated traffic for comparisons: requests/s, stable and canary
     /// error rates, and cumulative (canary n, f, stable n, f).
     traffic: Traffic,
+    /// What every due check answers (`None`: no answer yet, e.g. a Job
+    /// still running).
+    check_answer: Option<super::checks::CheckOutcome>,
 }
 
 struct Traffic {
@@ -125,7 +130,28 @@ impl World {
             ready: true,
             decisions: Vec::new(),
             traffic: Traffic::default(),
+            check_answer: Some(super::checks::CheckOutcome::Passed),
         }
+    }
+
+    /// The answers of the checks due now.
+    fn check_results(&self) -> Vec<super::checks::CheckResult> {
+        let Some(answer) = &self.check_answer else {
+            return vec![];
+        };
+        super::checks::due(&self.status, self.now)
+            .into_iter()
+            .map(|d| super::checks::CheckResult {
+                name: d.name,
+                point: d.point,
+                step: d.step,
+                outcome: answer.clone(),
+                job_name: Some(format!("job-{}", d.attempt)),
+                http_status: None,
+                result: format!("{answer:?}"),
+                message: "answer".into(),
+            })
+            .collect()
     }
 
     /// One reconcile: run analysis when due with `metric`, decide, carry out.
@@ -157,6 +183,7 @@ impl World {
             actual_weight: Some(self.weight),
             analysis,
             action,
+            checks: self.check_results(),
         };
         let d = decide(&self.plan, &self.status, &obs, self.now);
         self.weight = d.weight;
@@ -1254,6 +1281,7 @@ proptest! {
                     comparisons: vec![],
                 }),
                 action: act,
+                checks: vec![],
             };
             let persisted: RolloutStatus = serde_json::from_str(&serde_json::to_string(&w.status).unwrap()).unwrap();
             let a = decide(&w.plan, &w.status, &obs, w.now);

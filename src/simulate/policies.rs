@@ -199,6 +199,22 @@ impl Policy for Rollwise {
                 actual_weight: Some(self.weight),
                 analysis,
                 action: self.promote_now(t),
+                // Webhook and Job checks are external yes/no answers with
+                // nothing to simulate: every check passes at once, so the
+                // simulation studies the analysis alone (docs/checks.md).
+                checks: crate::plan::checks::due(&self.status, now)
+                    .into_iter()
+                    .map(|d| crate::plan::checks::CheckResult {
+                        name: d.name,
+                        point: d.point,
+                        step: d.step,
+                        outcome: crate::plan::checks::CheckOutcome::Passed,
+                        job_name: None,
+                        http_status: None,
+                        result: "simulated pass".into(),
+                        message: "checks pass in a simulation".into(),
+                    })
+                    .collect(),
             };
             let d = decide(&self.plan, &self.status, &obs, now);
             self.weight = d.weight;

@@ -102,6 +102,8 @@ pub struct Plan {
     pub pause_deadline: Option<Duration>,
     /// The router's spec name (`gatewayAPI`, `nginx`, ...).
     pub router: &'static str,
+    /// Webhook and Job checks (`spec.checks`).
+    pub checks: Vec<super::checks::PlanCheck>,
 }
 
 impl Plan {
@@ -753,6 +755,10 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         );
     }
     errors.extend(errors_from_routes);
+    let checks = super::checks::compile(&spec.checks).unwrap_or_else(|e| {
+        errors.extend(e);
+        Vec::new()
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -778,6 +784,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         canary_scale_down_on_rollback: spec.canary.scale_down_on_rollback,
         pause_deadline,
         router,
+        checks,
     })
 }
 

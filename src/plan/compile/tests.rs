@@ -42,6 +42,7 @@ fn spec() -> RolloutSpec {
         paused: false,
         pause_deadline: None,
         notifications: None,
+        checks: vec![],
         blue_green: None,
     }
 }
@@ -309,4 +310,152 @@ fn manual_pause_and_explicit_steps_build_the_plan() {
         ]
     );
     assert_eq!(plan.target_weight(2), 5);
+}
+
+#[test]
+fn checks_are_validated_with_their_field() {
+    use crate::api::{CheckPoint, CheckSpec, JobCheck, SecretKeyRef, WebhookCheck};
+    let webhook = |url: Option<&str>, from: bool, ty: Option<&str>| WebhookCheck {
+        url: url.map(Into::into),
+        url_from: from.then(|| SecretKeyRef {
+            name: "s".into(),
+            key: "k".into(),
+        }),
+        type_: ty.map(Into::into),
+        ..Default::default()
+    };
+    let mut s = spec();
+    s.checks = vec![
+        CheckSpec {
+            name: "ok".into(),
+            at: vec![CheckPoint::PreRollout],
+            webhook: Some(webhook(Some("http://x/"), false, None)),
+            ..Default::default()
+        },
+        CheckSpec {
+            name: "job".into(),
+            at: vec![CheckPoint::Step],
+            interval: Some("5s".into()),
+            job: Some(JobCheck {
+                metadata: None,
+                spec: serde_json::json!({"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": "busybox"}]}}}),
+            }),
+            ..Default::default()
+        },
+    ];
+    let plan = validate(&s).unwrap();
+    assert_eq!(plan.checks.len(), 2);
+    assert_eq!(plan.checks[1].interval, std::time::Duration::from_secs(5));
+    let table: Vec<(CheckSpec, &str)> = vec![
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                ..Default::default()
+            },
+            "spec.checks[0]",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(None, false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].webhook",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(Some("http://x"), true, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].webhook",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(Some("ftp://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].webhook.url",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::PostRollback],
+                webhook: Some(webhook(Some("http://x"), false, Some("confirm"))),
+                ..Default::default()
+            },
+            "spec.checks[0].at",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![],
+                webhook: Some(webhook(Some("http://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].at",
+        ),
+        (
+            CheckSpec {
+                name: "A_b".into(),
+                at: vec![CheckPoint::Step],
+                webhook: Some(webhook(Some("http://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].name",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                interval: Some("soon".into()),
+                webhook: Some(webhook(Some("http://x"), false, None)),
+                ..Default::default()
+            },
+            "spec.checks[0].interval",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                job: Some(JobCheck {
+                    metadata: None,
+                    spec: serde_json::json!({"template": {"spec": {"containers": []}}}),
+                }),
+                ..Default::default()
+            },
+            "spec.checks[0].job.spec",
+        ),
+        (
+            CheckSpec {
+                name: "a".into(),
+                at: vec![CheckPoint::Step],
+                job: Some(JobCheck {
+                    metadata: None,
+                    spec: serde_json::json!({"template": {"spec": {"containers": [{"name": "t"}]}}}),
+                }),
+                ..Default::default()
+            },
+            "spec.checks[0].job.spec",
+        ),
+    ];
+    for (c, field) in table {
+        let mut s = spec();
+        s.checks = vec![c.clone()];
+        assert_eq!(fields(&s), vec![field.to_string()], "{c:?}");
+    }
+    let mut s = spec();
+    let c = CheckSpec {
+        name: "a".into(),
+        at: vec![CheckPoint::Step],
+        webhook: Some(webhook(Some("http://x"), false, None)),
+        ..Default::default()
+    };
+    s.checks = vec![c.clone(), c];
+    assert_eq!(fields(&s), vec!["spec.checks[1].name".to_string()]);
 }

@@ -120,6 +120,25 @@ fn every_rollback_abort_promotion_and_pause_reason_notifies() {
         NotificationKind::RolledBack,
     );
 
+    // A failed check.
+    let mut p = default_plan();
+    p.checks = vec![crate::plan::checks::PlanCheck {
+        name: "smoke".into(),
+        at: vec![crate::api::CheckPoint::PreRollout],
+        failure_limit: 0,
+        interval: Duration::from_secs(10),
+        kind: crate::plan::checks::CheckKind::Job,
+    }];
+    let mut w = World::new(p);
+    w.check_answer = Some(crate::plan::checks::CheckOutcome::Failed);
+    w.run(&healthy, 50);
+    check(
+        &w,
+        Reason::CheckFailed,
+        ROLLBACK,
+        NotificationKind::RolledBack,
+    );
+
     // Abort by hand.
     let mut w = World::new(default_plan());
     for _ in 0..5 {
