@@ -6,9 +6,11 @@
 //! status condition naming the field (see [`crate::plan::validate()`], which
 //! compiles a spec into the plan the engine runs).
 
+mod depend;
 mod spec_status;
 pub mod strict;
 
+pub use depend::*;
 pub use spec_status::*;
 
 /// Annotation carrying a one-shot manual action (`promote`, `promote-full`,

@@ -5,6 +5,7 @@
 
 mod client;
 mod context;
+pub mod dependencies;
 pub mod memory;
 mod observe;
 mod reconcile;

@@ -92,16 +92,39 @@ impl NotificationKind {
             AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable => {
                 Some(Self::RolledBack)
             }
+            // Rolled back because a dependency was (not by its own analysis).
+            DependencyFailed => Some(Self::RolledBack),
             Promoted | RolloutCompleted => Some(Self::Promoted),
             Aborted => Some(Self::Aborted),
             // Told by the transitions above (a decision's reason, not an
             // Event's), or not worth a message: an A/B route step, a hold,
             // a refused action, the drain after a promotion.
-            Started | SetWeight | HeaderRouteSet | HeaderRouteRemoved | EvidenceFine
-            | RiskBoundAllows | RiskBoundHolds | ManualPause | PausedBySpec | PromotedByHand
-            | AllStepsDone | Completed | RolledBack | PauseInProgress | WaitingForCanary
-            | WaitingForData | WaitingForAnalysis | WaitingForPass | NotEnoughEvidence
-            | BudgetGuard | MetricsError | StableScaledDown | ActionRefused => None,
+            Started
+            | SetWeight
+            | HeaderRouteSet
+            | HeaderRouteRemoved
+            | EvidenceFine
+            | RiskBoundAllows
+            | RiskBoundHolds
+            | ManualPause
+            | PausedBySpec
+            | PromotedByHand
+            | AllStepsDone
+            | Completed
+            | RolledBack
+            | PauseInProgress
+            | WaitingForCanary
+            | WaitingForData
+            | WaitingForAnalysis
+            | WaitingForPass
+            | NotEnoughEvidence
+            | BudgetGuard
+            | MetricsError
+            | StableScaledDown
+            | ActionRefused
+            | WaitingForDependency
+            | DependencySatisfied
+            | DependencyFailedHolding => None,
         }
     }
 
@@ -111,6 +134,7 @@ impl NotificationKind {
     /// notification.
     pub fn kinds_for_reason(reason: Reason) -> Vec<Self> {
         match Self::from_reason(reason) {
+            Some(Self::RolledBack) if reason == Reason::DependencyFailed => vec![Self::RolledBack],
             Some(Self::RolledBack) => vec![Self::AnalysisFailed, Self::RolledBack],
             other => other.into_iter().collect(),
         }

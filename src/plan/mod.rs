@@ -30,6 +30,7 @@ use crate::traffic::HeaderRoute;
 
 pub mod compile;
 mod decide;
+pub mod depend;
 mod gate;
 mod reason;
 mod record;

@@ -110,6 +110,18 @@ reasons! {
     RiskBoundHolds,
     /// The queries fail (within `consecutiveErrorLimit`).
     MetricsError,
+    // ---- dependencies (spec.dependsOn)
+    /// A dependency does not meet its requirement yet: the gated step waits
+    /// (Event when the wait starts, and decision).
+    WaitingForDependency,
+    /// The dependencies waited for are met: the Rollout moves on (Event).
+    DependencySatisfied,
+    /// A dependency was rolled back or aborted: this Rollout rolls back too
+    /// (`onFailure: Rollback`; Event and decision).
+    DependencyFailed,
+    /// A dependency was rolled back or aborted: this Rollout holds where it
+    /// is (`onFailure: Hold`; Event and decision).
+    DependencyFailedHolding,
     // ---- other transitions
     /// The old version was scaled down after the promotion (Event).
     StableScaledDown,
@@ -152,15 +164,23 @@ impl Reason {
         match self {
             RolloutStarted | Started | NewCanary | Retry => Class::Start,
             WeightChanged | SetWeight | StepAdvanced | HeaderRouteSet | HeaderRouteRemoved
-            | EvidenceFine | RiskBoundAllows => Class::Step,
+            | EvidenceFine | RiskBoundAllows | DependencySatisfied => Class::Step,
             Paused | ManualPause | PausedBySpec => Class::Pause,
             Promoted | PromotedByHand | RolloutCompleted | AllStepsDone => Class::Promotion,
-            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable => Class::Rollback,
+            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable
+            | DependencyFailed => Class::Rollback,
             Aborted => Class::Abort,
-            PauseInProgress | WaitingForCanary | WaitingForData | WaitingForAnalysis
-            | WaitingForPass | NotEnoughEvidence | BudgetGuard | RiskBoundHolds | MetricsError => {
-                Class::Hold
-            }
+            PauseInProgress
+            | WaitingForCanary
+            | WaitingForData
+            | WaitingForAnalysis
+            | WaitingForPass
+            | NotEnoughEvidence
+            | BudgetGuard
+            | RiskBoundHolds
+            | MetricsError
+            | WaitingForDependency
+            | DependencyFailedHolding => Class::Hold,
             Completed | RolledBack => Class::Settled,
             StableScaledDown | ActionRefused => Class::Other,
         }
@@ -169,7 +189,7 @@ impl Reason {
     /// A rollback decided by the rollout's own analysis (threshold metrics,
     /// comparison, budget, unreadable metrics).
     pub fn is_rollback(self) -> bool {
-        self.class() == Class::Rollback
+        self.class() == Class::Rollback && self != Reason::DependencyFailed
     }
 }
 

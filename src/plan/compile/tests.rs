@@ -41,6 +41,7 @@ fn spec() -> RolloutSpec {
         paused: false,
         pause_deadline: None,
         notifications: None,
+        depends_on: None,
         blue_green: None,
     }
 }
