@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[kube(validation = Rule::new("!has(self.spec.dependsOn) || self.spec.dependsOn.all(d, d.name != self.metadata.name || has(d.namespace))").message("a Rollout cannot depend on itself (spec.dependsOn names this Rollout)").field_path(".spec.dependsOn"))]
+#[kube(validation = Rule::new("!has(self.spec.dependsOn) || self.spec.dependsOn.all(d, d.name != self.metadata.name || has(d.__namespace__))").message("a Rollout cannot depend on itself (spec.dependsOn names this Rollout)").field_path(".spec.dependsOn"))]
 #[x_kube(validation = Rule::new("self.stable.service != self.canary.service").message("spec.stable.service and spec.canary.service must differ").field_path(".canary.service"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
@@ -92,10 +92,11 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationSpec>,
     /// Other Rollouts this one waits for (see docs/dependencies.md): before
-    /// any traffic moves, or before a given step.
+    /// any traffic moves, or before a given step. (`namespace` is a CEL
+    /// keyword: the rules read it as `__namespace__`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = super::depend::MAX_DEPENDENCIES))]
-    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name && (has(y.namespace) ? y.namespace : '') == (has(x.namespace) ? x.namespace : '') && (has(y.beforeStep) ? y.beforeStep : 0) == (has(x.beforeStep) ? x.beforeStep : 0)))").message("each Rollout may appear only once per beforeStep in dependsOn"))]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name && (has(y.__namespace__) ? y.__namespace__ : '') == (has(x.__namespace__) ? x.__namespace__ : '') && (has(y.beforeStep) ? y.beforeStep : 0) == (has(x.beforeStep) ? x.beforeStep : 0)))").message("each Rollout may appear only once per beforeStep in dependsOn"))]
     pub depends_on: Option<Vec<super::depend::DependencySpec>>,
 }
 
