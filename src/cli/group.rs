@@ -165,12 +165,11 @@ pub fn render_tree(root: &Rollout, all: &[Rollout]) -> String {
     if !direct.is_empty() {
         let _ = writeln!(o, "Needed by");
         for r in direct {
-            let waits = r
-                .status
-                .as_ref()
-                .is_some_and(|s| s.waiting_for == me)
-                .then_some("  (waiting for this one)")
-                .unwrap_or_default();
+            let waits = if r.status.as_ref().is_some_and(|s| s.waiting_for == me) {
+                "  (waiting for this one)"
+            } else {
+                ""
+            };
             let _ = writeln!(o, "  └ {}  {}{waits}", key(r), state(Some(r)));
         }
     }

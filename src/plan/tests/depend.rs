@@ -140,7 +140,7 @@ impl World {
             if g.decision.reason == reason {
                 return g;
             }
-            self.now = self.now + jiff::SignedDuration::from_secs(61);
+            self.now += jiff::SignedDuration::from_secs(61);
         }
         panic!("never reached {reason}: {:?}", self.status.last_decision);
     }
@@ -405,7 +405,7 @@ fn on_failure_hold_keeps_the_current_weight() {
         assert_eq!(g.decision.reason, Reason::DependencyFailedHolding);
         assert_eq!(g.decision.weight, 20);
         assert_eq!(g.decision.status.phase, Phase::Progressing);
-        w.now = w.now + jiff::SignedDuration::from_secs(120);
+        w.now += jiff::SignedDuration::from_secs(120);
     }
     // Retried and meeting the requirement again: it moves on.
     let g = w.until(&going, Reason::StepAdvanced);
@@ -435,7 +435,7 @@ fn harm_found_by_its_own_analysis_rolls_back_while_it_waits() {
     assert_eq!(w.step(&low).decision.weight, 20);
     let mut rolled = None;
     for _ in 0..4 {
-        w.now = w.now + jiff::SignedDuration::from_secs(31);
+        w.now += jiff::SignedDuration::from_secs(31);
         let now = w.now;
         let g = w.step_with(&low, None, Some(bad(now)));
         if g.decision.kind == DecisionKind::Rollback {
@@ -580,7 +580,8 @@ fn cycles_are_found_through_the_chain() {
             .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
             .collect()
     };
-    let table: &[(&[(&str, &[&str])], Option<&str>)] = &[
+    type Edges<'a> = &'a [(&'a str, &'a [&'a str])];
+    let table: &[(Edges, Option<&str>)] = &[
         (&[("a", &["b"]), ("b", &[])], None),
         (&[("a", &["b"]), ("b", &["a"])], Some("a -> b -> a")),
         (
