@@ -325,3 +325,66 @@ async fn a_cycle_is_a_condition_and_a_self_dependency_is_refused() {
     })
     .await;
 }
+
+/// checkout may take its first step (10%) at once but needs payments done
+/// before its second: it holds at 10%, naming payments. payments is
+/// aborted: with `onFailure: Hold` checkout keeps its 10% (no rollback);
+/// payments is retried and promoted to the end: checkout follows to 100%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_step_waits_at_the_current_weight_and_hold_keeps_it_through_a_failure() {
+    in_namespace("deps-hold", async |ns: &TestNs| {
+        services(ns).await;
+        ns.start_admin_operator().await;
+        ns.create(&rollout(
+            &ns.name,
+            "payments",
+            json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]),
+            Value::Null,
+        ))
+        .await;
+        ns.create(&rollout(
+            &ns.name,
+            "checkout",
+            json!([{"setWeight": 10}, {"setWeight": 50}, {"setWeight": 100}]),
+            json!([{"name": "payments", "beforeStep": 1, "onFailure": "Hold"}]),
+        ))
+        .await;
+        ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
+        let r = ns
+            .wait_rollout("checkout", "holding at 10% for payments", TIMEOUT, |r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.canary_weight == 10 && !s.waiting_for.is_empty())
+            })
+            .await;
+        let s = r.status.as_ref().unwrap();
+        assert_eq!(s.phase, Phase::Progressing);
+        assert!(s.message.contains("before step 2"), "{}", s.message);
+        assert!(s.message.contains("Paused at 20%"), "{}", s.message);
+
+        act(ns, "payments", "abort").await;
+        ns.wait_phase("payments", Phase::Aborted, 0, TIMEOUT).await;
+        let r = ns
+            .wait_rollout("checkout", "holding after payments' abort", TIMEOUT, |r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.last_decision
+                        .as_ref()
+                        .is_some_and(|d| d.reason == "DependencyFailedHolding")
+                })
+            })
+            .await;
+        let s = r.status.as_ref().unwrap();
+        assert_eq!((s.phase, s.canary_weight), (Phase::Progressing, 10));
+        assert!(s.message.contains("payments was Aborted"), "{}", s.message);
+        wait_event(ns, "DependencyFailedHolding Rollout/checkout").await;
+
+        act(ns, "payments", "retry").await;
+        ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
+        act(ns, "payments", "promote").await;
+        ns.wait_phase("payments", Phase::Succeeded, 100, TIMEOUT)
+            .await;
+        ns.wait_phase("checkout", Phase::Succeeded, 100, TIMEOUT)
+            .await;
+    })
+    .await;
+}
