@@ -75,6 +75,25 @@ async fn act(ns: &TestNs, name: &str, action: &str) {
         .unwrap_or_else(|e| panic!("cannot {action} {name}: {e}"));
 }
 
+/// Run the real `kubectl-rollwise` with `args` in the test's namespace;
+/// its stdout (it must exit 0).
+fn plugin(ns: &TestNs, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-rollwise"))
+        .args(args)
+        .args(["-n", &ns.name, "--kubeconfig"])
+        .arg(&ns.cluster.kubeconfig)
+        .output()
+        .expect("kubectl-rollwise runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kubectl-rollwise {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn condition<'a>(r: &'a Rollout, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
     r.status.as_ref()?.conditions.iter().find_map(|c| {
         (c.type_ == type_).then_some((c.status.as_str(), c.reason.as_str(), c.message.as_str()))
@@ -176,8 +195,26 @@ async fn a_two_service_release_goes_in_order() {
         assert_eq!(condition(&r, "Stalled").unwrap().0, "False");
         wait_event(ns, "WaitingForDependency Rollout/checkout").await;
 
-        // payments is promoted and succeeds: checkout follows, to 100%.
-        act(ns, "payments", "promote").await;
+        // The plugin shows the tree, both ways.
+        let tree = plugin(ns, &["get", "rollout", "checkout"]);
+        assert!(tree.contains("Depends on"), "{tree}");
+        assert!(
+            tree.contains(&format!("└ {}/payments  Paused 40% canary payments-v2  (needs Succeeded with canary payments-v2 before step 1: WAITING)", ns.name)),
+            "{tree}"
+        );
+        let tree = plugin(ns, &["get", "rollout", "payments"]);
+        assert!(
+            tree.contains(&format!("Needed by\n  └ {}/checkout  Pending 0% canary checkout-v2  (waiting for this one)", ns.name)),
+            "{tree}"
+        );
+
+        // The group is promoted (checkout and what it depends on: payments):
+        // payments succeeds, checkout follows, to 100%.
+        let said = plugin(ns, &["promote", "--group", "checkout"]);
+        assert!(
+            said.contains(&format!("group of {0}/checkout (it and every Rollout it depends on): {0}/payments, {0}/checkout", ns.name)),
+            "{said}"
+        );
         let payments = ns
             .wait_phase("payments", Phase::Succeeded, 100, TIMEOUT)
             .await;
