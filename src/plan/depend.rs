@@ -345,14 +345,22 @@ fn gate_inner(
     let pairs: Vec<(&Requirement, &Observed)> = reqs.iter().zip(observed).collect();
     decision.status.dependencies = pairs.iter().map(|(r, o)| entry(r, o)).collect();
     decision.status.waiting_for = String::new();
-    let problem = pairs.iter().find_map(|(r, o)| {
-        o.problem_reason().map(|reason| {
-            (
-                reason,
-                format!("{}: {}", r.field(), describe_observed(r, o)),
-            )
-        })
-    });
+    // A dependency that cannot be used matters while this Rollout may
+    // still wait for it: not once the rollout is over (a finished release
+    // does not turn Stalled because a dependency was deleted since), nor
+    // for a gate already passed.
+    let over = prev.phase.is_terminal() || decision.status.phase.is_terminal();
+    let problem = pairs
+        .iter()
+        .filter(|(r, _)| !over && !passed_before(r, prev, plan))
+        .find_map(|(r, o)| {
+            o.problem_reason().map(|reason| {
+                (
+                    reason,
+                    format!("{}: {}", r.field(), describe_observed(r, o)),
+                )
+            })
+        });
     if pairs.is_empty()
         || prev.phase.is_terminal()
         || matches!(

@@ -526,6 +526,25 @@ fn problems_are_named_by_field_and_hold_traffic() {
 }
 
 #[test]
+fn a_dependency_gone_after_its_gate_or_the_end_is_no_problem() {
+    let mut w = World::new(vec![dep("payments")]);
+    let done = [found(Phase::Succeeded, 100, "payments-v2")];
+    w.step(&done);
+    assert_eq!(w.step(&done).decision.weight, 20, "the gate is passed");
+    let g = w.step(&[Observed::NotFound]);
+    assert!(g.problem.is_none(), "{:?}", g.problem);
+    assert_ne!(g.decision.reason, Reason::WaitingForDependency);
+    w.until(&[Observed::NotFound], Reason::AllStepsDone);
+    let g = w.step(&[Observed::NotFound]);
+    assert_eq!(g.decision.status.phase, Phase::Succeeded);
+    assert!(g.problem.is_none(), "a finished release stays Ready");
+    assert_eq!(
+        g.decision.status.dependencies[0].phase, "NotFound",
+        "still shown"
+    );
+}
+
+#[test]
 fn a_terminal_rollout_and_a_restart_are_left_alone() {
     let mut w = World::new(vec![dep("payments")]);
     let done = [found(Phase::Succeeded, 100, "payments-v2")];
