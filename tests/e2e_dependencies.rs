@@ -192,6 +192,13 @@ async fn a_two_service_release_goes_in_order() {
         assert!(!s.dependencies[0].satisfied);
         let (ready, reason, _) = condition(&r, "Reconciling").unwrap();
         assert_eq!((ready, reason), ("True", "WaitingForDependency"));
+        // `kubectl get rollouts -o wide` names the dependency waited for.
+        let wide = ns
+            .cluster
+            .kubectl_ok(&["get", "rollouts", "-n", &ns.name, "-o", "wide"]);
+        assert!(wide.contains("WAITING-FOR"), "{wide}");
+        let line = wide.lines().find(|l| l.starts_with("checkout")).unwrap_or_default();
+        assert!(line.contains(&format!("{}/payments", ns.name)), "{wide}");
         assert_eq!(condition(&r, "Stalled").unwrap().0, "False");
         wait_event(ns, "WaitingForDependency Rollout/checkout").await;
 
@@ -298,10 +305,11 @@ async fn a_dependency_aborted_takes_its_dependent_back_to_stable() {
     .await;
 }
 
-/// A cycle across two Rollouts is a clear condition on both; the API
+/// A cycle across two Rollouts is a clear condition on both, as is a
+/// dependency in a namespace the operator does not watch; the API
 /// server itself refuses a Rollout that names itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cycle_is_a_condition_and_a_self_dependency_is_refused() {
+async fn a_cycle_or_an_unwatched_namespace_is_a_condition_and_a_self_dependency_is_refused() {
     in_namespace("deps-cycle", async |ns: &TestNs| {
         services(ns).await;
         let mut own = rollout(
@@ -346,6 +354,36 @@ async fn a_cycle_is_a_condition_and_a_self_dependency_is_refused() {
             json!([{"name": "payments"}]),
         ))
         .await;
+        // The operator watches only this namespace: a dependency elsewhere
+        // is a condition, not a silent wait.
+        ns.versions(&["search-v1", "search-v2"], 1).await;
+        ns.create_dynamic(
+            &ApiResource::erase::<HttpRoute>(&()),
+            route("search", "search-v1"),
+        )
+        .await;
+        ns.create(&rollout(
+            &ns.name,
+            "search",
+            json!([{"setWeight": 50}]),
+            json!([{"name": "payments", "namespace": "kube-system"}]),
+        ))
+        .await;
+        let r = ns
+            .wait_rollout(
+                "search",
+                "the DependencyNotWatched condition",
+                TIMEOUT,
+                |r| condition(r, "Stalled").is_some_and(|c| c.1 == "DependencyNotWatched"),
+            )
+            .await;
+        let (_, _, message) = condition(&r, "Stalled").unwrap();
+        assert!(
+            message.contains(
+                "spec.dependsOn[0]: namespace kube-system is not watched by the operator"
+            ),
+            "{message}"
+        );
         for name in ["payments", "checkout"] {
             let r = ns
                 .wait_rollout(name, "the DependencyCycle condition", TIMEOUT, |r| {
