@@ -463,3 +463,41 @@ async fn a_later_step_waits_at_the_current_weight_and_hold_keeps_it_through_a_fa
     })
     .await;
 }
+
+/// `kubectl rollwise abort --group payments` aborts payments and what
+/// depends on it (checkout), dependents first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_group_takes_the_dependents_with_it() {
+    in_namespace("deps-abort-group", async |ns: &TestNs| {
+        services(ns).await;
+        ns.start_admin_operator().await;
+        ns.create(&rollout(
+            &ns.name,
+            "payments",
+            json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]),
+            Value::Null,
+        ))
+        .await;
+        ns.create(&rollout(
+            &ns.name,
+            "checkout",
+            json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]),
+            json!([{"name": "payments", "minWeight": 20}]),
+        ))
+        .await;
+        ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
+        ns.wait_phase("checkout", Phase::Paused, 10, TIMEOUT).await;
+        let said = plugin(ns, &["abort", "--group", "payments"]);
+        assert!(
+            said.contains(&format!(
+                "group of {0}/payments (it and every Rollout that depends on it): {0}/checkout, {0}/payments",
+                ns.name
+            )),
+            "{said}"
+        );
+        ns.wait_phase("payments", Phase::Aborted, 0, TIMEOUT).await;
+        // Aborted by hand (the group), not rolled back by following payments.
+        ns.wait_phase("checkout", Phase::Aborted, 0, TIMEOUT).await;
+    })
+    .await;
+}

@@ -4,9 +4,10 @@
 //!
 //! Semantics of `--group NAME`:
 //! - `promote --group NAME` promotes NAME and every Rollout it depends on,
-//!   transitively (what NAME needs to go on), dependencies first. Rollouts
-//!   of the group that are done (Succeeded) or cannot be promoted now are
-//!   skipped with a note; a promote the operator cannot carry out yet
+//!   transitively (what NAME needs to go on), dependencies first. The
+//!   dependencies are promoted where they wait for a person (phase Paused);
+//!   the others are skipped with a note. NAME itself is promoted as
+//!   `promote NAME` does; a promote the operator cannot carry out yet
 //!   because a dependency is not met waits for it (the annotation stays).
 //! - `abort --group NAME` aborts NAME and every Rollout that depends on it,
 //!   transitively (what would break without it), dependents first.
@@ -228,12 +229,20 @@ pub async fn act_group(
             }
         };
         let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        // Promote: the dependencies are promoted where they wait for a
+        // person (Paused); NAME itself as `promote NAME` does.
         let skip = match action {
             ManualAction::Abort => phase.is_terminal(),
-            _ => phase.is_terminal() || phase == Phase::Invalid,
+            _ if m == &me => false,
+            _ => phase != Phase::Paused,
         };
         if skip {
-            let _ = writeln!(out, "{m}: skipped: it is {}", phase.as_str());
+            let why = if phase.is_terminal() || action == ManualAction::Abort {
+                String::new()
+            } else {
+                ", not waiting for a promote".to_string()
+            };
+            let _ = writeln!(out, "{m}: skipped: it is {}{why}", phase.as_str());
             continue;
         }
         if let Err(why) = super::check_action(&r, action) {
