@@ -573,6 +573,13 @@ async fn wait(
 ) -> Result<u8, Failure> {
     let started = tokio::time::Instant::now();
     let mut last: Option<String> = None;
+    // The release it is part of (spec.dependsOn, both ways), once.
+    if let Ok(r) = get_rollout(&client, ns, name).await {
+        let tree = group::render_tree(&r, &group::list_all(&client, ns).await);
+        if !tree.is_empty() {
+            let _ = writeln!(out, "{tree}");
+        }
+    }
     loop {
         let r = match get_rollout(&client, ns, name).await {
             Ok(r) => r,
