@@ -619,6 +619,96 @@ fn cel_rules() -> Vec<CelCase> {
                     json!("sum(increase(failures{service=\"{{service\"}[{{window}}]))");
             },
         ),
+        // spec.dependsOn
+        rule(
+            "",
+            "a Rollout cannot depend on itself (spec.dependsOn names this Rollout)",
+            r#"spec.dependsOn: Invalid value: "object""#,
+            // The same name in another namespace is another Rollout (the
+            // rows' Rollout is named `admission`, see `edited`).
+            |o| o["spec"]["dependsOn"] = json!([{"name": "admission", "namespace": "other"}]),
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments"}, {"name": "admission"}]),
+        ),
+        rule(
+            "spec.dependsOn",
+            "each Rollout may appear only once per beforeStep in dependsOn",
+            r#"spec.dependsOn: Invalid value: "array""#,
+            |o| {
+                o["spec"]["dependsOn"] = json!([
+                    {"name": "payments", "minWeight": 50},
+                    {"name": "payments", "beforeStep": 2},
+                    {"name": "payments", "namespace": "other"}
+                ])
+            },
+            |o| {
+                o["spec"]["dependsOn"] = json!([
+                    {"name": "payments", "minWeight": 50},
+                    {"name": "payments", "beforeStep": 0}
+                ])
+            },
+        ),
+        rule(
+            "spec.dependsOn[]",
+            "set either phase or minWeight, not both (phase Succeeded already means 100%)",
+            r#"spec.dependsOn[0]: Invalid value: "object""#,
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments", "phase": "Succeeded"}]),
+            |o| {
+                o["spec"]["dependsOn"] =
+                    json!([{"name": "payments", "phase": "Succeeded", "minWeight": 50}])
+            },
+        ),
+        rule(
+            "spec.dependsOn[].beforeStep",
+            "beforeStep must be a step index (0-63)",
+            r#"spec.dependsOn[0].beforeStep: Invalid value: "integer""#,
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments", "beforeStep": 2}]),
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments", "beforeStep": -1}]),
+        ),
+        rule(
+            "spec.dependsOn[].canaryService",
+            "canaryService must be a Service name (a DNS-1035 label)",
+            r#"spec.dependsOn[0].canaryService: Invalid value: "string""#,
+            |o| {
+                o["spec"]["dependsOn"] =
+                    json!([{"name": "payments", "canaryService": "payments-v2"}])
+            },
+            |o| {
+                o["spec"]["dependsOn"] =
+                    json!([{"name": "payments", "canaryService": "Payments_V2"}])
+            },
+        ),
+        rule(
+            "spec.dependsOn[].minWeight",
+            "minWeight must be between 1 and 100",
+            r#"spec.dependsOn[0].minWeight: Invalid value: "integer""#,
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments", "minWeight": 100}]),
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments", "minWeight": 0}]),
+        ),
+        rule(
+            "spec.dependsOn[].name",
+            "must be a Rollout name (a DNS-1123 subdomain)",
+            r#"spec.dependsOn[0].name: Invalid value: "string""#,
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments.v2"}]),
+            |o| o["spec"]["dependsOn"] = json!([{"name": "Payments"}]),
+        ),
+        rule(
+            "spec.dependsOn[].namespace",
+            "must be a namespace name (a DNS-1123 label)",
+            r#"spec.dependsOn[0].namespace: Invalid value: "string""#,
+            |o| {
+                o["spec"]["dependsOn"] = json!([{"name": "payments", "namespace": "payments-prod"}])
+            },
+            |o| {
+                o["spec"]["dependsOn"] = json!([{"name": "payments", "namespace": "payments.prod"}])
+            },
+        ),
+        rule(
+            "spec.dependsOn[].phase",
+            "phase must be Succeeded (use minWeight for a dependency part-way through)",
+            r#"spec.dependsOn[0].phase: Invalid value: "string""#,
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments", "phase": "Succeeded"}]),
+            |o| o["spec"]["dependsOn"] = json!([{"name": "payments", "phase": "Progressing"}]),
+        ),
         // spec.notifications
         rule(
             "spec.notifications.webhooks[].format",

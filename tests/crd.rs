@@ -64,7 +64,15 @@ fn printer_columns_and_short_name_are_what_kubectl_shows() {
         .collect();
     assert_eq!(
         cols,
-        ["Phase", "Step", "Weight", "Verdict", "Message", "Age"]
+        [
+            "Phase",
+            "Step",
+            "Weight",
+            "Verdict",
+            "Message",
+            "Waiting-For",
+            "Age"
+        ]
     );
     assert!(
         crd.spec.versions[0]

@@ -356,6 +356,9 @@ fn every_router_and_strategy_has_an_example() {
             if spec["canary"].get("scaleDownOnRollback").is_some() {
                 features.insert("scaleDownOnRollback".to_string());
             }
+            if spec.get("dependsOn").is_some() {
+                features.insert("dependsOn".to_string());
+            }
             for step in spec["steps"].as_array().into_iter().flatten() {
                 let route = &step["setHeaderRoute"];
                 for m in route["match"].as_array().into_iter().flatten() {
@@ -384,6 +387,7 @@ fn every_router_and_strategy_has_an_example() {
         "remove a header route",
         "scaleDownAfter",
         "scaleDownOnRollback",
+        "dependsOn",
     ] {
         assert!(
             features.contains(wanted),
@@ -399,6 +403,7 @@ fn every_router_and_strategy_has_an_example() {
         "replicas",
         "blue-green",
         "ab-testing",
+        "dependencies",
     ] {
         assert!(
             manifests().any(|e| e.dir == dir && e.rollouts().next().is_some()),
@@ -502,6 +507,31 @@ fn check_rollout(e: &Example, r: &Value, problems: &mut Vec<String>) {
                     "the {side} Service {service} also selects {}",
                     name(other)
                 ));
+            }
+        }
+    }
+    // Each dependency (same namespace) is a Rollout of the file, with the
+    // canary the entry names.
+    for (i, d) in spec["dependsOn"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if d.get("namespace").is_some() {
+            continue;
+        }
+        let dep = d["name"].as_str().unwrap_or_default();
+        match e.find("Rollout", dep) {
+            None => fail(format!("dependsOn[{i}]: Rollout {dep} is not in the file")),
+            Some(other) => {
+                if let Some(c) = d["canaryService"].as_str()
+                    && other["spec"]["canary"]["service"] != c
+                {
+                    fail(format!(
+                        "dependsOn[{i}].canaryService {c} is not the canary of Rollout {dep}"
+                    ));
+                }
             }
         }
     }

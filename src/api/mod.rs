@@ -7,10 +7,12 @@
 //! compiles a spec into the plan the engine runs).
 
 mod checks;
+mod depend;
 mod spec_status;
 pub mod strict;
 
 pub use checks::*;
+pub use depend::*;
 pub use spec_status::*;
 
 /// Annotation carrying a one-shot manual action (`promote`, `promote-full`,

@@ -41,11 +41,19 @@ use serde::{Deserialize, Serialize};
         priority = 1
     ),
     printcolumn(
+        name = "Waiting-For",
+        type_ = "string",
+        json_path = ".status.waitingFor",
+        description = "the dependency (spec.dependsOn) this Rollout waits for",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[kube(validation = Rule::new("!has(self.spec.dependsOn) || self.spec.dependsOn.all(d, d.name != self.metadata.name || has(d.__namespace__))").message("a Rollout cannot depend on itself (spec.dependsOn names this Rollout)").field_path(".spec.dependsOn"))]
 #[x_kube(validation = Rule::new("self.stable.service != self.canary.service").message("spec.stable.service and spec.canary.service must differ").field_path(".canary.service"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
@@ -89,6 +97,13 @@ pub struct RolloutSpec {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("check names must be unique"))]
     pub checks: Vec<super::CheckSpec>,
+    /// Other Rollouts this one waits for (see docs/dependencies.md): before
+    /// any traffic moves, or before a given step. (`namespace` is a CEL
+    /// keyword: the rules read it as `__namespace__`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = super::depend::MAX_DEPENDENCIES))]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name && (has(y.__namespace__) ? y.__namespace__ : '') == (has(x.__namespace__) ? x.__namespace__ : '') && (has(y.beforeStep) ? y.beforeStep : 0) == (has(x.beforeStep) ? x.beforeStep : 0)))").message("each Rollout may appear only once per beforeStep in dependsOn"))]
+    pub depends_on: Option<Vec<super::depend::DependencySpec>>,
 }
 
 /// The most steps a Rollout may have (`maxItems` of `spec.steps`).
@@ -759,6 +774,13 @@ pub struct RolloutStatus {
     /// point (and step).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<super::CheckStatus>,
+    /// What each `spec.dependsOn` entry is doing, as last seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<super::depend::DependencyStatus>,
+    /// `namespace/name` of the dependency this Rollout waits for now
+    /// (empty when it waits for none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting_for: String,
     /// Ready, Progressing, Paused, Completed, RolledBack.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]

@@ -12,6 +12,7 @@
 //! (HTTP 403).
 
 pub mod config;
+pub mod group;
 pub mod render;
 
 use std::io::Write;
@@ -137,12 +138,20 @@ pub enum Command {
         /// Skip all remaining steps: send 100% of traffic to the canary.
         #[arg(long)]
         full: bool,
+        /// Also promote every Rollout NAME depends on (spec.dependsOn,
+        /// transitively), dependencies first.
+        #[arg(long)]
+        group: bool,
     },
     /// Send all traffic back to stable (phase Aborted).
     Abort {
         /// The Rollout's name.
         #[arg(value_name = "NAME")]
         name: String,
+        /// Also abort every Rollout that depends on NAME (spec.dependsOn,
+        /// transitively), dependents first.
+        #[arg(long)]
+        group: bool,
     },
     /// After a rollback or abort: start the rollout again from step 1.
     Retry {
@@ -381,15 +390,22 @@ pub async fn run(
             until_done,
             ..
         } => watch(client, &ns, name, *until_done, settings, out).await,
-        Command::Promote { name, full } => {
+        Command::Promote { name, full, group } => {
             let action = if *full {
                 ManualAction::PromoteFull
             } else {
                 ManualAction::Promote
             };
-            act(client, &ns, name, action, out).await
+            if *group {
+                group::act_group(client, &ns, name, action, out).await
+            } else {
+                act(client, &ns, name, action, out).await
+            }
         }
-        Command::Abort { name } => act(client, &ns, name, ManualAction::Abort, out).await,
+        Command::Abort { name, group: true } => {
+            group::act_group(client, &ns, name, ManualAction::Abort, out).await
+        }
+        Command::Abort { name, .. } => act(client, &ns, name, ManualAction::Abort, out).await,
         Command::Retry { name } => match retry_name(name) {
             Ok(name) => act(client, &ns, name, ManualAction::Retry, out).await,
             Err(f) => Err(f),
@@ -516,6 +532,13 @@ async fn frame(
         Err(f) => (Vec::new(), Some(f.message)),
     };
     let mut text = render_status(&r, &events, settings.now(), settings.width);
+    // The dependency tree, when the Rollout is part of one.
+    let all = group::list_all(client, ns).await;
+    let tree = group::render_tree(&r, &all);
+    if !tree.is_empty() {
+        text.push('\n');
+        text.push_str(&tree);
+    }
     if let Some(note) = note {
         text.push_str(&format!(
             "  (events not shown: {})\n",
@@ -550,6 +573,13 @@ async fn wait(
 ) -> Result<u8, Failure> {
     let started = tokio::time::Instant::now();
     let mut last: Option<String> = None;
+    // The release it is part of (spec.dependsOn, both ways), once.
+    if let Ok(r) = get_rollout(&client, ns, name).await {
+        let tree = group::render_tree(&r, &group::list_all(&client, ns).await);
+        if !tree.is_empty() {
+            let _ = writeln!(out, "{tree}");
+        }
+    }
     loop {
         let r = match get_rollout(&client, ns, name).await {
             Ok(r) => r,

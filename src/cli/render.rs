@@ -290,6 +290,14 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
         WaitingForAnalysis => "the first analysis round at this weight".into(),
         WaitingForPass => "a passing analysis round (the latest failed, within its limit)".into(),
         MetricsError => "the metrics backend (its queries fail)".into(),
+        WaitingForDependency | DependencyFailedHolding => {
+            let who = if st.waiting_for.is_empty() {
+                "a dependency".to_string()
+            } else {
+                format!("its dependency {}", st.waiting_for)
+            };
+            format!("{who} (spec.dependsOn): {message}")
+        }
         SetWeight | WeightChanged => format!("the route to carry {}%", st.desired_weight),
         NotEnoughEvidence => {
             let more = st
@@ -310,7 +318,8 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
         ),
         // A transition just happened; the operator comes back at once.
         RolloutStarted | Started | NewCanary | Retry | StepAdvanced | HeaderRouteSet
-        | HeaderRouteRemoved | EvidenceFine | RiskBoundAllows | Promoted | PromotedByHand => {
+        | HeaderRouteRemoved | EvidenceFine | RiskBoundAllows | Promoted | PromotedByHand
+        | DependencySatisfied => {
             format!("the operator's next reconcile (just now: {message})")
         }
         // Outcomes (the phase is terminal and was answered above) and
@@ -330,7 +339,8 @@ fn waiting_for(r: &Rollout, plan_step: Option<&PlanStep>, now: Timestamp) -> Opt
         | CheckStarted
         | CheckPassed
         | CheckAttemptFailed
-        | PostRollbackCheckFailed => {
+        | PostRollbackCheckFailed
+        | DependencyFailed => {
             if message.is_empty() {
                 reason
             } else {

@@ -6,6 +6,7 @@
 pub mod checks;
 mod client;
 mod context;
+pub mod dependencies;
 pub mod memory;
 mod observe;
 mod reconcile;

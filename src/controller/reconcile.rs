@@ -163,6 +163,9 @@ async fn cleanup(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     ctx.metrics.forget(&ns, &r.name_any());
     if let Some(w) = &ctx.watches {
         w.remove(&ns, &r.name_any());
+        w.dependents().remove(&ns, &r.name_any());
+        // Its dependents now wait for a Rollout that is gone.
+        w.dependents().notify(&ns, &r.name_any());
     }
     Ok(Action::await_change())
 }
@@ -203,6 +206,42 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
             )
             .await;
         }
+    };
+
+    // Dependencies: what CEL cannot check, then what each one is doing.
+    let dep_errors = plan::depend::validate(&r.spec, &plan, &ns, &name);
+    if !dep_errors.is_empty() {
+        let message = dep_errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return invalid(
+            ctx,
+            &api,
+            &r,
+            prev,
+            "InvalidSpec",
+            &message,
+            now,
+            Action::await_change(),
+        )
+        .await;
+    }
+    let reqs = plan::depend::requirements(&r.spec, &ns);
+    // Registered before reading them, so a change after the read wakes us.
+    if let Some(w) = &ctx.watches {
+        w.dependents()
+            .set(&ns, &name, super::dependencies::refs(&reqs));
+    }
+    let observed_deps = if reqs.is_empty() {
+        Vec::new()
+    } else {
+        let scope = ctx
+            .watches
+            .as_ref()
+            .and_then(|w| w.dependents().scope().map(str::to_string));
+        super::dependencies::observe(&ctx.client, scope.as_deref(), &ns, &name, &reqs).await?
     };
 
     if plan.has_analysis() && plan.prometheus.is_none() && ctx.default_prometheus.is_none() {
@@ -353,6 +392,15 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         checks: check_results,
     };
     let decision = plan::decide(&plan, &prev, &obs, now);
+    let gated = plan::depend::gate(&plan, &prev, &reqs, &observed_deps, decision, now);
+    let decision = gated.decision;
+    let readiness = match &gated.problem {
+        Some((reason, message)) => SpecReadiness::NotReady {
+            reason,
+            message: message.clone(),
+        },
+        None => SpecReadiness::Ready,
+    };
     let mut next = decision.status.clone();
     if let Some(a) = &decision.action {
         next.last_action = Some(ActionRecord {
@@ -364,7 +412,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     }
     status::build_conditions(
         &mut next,
-        &SpecReadiness::Ready,
+        &readiness,
         decision.reason.as_str(),
         &decision.message,
         generation,
@@ -395,6 +443,22 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     scale(ctx, &ns, &r, &decision.scale, &mut next).await?;
     if decision.weight != actual || next != prev {
         status::write_status(&api, &name, rv_now.as_deref(), &next).await?;
+        // Its dependents decide on this status.
+        if let Some(w) = &ctx.watches {
+            w.dependents().notify(&ns, &name);
+        }
+    }
+    if let Some((reason, message)) = &gated.problem {
+        let was = prev
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::READY)
+            .map(|c| (c.reason.as_str(), c.message.as_str()));
+        if was != Some((reason, message.as_str())) {
+            ctx.events
+                .publish(&reference, true, reason, "Dependencies", message)
+                .await;
+        }
     }
 
     // The one-shot action is done: remove the annotation (only if it still
@@ -606,6 +670,9 @@ async fn invalid(
     );
     if next != prev {
         status::write_status(api, &r.name_any(), r.resource_version().as_deref(), &next).await?;
+        if let (Some(w), Some(ns)) = (&ctx.watches, r.namespace()) {
+            w.dependents().notify(&ns, &r.name_any());
+        }
     }
     if was != Some((reason.to_string(), message.to_string())) {
         ctx.events

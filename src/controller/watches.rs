@@ -114,6 +114,8 @@ pub struct Watches {
     namespace: Option<String>,
     trigger: mpsc::UnboundedSender<Trigger>,
     index: Mutex<Index>,
+    /// Rollout → the Rollouts that depend on it (`spec.dependsOn`).
+    dependents: super::dependencies::Dependents,
 }
 
 /// What a Rollout depends on: `(kind, name)` in its own namespace.
@@ -138,11 +140,17 @@ impl Watches {
         let (trigger, requests) = mpsc::unbounded();
         let watches = Arc::new(Watches {
             client,
+            dependents: super::dependencies::Dependents::new(trigger.clone(), namespace.clone()),
             namespace,
             trigger,
             index: Mutex::default(),
         });
         (watches, requests)
+    }
+
+    /// The index from a Rollout to the Rollouts that depend on it.
+    pub fn dependents(&self) -> &super::dependencies::Dependents {
+        &self.dependents
     }
 
     /// Make `deps` exactly what the Rollout `namespace/name` depends on.

@@ -93,6 +93,8 @@ impl NotificationKind {
             AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable | CheckFailed => {
                 Some(Self::RolledBack)
             }
+            // Rolled back because a dependency was (not by its own analysis).
+            DependencyFailed => Some(Self::RolledBack),
             Promoted | RolloutCompleted => Some(Self::Promoted),
             Aborted => Some(Self::Aborted),
             // Told by the transitions above (a decision's reason, not an
@@ -112,6 +114,9 @@ impl NotificationKind {
             | CheckPassed
             | CheckAttemptFailed
             | PostRollbackCheckFailed => None,
+            // Dependencies: a dependency's failure that rolls this one back
+            // is told as RolledBack above.
+            WaitingForDependency | DependencySatisfied | DependencyFailedHolding => None,
         }
     }
 
@@ -121,6 +126,7 @@ impl NotificationKind {
     /// notification.
     pub fn kinds_for_reason(reason: Reason) -> Vec<Self> {
         match Self::from_reason(reason) {
+            Some(Self::RolledBack) if reason == Reason::DependencyFailed => vec![Self::RolledBack],
             Some(Self::RolledBack) => vec![Self::AnalysisFailed, Self::RolledBack],
             other => other.into_iter().collect(),
         }

@@ -31,6 +31,7 @@ use crate::traffic::HeaderRoute;
 pub mod checks;
 pub mod compile;
 mod decide;
+pub mod depend;
 mod gate;
 mod reason;
 mod record;

@@ -120,6 +120,18 @@ reasons! {
     /// A check cannot be run (no Secret, no right to create Jobs, a Job the
     /// API server refuses): holding (Event and decision).
     CheckError,
+    // ---- dependencies (spec.dependsOn)
+    /// A dependency does not meet its requirement yet: the gated step waits
+    /// (Event when the wait starts, and decision).
+    WaitingForDependency,
+    /// The dependencies waited for are met: the Rollout moves on (Event).
+    DependencySatisfied,
+    /// A dependency was rolled back or aborted: this Rollout rolls back too
+    /// (`onFailure: Rollback`; Event and decision).
+    DependencyFailed,
+    /// A dependency was rolled back or aborted: this Rollout holds where it
+    /// is (`onFailure: Hold`; Event and decision).
+    DependencyFailedHolding,
     // ---- other transitions
     /// The old version was scaled down after the promotion (Event).
     StableScaledDown,
@@ -171,16 +183,26 @@ impl Reason {
         match self {
             RolloutStarted | Started | NewCanary | Retry => Class::Start,
             WeightChanged | SetWeight | StepAdvanced | HeaderRouteSet | HeaderRouteRemoved
-            | EvidenceFine | RiskBoundAllows => Class::Step,
+            | EvidenceFine | RiskBoundAllows | DependencySatisfied => Class::Step,
             Paused | ManualPause | PausedBySpec => Class::Pause,
             Promoted | PromotedByHand | RolloutCompleted | AllStepsDone => Class::Promotion,
-            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable | CheckFailed => {
-                Class::Rollback
-            }
+            AnalysisFailed | CanaryWorse | BudgetExhausted | MetricsUnavailable | CheckFailed
+            | DependencyFailed => Class::Rollback,
             Aborted => Class::Abort,
-            PauseInProgress | WaitingForCanary | WaitingForData | WaitingForAnalysis
-            | WaitingForPass | NotEnoughEvidence | BudgetGuard | RiskBoundHolds | MetricsError
-            | CheckRunning | WaitingForConfirm | CheckError => Class::Hold,
+            PauseInProgress
+            | WaitingForCanary
+            | WaitingForData
+            | WaitingForAnalysis
+            | WaitingForPass
+            | NotEnoughEvidence
+            | BudgetGuard
+            | RiskBoundHolds
+            | MetricsError
+            | CheckRunning
+            | WaitingForConfirm
+            | CheckError
+            | WaitingForDependency
+            | DependencyFailedHolding => Class::Hold,
             Completed | RolledBack => Class::Settled,
             StableScaledDown
             | ActionRefused
@@ -194,7 +216,7 @@ impl Reason {
     /// A rollback decided by the rollout's own analysis (threshold metrics,
     /// comparison, budget, unreadable metrics) or its checks.
     pub fn is_rollback(self) -> bool {
-        self.class() == Class::Rollback
+        self.class() == Class::Rollback && self != Reason::DependencyFailed
     }
 }
 

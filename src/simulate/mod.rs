@@ -9,6 +9,7 @@
 
 pub mod benchmark;
 pub mod breakdown;
+pub mod dependencies;
 pub mod policies;
 pub mod progress;
 pub mod promote_chart;
@@ -132,6 +133,24 @@ impl PolicyName {
         }
     }
 
+    /// A fresh policy as [`PolicyName::make`]; the engine also follows the
+    /// scenario's dependencies for `reqs` (the Rollout's `spec.dependsOn`).
+    pub fn make_with_dependencies(
+        self,
+        plan: &Plan,
+        people: People,
+        reqs: &[crate::plan::depend::Requirement],
+        timelines: &dependencies::Timelines,
+    ) -> Box<dyn Policy + Send> {
+        match self {
+            PolicyName::Rollwise if !reqs.is_empty() => Box::new(
+                Rollwise::with_people(plan.clone(), people)
+                    .with_dependencies(reqs.to_vec(), timelines.clone()),
+            ),
+            other => other.make(plan, people),
+        }
+    }
+
     /// A fresh policy: the engine on `plan`, or the documented example of
     /// Flagger or Argo Rollouts (which do not read the plan).
     pub fn make(self, plan: &Plan, people: People) -> Box<dyn Policy + Send> {
@@ -205,6 +224,23 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
     };
     let (name, plan) = load_rollout(rollout_path)?;
     let scenario = Scenario::load(scenario_path)?;
+    // spec.dependsOn: what the dependencies do is the scenario's.
+    let reqs = std::fs::read_to_string(rollout_path)
+        .map(|t| dependencies::requirements_in(&t))
+        .unwrap_or_default();
+    if !scenario.dependencies.is_empty() && reqs.is_empty() {
+        eprintln!(
+            "rollwise simulate: note: the scenario describes dependencies, but the Rollout has no spec.dependsOn"
+        );
+    }
+    for r in &reqs {
+        if !scenario.dependencies.iter().any(|(n, _)| *n == r.name) {
+            eprintln!(
+                "rollwise simulate: note: the scenario does not describe dependency {} (spec.dependsOn[{}]): taken as Succeeded",
+                r.name, r.index
+            );
+        }
+    }
     let people = People {
         promote_after: args.auto_promote_after,
         preview_percent: args.preview_traffic,
@@ -240,7 +276,7 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode, String> {
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut progress = progress::Progress::new(args.progress.enabled(terminal), seeds.len());
         for (i, seed) in seeds.iter().enumerate() {
-            let mut policy = p.make(&plan, people);
+            let mut policy = p.make_with_dependencies(&plan, people, &reqs, &scenario.dependencies);
             let r = run(&scenario, policy.as_mut(), *seed);
             summaries.push(r.summary.clone());
             if i == 0 {

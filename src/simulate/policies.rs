@@ -44,6 +44,11 @@ pub struct Rollwise {
     waiting_since: Option<u64>,
     /// An A/B route with a match is on the router.
     header_route: bool,
+    /// `spec.dependsOn` and what the scenario says the dependencies do.
+    dependencies: Option<(
+        Vec<crate::plan::depend::Requirement>,
+        crate::simulate::dependencies::Timelines,
+    )>,
 }
 
 /// What the people and the clients around a rollout do in the simulation.
@@ -73,7 +78,18 @@ impl Rollwise {
             people,
             waiting_since: None,
             header_route: false,
+            dependencies: None,
         }
+    }
+
+    /// Follow the dependencies the scenario describes (`spec.dependsOn`).
+    pub fn with_dependencies(
+        mut self,
+        reqs: Vec<crate::plan::depend::Requirement>,
+        timelines: crate::simulate::dependencies::Timelines,
+    ) -> Self {
+        self.dependencies = Some((reqs, timelines));
+        self
     }
 
     pub fn plan(&self) -> &Plan {
@@ -216,7 +232,12 @@ impl Policy for Rollwise {
                     })
                     .collect(),
             };
-            let d = decide(&self.plan, &self.status, &obs, now);
+            let mut d = decide(&self.plan, &self.status, &obs, now);
+            if let Some((reqs, timelines)) = &self.dependencies {
+                let seen = crate::simulate::dependencies::observed_at(reqs, timelines, t);
+                d = crate::plan::depend::gate(&self.plan, &self.status, reqs, &seen, d, now)
+                    .decision;
+            }
             self.weight = d.weight;
             self.header_route = d.header_routes.iter().any(|r| !r.matches.is_empty());
             self.status = d.status;
@@ -250,6 +271,14 @@ impl Policy for Rollwise {
             }
             if d.requeue_after >= Duration::from_secs(1) {
                 self.next_due = t + secs(d.requeue_after).max(1);
+                // A dependency's change wakes it, as the operator's index does.
+                if let Some(next) = self
+                    .dependencies
+                    .as_ref()
+                    .and_then(|(_, tl)| crate::simulate::dependencies::next_change(tl, t))
+                {
+                    self.next_due = self.next_due.min(next);
+                }
                 // Someone promotes at their time, not the operator's.
                 if let (Some(since), Some(after)) = (self.waiting_since, self.people.promote_after)
                 {

@@ -104,6 +104,9 @@ pub struct Scenario {
     /// sees the counts of the latest scrape. 0 (the default of a scenario
     /// file): every look sees fresh counts.
     pub scrape_interval: u64,
+    /// What the Rollout's dependencies (`spec.dependsOn`) do over time
+    /// (`dependencies`, see [`super::dependencies`]).
+    pub dependencies: super::dependencies::Timelines,
 }
 
 /// Where a scenario's relative paths (`recorded:`) are resolved.
@@ -426,6 +429,7 @@ impl Scenario {
                 "canaryReady",
                 "recorded",
                 "scrapeInterval",
+                "dependencies",
             ],
         )?;
         let name = match map.get("name") {
@@ -517,6 +521,10 @@ impl Scenario {
             canary_ready,
             recorded,
             scrape_interval,
+            dependencies: match map.get("dependencies") {
+                None => Vec::new(),
+                Some(v) => super::dependencies::parse(v)?,
+            },
         })
     }
 

@@ -43,6 +43,7 @@ fn spec() -> RolloutSpec {
         pause_deadline: None,
         notifications: None,
         checks: vec![],
+        depends_on: None,
         blue_green: None,
     }
 }

@@ -227,6 +227,49 @@ fn every_rollback_abort_promotion_and_pause_reason_notifies() {
         NotificationKind::Paused,
     );
 
+    // A dependency (spec.dependsOn) rolled back while this one is in
+    // progress: it follows (onFailure: Rollback). A rollback, but not by
+    // its own analysis: only `RolledBack` wants it.
+    let mut w = World::new(default_plan());
+    for _ in 0..3 {
+        w.step(&healthy, None);
+    }
+    let reqs = [crate::plan::depend::Requirement::from_spec(
+        0,
+        &crate::api::DependencySpec {
+            name: "payments".into(),
+            ..Default::default()
+        },
+        "shop",
+    )];
+    let seen = |phase: Phase| crate::plan::depend::Observed::Found {
+        phase,
+        weight: 20,
+        canary_service: "payments-v2".into(),
+        message: String::new(),
+    };
+    let last = w.decisions.last().cloned().expect("decisions");
+    let mut prev = last.status.clone();
+    prev.dependencies = vec![crate::plan::depend::entry(
+        &reqs[0],
+        &seen(Phase::Progressing),
+    )];
+    let g = crate::plan::depend::gate(
+        &w.plan,
+        &prev,
+        &reqs,
+        &[seen(Phase::RolledBack)],
+        last,
+        w.now,
+    );
+    w.decisions.push(g.decision);
+    check(
+        &w,
+        Reason::DependencyFailed,
+        &["RolledBack"],
+        NotificationKind::RolledBack,
+    );
+
     let missing: Vec<_> = Reason::ALL
         .iter()
         .filter(|r| {
