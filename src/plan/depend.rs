@@ -479,6 +479,14 @@ fn hold(
     if weight == 0 {
         st.canary_traffic_since = prev.canary_traffic_since.clone();
     }
+    // Checks this decision would start belong to the step it held back (a
+    // preRollout acceptance test would run against the dependency's old
+    // version): they start once the dependency is met.
+    st.checks.retain(|c| {
+        prev.checks
+            .iter()
+            .any(|p| p.name == c.name && p.point == c.point && p.step == c.step)
+    });
     st.phase = if weight == 0 {
         Phase::Pending
     } else {

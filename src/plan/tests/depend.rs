@@ -641,3 +641,45 @@ fn requirements_default_to_succeeded_before_any_traffic_and_rollback() {
     assert_eq!(r.field(), "spec.dependsOn[2]");
     let _ = Rollout::default();
 }
+
+#[test]
+fn a_pre_rollout_check_waits_for_the_dependency_before_it_runs() {
+    use crate::api::CheckPoint;
+    use crate::plan::checks::{CheckKind, PlanCheck};
+    let mut w = World::new(vec![dep("payments")]);
+    w.plan.checks = vec![PlanCheck {
+        name: "acceptance".into(),
+        at: vec![CheckPoint::PreRollout],
+        failure_limit: 0,
+        interval: Duration::from_secs(10),
+        kind: CheckKind::Job,
+    }];
+    let going = [found(Phase::Progressing, 33, "payments-v2")];
+    w.step(&going);
+    for _ in 0..3 {
+        let g = w.step(&going);
+        assert_eq!(g.decision.reason, Reason::WaitingForDependency);
+        // An acceptance test of the new checkout would run against the old
+        // payments: it is not started while the dependency is not met.
+        assert!(
+            g.decision.status.checks.is_empty(),
+            "{:?}",
+            g.decision.status.checks
+        );
+        w.now += jiff::SignedDuration::from_secs(30);
+    }
+    let done = [found(Phase::Succeeded, 100, "payments-v2")];
+    let g = w.step(&done);
+    assert_eq!(g.decision.weight, 0, "the check runs before any traffic");
+    assert_eq!(
+        g.decision
+            .status
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.point.as_str()))
+            .collect::<Vec<_>>(),
+        [("acceptance", "preRollout")],
+        "{:?}",
+        g.decision
+    );
+}
