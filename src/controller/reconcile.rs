@@ -186,7 +186,16 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
 
     // Validate: an invalid spec gets a condition naming the field, and no
     // traffic change; we wait for the spec to change.
-    let plan = match validate(&r.spec) {
+    // Dependencies add what CEL cannot check about them.
+    let checked = validate(&r.spec).and_then(|plan| {
+        let errors = plan::depend::validate(&r.spec, &plan, &ns, &name);
+        if errors.is_empty() {
+            Ok(plan)
+        } else {
+            Err(errors)
+        }
+    });
+    let plan = match checked {
         Ok(plan) => plan,
         Err(errors) => {
             let message = errors
@@ -208,26 +217,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
         }
     };
 
-    // Dependencies: what CEL cannot check, then what each one is doing.
-    let dep_errors = plan::depend::validate(&r.spec, &plan, &ns, &name);
-    if !dep_errors.is_empty() {
-        let message = dep_errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        return invalid(
-            ctx,
-            &api,
-            &r,
-            prev,
-            "InvalidSpec",
-            &message,
-            now,
-            Action::await_change(),
-        )
-        .await;
-    }
+    // What each dependency is doing.
     let reqs = plan::depend::requirements(&r.spec, &ns);
     // Registered before reading them, so a change after the read wakes us.
     if let Some(w) = &ctx.watches {
