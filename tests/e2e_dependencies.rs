@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
 use common::cluster::{TestNs, events_text, eventually, in_namespace};
+use common::prometheus::{Backfill, PrometheusServer};
 use kube::api::{ApiResource, Patch, PatchParams};
 use rollwise::api::{ACTION_ANNOTATION, Phase, Rollout};
 use serde_json::{Value, json};
@@ -301,6 +302,86 @@ async fn a_dependency_aborted_takes_its_dependent_back_to_stable() {
             .map(|b| b["weight"].as_i64().unwrap_or(1))
             .unwrap_or(0);
         assert_eq!(canary, 0, "{refs}");
+    })
+    .await;
+}
+
+/// checkout needs payments at >= 20%; both are paused at their first step.
+/// Then payments gets an analysis that finds its canary failing 30% of its
+/// requests: payments is rolled back by its own evidence (`CanaryWorse`),
+/// and checkout, still in progress, follows (`DependencyFailed`), naming
+/// payments and what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_rolled_back_by_its_analysis_takes_its_dependent_back_to_stable() {
+    in_namespace("deps-rollback", async |ns: &TestNs| {
+        services(ns).await;
+        // payments-v2 fails 30% of its 10 requests a second.
+        let data = Backfill::new()
+            .counter(
+                "http_requests_total",
+                &[("namespace", &ns.name), ("service", "payments-v2"), ("code", "200")],
+                7.0,
+            )
+            .counter(
+                "http_requests_total",
+                &[("namespace", &ns.name), ("service", "payments-v2"), ("code", "500")],
+                3.0,
+            )
+            .to_openmetrics();
+        let prometheus =
+            tokio::task::spawn_blocking(move || PrometheusServer::start_with_openmetrics(&data))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        ns.start_admin_operator().await;
+        ns.create(&rollout(
+            &ns.name,
+            "payments",
+            json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]),
+            Value::Null,
+        ))
+        .await;
+        ns.create(&rollout(
+            &ns.name,
+            "checkout",
+            json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]),
+            json!([{"name": "payments", "minWeight": 20}]),
+        ))
+        .await;
+        ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
+        ns.wait_phase("checkout", Phase::Paused, 10, TIMEOUT).await;
+
+        let sel = r#"service="{{service}}",namespace="{{namespace}}""#;
+        let analysis = json!({"spec": {"analysis": {
+            "prometheus": {"address": prometheus.address()},
+            "metrics": [{
+                "name": "error-rate",
+                "requests": format!("sum(increase(http_requests_total{{{sel}}}[{{{{window}}}}]))"),
+                "failures": format!("sum(increase(http_requests_total{{{sel},code=~\"5..\"}}[{{{{window}}}}]))"),
+                "max": 0.05
+            }]
+        }}});
+        ns.api::<Rollout>()
+            .patch("payments", &PatchParams::default(), &Patch::Merge(&analysis))
+            .await
+            .expect("add payments' analysis");
+        let p = ns
+            .wait_phase("payments", Phase::RolledBack, 0, TIMEOUT)
+            .await;
+        let pd = p.status.as_ref().and_then(|s| s.last_decision.clone()).unwrap();
+        assert_eq!(pd.reason, "CanaryWorse", "{pd:?}");
+        let r = ns
+            .wait_phase("checkout", Phase::RolledBack, 0, TIMEOUT)
+            .await;
+        let s = r.status.as_ref().unwrap();
+        let d = s.last_decision.as_ref().unwrap();
+        assert_eq!(d.reason, "DependencyFailed", "{d:?}");
+        assert!(d.message.contains("spec.dependsOn[0]"), "{}", d.message);
+        assert!(d.message.contains("payments was RolledBack"), "{}", d.message);
+        assert_eq!(s.dependencies[0].phase, "RolledBack");
+        wait_event(ns, "DependencyFailed Rollout/checkout").await;
+        tokio::task::spawn_blocking(move || drop(prometheus))
+            .await
+            .unwrap();
     })
     .await;
 }
