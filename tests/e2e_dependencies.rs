@@ -507,11 +507,20 @@ async fn a_later_step_waits_at_the_current_weight_and_hold_keeps_it_through_a_fa
         .await;
         ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
         let r = ns
-            .wait_rollout("checkout", "holding at 10% for payments", TIMEOUT, |r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.canary_weight == 10 && !s.waiting_for.is_empty())
-            })
+            .wait_rollout(
+                "checkout",
+                "holding at 10% for payments, Paused",
+                TIMEOUT,
+                |r| {
+                    // payments may still have been Progressing at checkout's
+                    // first hold: its Paused status wakes checkout again.
+                    r.status.as_ref().is_some_and(|s| {
+                        s.canary_weight == 10
+                            && !s.waiting_for.is_empty()
+                            && s.dependencies.first().is_some_and(|d| d.phase == "Paused")
+                    })
+                },
+            )
             .await;
         let s = r.status.as_ref().unwrap();
         assert_eq!(s.phase, Phase::Progressing);
