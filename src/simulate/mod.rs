@@ -13,6 +13,7 @@ pub mod dependencies;
 pub mod policies;
 pub mod progress;
 pub mod promote_chart;
+pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod stats;
