@@ -459,6 +459,13 @@ fn cel_rules() -> Vec<CelCase> {
             |o| analysis(o)["confidence"] = json!(1.0),
         ),
         rule(
+            "spec.analysis.rollbackConfidence",
+            "rollbackConfidence must be in [0.5, 1)",
+            r#"spec.analysis.rollbackConfidence: Invalid value: "number""#,
+            |o| analysis(o)["rollbackConfidence"] = json!(0.95),
+            |o| analysis(o)["rollbackConfidence"] = json!(1.0),
+        ),
+        rule(
             "spec.analysis.maxExtraFailures",
             "maxExtraFailures must be at least 1",
             r#"spec.analysis.maxExtraFailures: Invalid value: "integer""#,

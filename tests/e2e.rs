@@ -231,7 +231,7 @@ async fn a_counted_metric_rolls_back_a_faulty_canary_on_evidence() {
         assert_eq!(c.tolerance, "at most 0.05", "{c:?}");
         assert_eq!(c.stable_requests, 0.0, "stable is not part of a limit: {c:?}");
         assert!(c.canary_rate > MAX_ERROR_RATE, "{c:?}");
-        assert!(c.harm_evidence >= c.evidence_bar, "{c:?}");
+        assert!(c.harm_evidence >= c.harm_evidence_bar, "{c:?}");
         assert!(c.message.contains("limit 5%"), "{}", c.message);
         assert_eq!(status.canary_weight, 0, "status.canaryWeight");
         let route = env.route().await;

@@ -225,11 +225,12 @@ async fn status_of_a_mid_rollout_rollout() {
         assert!(row.contains(cell), "`{cell}` not in `{row}`");
     }
     let evidence = format!(
-        "http-errors: canary's excess {} [{}, {}]; evidence it is worse {}x, that it is fine {}x (needs {}x)",
+        "http-errors: canary's excess {} [{}, {}]; evidence worse {}x (needs {}x), fine {}x (needs {}x)",
         percent(cmp.excess),
         percent(cmp.excess_lower),
         percent(cmp.excess_upper),
         number(cmp.harm_evidence),
+        number(cmp.harm_bar()),
         number(cmp.fine_evidence),
         number(cmp.evidence_bar)
     );

@@ -158,7 +158,9 @@ fn trials_print_the_distribution() {
     assert_eq!(d["rolledBack"], 6, "{d}");
     assert_eq!(d["medianTimeToDecision"]["kind"], "value");
     let median = d["medianTimeToDecision"]["value"].as_f64().unwrap();
-    assert!((20.0..=150.0).contains(&median), "{median}");
+    // A rollback needs a few dozen canary requests: at 5 req/s on the
+    // canary, more than 10s.
+    assert!((10.0..=150.0).contains(&median), "{median}");
     let runs = r["runs"].as_array().unwrap();
     let seeds: Vec<u64> = runs.iter().map(|s| u(&s["seed"])).collect();
     assert_eq!(seeds, vec![10, 11, 12, 13, 14, 15]);

@@ -16,7 +16,9 @@
 //! `α` — at *any* look, however many looks there are. A test concludes when
 //! its product reaches `1/α = 1/(1 - confidence)` (100 at 0.99); the value
 //! is shown to people as the "evidence" (how many times more likely the
-//! counts are under the conclusion than under its opposite).
+//! counts are under the conclusion than under its opposite). Each test has
+//! its own confidence ([`Confidence`]): Fine, which promotes, 0.99 by
+//! default; Harm, which rolls back to the version already serving, 0.95.
 //!
 //! One look's factor (the *batch*: the requests and failures since the
 //! previous look) is the likelihood ratio of an alternative `(qc, qs)`
@@ -385,14 +387,14 @@ pub struct Evidence {
     /// tolerated.
     pub excess: f64,
     /// An interval for the excess, valid at every look with probability
-    /// `confidence`: `Lc - allowed(Us)` to `Uc - allowed(Ls)` from each
+    /// `confidence.fine`: `Lc - allowed(Us)` to `Uc - allowed(Ls)` from each
     /// side's confidence sequence at `α/2`. For people: it treats the sides
     /// separately, so it is wider than what the test uses, and a conclusion
     /// may come while it still contains 0.
     pub excess_lower: f64,
     pub excess_upper: f64,
-    /// The e-values (likelihood ratios, see the module docs; the bar both
-    /// must reach is `1 / (1 - confidence)`): how many times
+    /// The e-values (likelihood ratios, see the module docs; the bar each
+    /// must reach is `1 / (1 - confidence)` of its own [`Confidence`]): how many times
     /// more likely the data are if the canary is worse than tolerated than
     /// if it is within tolerance (`harm`), and the other way round (`fine`).
     pub harm: f64,
@@ -409,19 +411,44 @@ pub struct Evidence {
     pub state: State,
 }
 
+/// The confidence each conclusion needs. Their errors cost differently: a
+/// canary wrongly found fine is promoted and serves all users, while a canary
+/// wrongly found worse is rolled back and all traffic stays on the version
+/// that was serving it (a retry costs time, not failed requests). So Harm
+/// may ask for less than Fine: with the defaults (0.95 and 0.99) a canary
+/// within tolerance is wrongly rolled back at most 5% of the time, one worse
+/// than tolerated wrongly promoted on the evidence at most 1%.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Confidence {
+    /// For Fine: the bar `fineEvidence` must reach is `1 / (1 - fine)`; the
+    /// intervals shown are at this confidence too.
+    pub fine: f64,
+    /// For Harm: the bar `harmEvidence` must reach is `1 / (1 - harm)`.
+    pub harm: f64,
+}
+
+impl From<f64> for Confidence {
+    /// The same confidence for both conclusions.
+    fn from(c: f64) -> Confidence {
+        Confidence { fine: c, harm: c }
+    }
+}
+
 /// Largest e-value shown (JSON has no infinity).
 const MAX_SHOWN: f64 = 1e15;
 
 /// Evaluate one look: `prev` is the state the previous look returned
 /// (`State::default()` for the first), `canary` and `stable` the cumulative
-/// counts of the window. `confidence` in (0, 1), e.g. 0.99.
+/// counts of the window. `confidence` in (0, 1), e.g. 0.99 for both
+/// conclusions, or a [`Confidence`] for each.
 pub fn evaluate(
     prev: &State,
     canary: Counts,
     stable: Counts,
     tolerance: Tolerance,
-    confidence: f64,
+    confidence: impl Into<Confidence>,
 ) -> Result<Evidence, CountError> {
+    let confidence = confidence.into();
     let canary = canary.checked("canary")?;
     // Against a fixed limit stable's counts are not part of the test.
     let stable = if tolerance.fixed {
@@ -429,7 +456,7 @@ pub fn evaluate(
     } else {
         stable.checked("stable")?
     };
-    let alpha = (1.0 - confidence).clamp(1e-12, 0.5);
+    let alpha = (1.0 - confidence.fine).clamp(1e-12, 0.5);
     // The batch: what arrived since the previous look. Prometheus'
     // extrapolation can make a cumulative count dip; a dip is no batch.
     let batch = |now: Counts, before: Counts| {
@@ -489,10 +516,11 @@ pub fn evaluate(
     };
     let (ln_harm, ln_fine) = (log_mean_exp(&state.harm), log_mean_exp(&state.fine));
     let ln_bar = (1.0 / alpha).ln();
+    let ln_harm_bar = (1.0 / (1.0 - confidence.harm).clamp(1e-12, 0.5)).ln();
     let excess = canary.rate() - tolerance.allowed(stable.rate());
     let outcome = if canary.requests == 0.0 || (stable.requests == 0.0 && !tolerance.fixed) {
         Outcome::Inconclusive
-    } else if ln_harm >= ln_bar {
+    } else if ln_harm >= ln_harm_bar {
         Outcome::Harm
     } else if ln_fine >= ln_bar {
         Outcome::Fine
@@ -505,8 +533,12 @@ pub fn evaluate(
     let extra_failures_upper = (canary.failures - canary.requests * ls).max(0.0);
     let more_requests_needed = match outcome {
         Outcome::Inconclusive => {
-            let lean = if excess > 0.0 { ln_harm } else { ln_fine };
-            requests_needed(canary, stable, tolerance, ln_bar - lean)
+            let missing = if excess > 0.0 {
+                ln_harm_bar - ln_harm
+            } else {
+                ln_bar - ln_fine
+            };
+            requests_needed(canary, stable, tolerance, missing)
         }
         _ => None,
     };

@@ -474,12 +474,23 @@ pub struct AnalysisSpec {
     #[schemars(length(max = 8))]
     #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n.name == m.name))").message("compare names must be unique"))]
     pub compare: Vec<CompareSpec>,
-    /// Confidence of the comparison's decisions (default 0.99): the chance of
-    /// wrongly rolling back a canary that is within tolerance is at most
-    /// `1 - confidence`, however often it looks.
+    /// Confidence a promotion on the comparisons' evidence needs (default
+    /// 0.99): the chance of promoting, on the evidence that it is fine, a
+    /// canary worse than tolerated is at most `1 - confidence`, however
+    /// often it looks. The bounds the ramp and the exposure budget use are
+    /// at this confidence too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0.5 && self < 1.0").message("confidence must be in [0.5, 1)"))]
     pub confidence: Option<f64>,
+    /// Confidence a rollback on the comparisons' evidence needs (default
+    /// 0.95, or `confidence` when that is lower): the chance of rolling back
+    /// a canary that is within tolerance is at most `1 - rollbackConfidence`.
+    /// Lower than `confidence` because a wrong rollback leaves all traffic
+    /// on the version that was serving it, while a wrong promotion sends
+    /// all traffic to a worse one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.5 && self < 1.0").message("rollbackConfidence must be in [0.5, 1)"))]
+    pub rollback_confidence: Option<f64>,
     /// Exposure budget: failed requests the canary may cost beyond what the
     /// stable version would have failed. Rolled back before it is spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -687,6 +698,16 @@ impl ComparisonStatus {
     pub fn is_harm(&self) -> bool {
         self.verdict == COMPARISON_HARM
     }
+    /// The bar `harmEvidence` must reach: `harmEvidenceBar`, or for a
+    /// status written before it had one, `evidenceBar` (both conclusions
+    /// had the same bar then).
+    pub fn harm_bar(&self) -> f64 {
+        if self.harm_evidence_bar > 0.0 {
+            self.harm_evidence_bar
+        } else {
+            self.evidence_bar
+        }
+    }
 }
 
 /// Observed state. Everything the engine needs to resume lives here.
@@ -849,18 +870,25 @@ pub struct ComparisonStatus {
     pub excess_upper: f64,
     /// Evidence that the canary is worse than tolerated: how many times more
     /// likely the counts are if it is than if it is not (an e-value). Harm
-    /// when it reaches `evidenceBar`.
+    /// when it reaches `harmEvidenceBar`.
     #[serde(default)]
     pub harm_evidence: f64,
     /// Evidence that the canary is within tolerance, read the same way.
     /// Fine when it reaches `evidenceBar`.
     #[serde(default)]
     pub fine_evidence: f64,
-    /// `1 / (1 - confidence)`: e.g. 100 for confidence 0.99.
+    /// The bar `fineEvidence` must reach, `1 / (1 - confidence)`: e.g. 100
+    /// for confidence 0.99.
     #[serde(default)]
     pub evidence_bar: f64,
     #[serde(default)]
     pub confidence: f64,
+    /// The bar `harmEvidence` must reach, `1 / (1 - rollbackConfidence)`:
+    /// e.g. 20 for 0.95.
+    #[serde(default)]
+    pub harm_evidence_bar: f64,
+    #[serde(default)]
+    pub rollback_confidence: f64,
     /// Rough number of further canary requests needed for a conclusion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub more_requests_needed: Option<i64>,

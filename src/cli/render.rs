@@ -581,12 +581,13 @@ pub fn render_status(r: &Rollout, events: &[Event], now: Timestamp, width: usize
             // The excess and the evidence, in words, one line each.
             for s in &st.comparisons {
                 let line = format!(
-                    "{}: canary's excess {} [{}, {}]; evidence it is worse {}x, that it is fine {}x (needs {}x)",
+                    "{}: canary's excess {} [{}, {}]; evidence worse {}x (needs {}x), fine {}x (needs {}x)",
                     s.name,
                     percent(s.excess),
                     percent(s.excess_lower),
                     percent(s.excess_upper),
                     number(s.harm_evidence),
+                    number(s.harm_bar()),
                     number(s.fine_evidence),
                     number(s.evidence_bar)
                 );

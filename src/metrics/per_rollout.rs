@@ -58,7 +58,7 @@ const FAMILIES: [(&str, &str, &[&str]); 8] = [
     ),
     (
         "comparison_evidence",
-        "Evidence (e-value) that the canary is worse than tolerated (harm) or within tolerance (fine); conclusive at the bar (kind=bar, 1/(1-confidence))",
+        "Evidence (e-value) that the canary is worse than tolerated (harm) or within tolerance (fine); conclusive at its bar (kind=harm_bar, 1/(1-rollbackConfidence); kind=bar, 1/(1-confidence))",
         &["comparison", "kind"],
     ),
     (
@@ -76,8 +76,8 @@ struct ComparisonSeries {
     rate: [f64; 2],
     /// lower, upper
     excess: [f64; 2],
-    /// harm, fine, bar
-    evidence: [f64; 3],
+    /// harm, fine, bar (fine's), harm_bar
+    evidence: [f64; 4],
 }
 
 /// What only a Rollout with analysis has (boxed: most entries have none).
@@ -214,7 +214,12 @@ impl PerRollout {
                     name: Box::from(c.name.as_str()),
                     rate: [c.canary_rate, c.stable_rate],
                     excess: [c.excess_lower, c.excess_upper],
-                    evidence: [c.harm_evidence, c.fine_evidence, c.evidence_bar],
+                    evidence: [
+                        c.harm_evidence,
+                        c.fine_evidence,
+                        c.evidence_bar,
+                        c.harm_bar(),
+                    ],
                 };
                 match a.comparisons.iter_mut().find(|s| s.name == series.name) {
                     Some(s) => *s = series,
@@ -336,7 +341,10 @@ impl PerRollout {
                         let extra = [cmp, ("bound", bound)];
                         sample(&mut families[5], &names[5], ns, name, &extra, v);
                     }
-                    for (kind, v) in ["harm", "fine", "bar"].into_iter().zip(c.evidence) {
+                    for (kind, v) in ["harm", "fine", "bar", "harm_bar"]
+                        .into_iter()
+                        .zip(c.evidence)
+                    {
                         let extra = [cmp, ("kind", kind)];
                         sample(&mut families[6], &names[6], ns, name, &extra, v);
                     }

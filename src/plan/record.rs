@@ -87,6 +87,10 @@ pub(super) fn record_analysis(
         });
     }
     // Canary-vs-stable comparisons.
+    let confidence = sequential::Confidence {
+        fine: plan.confidence,
+        harm: plan.rollback_confidence,
+    };
     let mut comparisons = Vec::with_capacity(plan.compare.len());
     let mut budget: Option<(f64, f64, f64)> = None; // (used, upper, canary requests)
     for cmp in &plan.compare {
@@ -100,6 +104,8 @@ pub(super) fn record_analysis(
             tolerance: cmp.tolerance.describe(),
             confidence: plan.confidence,
             evidence_bar: round_evidence(1.0 / (1.0 - plan.confidence)),
+            rollback_confidence: plan.rollback_confidence,
+            harm_evidence_bar: round_evidence(1.0 / (1.0 - plan.rollback_confidence)),
             measured_at: Some(time(round.at)),
             verdict: String::new(),
             message: String::new(),
@@ -132,7 +138,7 @@ pub(super) fn record_analysis(
                 Verdict::NoData
             }
             Some((CountsOutcome::Counts(c), CountsOutcome::Counts(s))) => {
-                match sequential::evaluate(&prev_state, *c, *s, cmp.tolerance, plan.confidence) {
+                match sequential::evaluate(&prev_state, *c, *s, cmp.tolerance, confidence) {
                     Err(e) => {
                         cs.message = format!("bad counts: {e}");
                         Verdict::Error
@@ -265,28 +271,32 @@ fn fill_comparison(
     cs.more_requests_needed = ev
         .more_requests_needed
         .map(|n| n.min(i64::MAX as u64) as i64);
-    let needs = format!(
-        "needs {}× for {}% confidence",
-        fmt_num(cs.evidence_bar),
-        fmt_num(cs.confidence * 100.0)
-    );
+    let needs = |bar: f64, confidence: f64| {
+        format!(
+            "needs {}× for {}% confidence",
+            fmt_num(bar),
+            fmt_num(confidence * 100.0)
+        )
+    };
+    let harm_needs = needs(cs.harm_evidence_bar, cs.rollback_confidence);
+    let fine_needs = needs(cs.evidence_bar, cs.confidence);
     let conclusion = match ev.outcome {
         Outcome::Harm if tolerance.fixed => format!(
-            "above the limit: the evidence that the canary fails more often than {} is {}× ({needs})",
+            "above the limit: the evidence that the canary fails more often than {} is {}× ({harm_needs})",
             fmt_pct(tolerance.absolute),
             fmt_num(cs.harm_evidence),
         ),
         Outcome::Fine if tolerance.fixed => format!(
-            "within the limit: the evidence that the canary fails at most {} is {}× ({needs})",
+            "within the limit: the evidence that the canary fails at most {} is {}× ({fine_needs})",
             fmt_pct(tolerance.absolute),
             fmt_num(cs.fine_evidence),
         ),
         Outcome::Harm => format!(
-            "worse than tolerated: the evidence that the canary is worse is {}× ({needs})",
+            "worse than tolerated: the evidence that the canary is worse is {}× ({harm_needs})",
             fmt_num(cs.harm_evidence),
         ),
         Outcome::Fine => format!(
-            "within tolerance: the evidence that the canary is fine is {}× ({needs})",
+            "within tolerance: the evidence that the canary is fine is {}× ({fine_needs})",
             fmt_num(cs.fine_evidence),
         ),
         Outcome::Inconclusive => {
@@ -295,7 +305,7 @@ fn fill_comparison(
                 None => String::new(),
             };
             format!(
-                "not enough evidence yet: that the canary is worse {}×, that it is fine {}× (either {needs}){more}",
+                "not enough evidence yet: that the canary is worse {}× ({harm_needs}), that it is fine {}× ({fine_needs}){more}",
                 fmt_num(cs.harm_evidence),
                 fmt_num(cs.fine_evidence),
             )

@@ -38,6 +38,7 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
         canary_ref: "app-v2".into(),
         compare: vec![],
         confidence: 0.99,
+        rollback_confidence: 0.95,
         max_extra_failures: None,
         routes: vec![],
         blue_green: None,
@@ -653,14 +654,19 @@ fn ten_times_worse_canary_is_rolled_back_at_the_first_step_with_its_numbers() {
     assert_eq!(w.weights(), vec![0, 5, 0], "rolled back at the 5% step");
     let c = &w.status.comparisons[0];
     assert_eq!(c.verdict, "Harm");
-    assert!(c.harm_evidence >= c.evidence_bar && c.canary_rate > c.stable_rate);
+    assert!(c.harm_evidence >= c.harm_evidence_bar && c.canary_rate > c.stable_rate);
+    // A rollback needs 95% confidence, a promotion 99%.
+    assert_eq!((c.harm_evidence_bar, c.evidence_bar), (20.0, 100.0));
     assert!(
         last.message.contains("canary") && last.message.contains("vs stable"),
         "{}",
         last.message
     );
     // Readable on its own: what the evidence says, against what it needs.
-    let needs = format!("(needs {}× for 99% confidence)", fmt_num(c.evidence_bar));
+    let needs = format!(
+        "(needs {}× for 95% confidence)",
+        fmt_num(c.harm_evidence_bar)
+    );
     let says = format!(
         "the evidence that the canary is worse is {}× {needs}",
         fmt_num(c.harm_evidence)
@@ -730,10 +736,10 @@ fn thin_evidence_holds_and_says_how_much_more_is_needed() {
     assert!(
         last.message
             .contains("not enough evidence yet: that the canary is worse ")
-            && last.message.contains("×, that it is fine ")
             && last
                 .message
-                .contains("× (either needs 100× for 99% confidence)"),
+                .contains("× (needs 20× for 95% confidence), that it is fine ")
+            && last.message.contains("× (needs 100× for 99% confidence)"),
         "{}",
         last.message
     );

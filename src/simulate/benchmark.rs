@@ -258,7 +258,6 @@ pub fn run_matrix(
         .flat_map(|(_, _, s)| policies.iter().map(move |p| (s, CellPolicy::Named(*p))))
         .collect();
     let summaries = run_cells(&cells, plan, trials, seed, threads, progress);
-    let confidence = plan.confidence;
     let tolerance = plan.compare.first().map(|c| c.tolerance);
     Ok(scenarios
         .into_iter()
@@ -275,8 +274,15 @@ pub fn run_matrix(
             let wald = match (scenario.constant_rates(), tolerance) {
                 (Some((ps, pc)), Some(tol)) => {
                     let p0 = tol.allowed(ps);
-                    (pc > 0.0 && pc != p0)
-                        .then(|| wald_expected_n(pc, p0, 1.0 - confidence, WALD_BETA))
+                    // The error the decision guards against: a wrong
+                    // rollback for a canary worse than tolerated, a wrong
+                    // promotion for one within tolerance.
+                    let alpha = if pc > p0 {
+                        1.0 - plan.rollback_confidence
+                    } else {
+                        1.0 - plan.confidence
+                    };
+                    (pc > 0.0 && pc != p0).then(|| wald_expected_n(pc, p0, alpha, WALD_BETA))
                 }
                 _ => None,
             };
@@ -301,9 +307,9 @@ pub const VARIANTS: [(&str, &str, &str); 2] = [
         "    interval: 30s\n",
     ),
     (
-        "confidence 0.95",
-        "`analysis.confidence: 0.95`: false rollbacks up to 5% instead of 1%",
-        "    confidence: 0.95\n",
+        "rollbackConfidence 0.99",
+        "`analysis.rollbackConfidence: 0.99`: a rollback needs the confidence a promotion needs, as before 0.95 became its default (false rollbacks up to 1% instead of 5%)",
+        "    rollbackConfidence: 0.99\n",
     ),
 ];
 
@@ -323,7 +329,7 @@ pub struct VariantResult {
 }
 
 fn variant_plan(replacement: &str) -> Result<Plan, String> {
-    let line = "    # interval: omitted, 5s; confidence: omitted, 0.99\n";
+    let line = "    # interval: omitted, 5s; confidence: omitted, 0.99; rollbackConfidence: omitted, 0.95\n";
     if !ROLLOUT.contains(line) {
         return Err(
             "examples/simulate/rollout.yaml no longer has the line the variants replace".into(),
@@ -485,7 +491,7 @@ mod tests {
     fn the_benchmark_rollout_and_scenarios_parse() {
         let (_, plan) = parse_rollout(ROLLOUT).unwrap();
         assert_eq!(plan.compare.len(), 1);
-        assert_eq!(plan.confidence, 0.99);
+        assert_eq!((plan.confidence, plan.rollback_confidence), (0.99, 0.95));
         assert_eq!(plan.steps, crate::plan::compile::default_steps());
         for (file, _, text) in SCENARIOS {
             Scenario::parse(text, Base::None).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -338,7 +338,11 @@ pub fn describe_plan(plan: &Plan) -> String {
         ));
     }
     if !plan.compare.is_empty() {
-        parts.push(format!("confidence {}", fmt_num(plan.confidence)));
+        parts.push(format!(
+            "confidence {} (rollback {})",
+            fmt_num(plan.confidence),
+            fmt_num(plan.rollback_confidence)
+        ));
     }
     if let Some(b) = plan.max_extra_failures {
         parts.push(format!("maxExtraFailures {}", fmt_num(b)));

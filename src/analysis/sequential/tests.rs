@@ -159,6 +159,31 @@ fn evidence_accumulates_across_looks() {
 }
 
 #[test]
+fn harm_and_fine_each_need_their_own_confidence() {
+    // 5 failures in 70 canary requests against stable's 0.6% and a
+    // tolerance of +0.005: harm evidence between 20 and 100.
+    let (canary, stable) = (c(70.0, 5.0), c(1330.0, 8.0));
+    let both = evaluate(&State::default(), canary, stable, tol(0.005), 0.99).unwrap();
+    assert!(both.harm > 20.0 && both.harm < 100.0, "{both:?}");
+    assert_eq!(both.outcome, Outcome::Inconclusive);
+    let own = Confidence {
+        fine: 0.99,
+        harm: 0.95,
+    };
+    let split = evaluate(&State::default(), canary, stable, tol(0.005), own).unwrap();
+    assert_eq!(split.outcome, Outcome::Harm, "{split:?}");
+    assert_eq!((split.harm, split.fine), (both.harm, both.fine));
+    // Fine keeps its bar: a canary with fine evidence between 20 and 100
+    // is not fine at a harm confidence of 0.95.
+    let (canary, stable) = (c(1800.0, 8.0), c(34_200.0, 205.0));
+    let both = evaluate(&State::default(), canary, stable, tol(0.005), 0.95).unwrap();
+    let split = evaluate(&State::default(), canary, stable, tol(0.005), own).unwrap();
+    assert!(split.fine > 20.0 && split.fine < 100.0, "{split:?}");
+    assert_eq!(both.outcome, Outcome::Fine);
+    assert_eq!(split.outcome, Outcome::Inconclusive);
+}
+
+#[test]
 fn a_dip_in_the_totals_adds_no_batch_and_loses_nothing() {
     // Prometheus' extrapolation (or a counter reset it did not see) can
     // make a later total smaller: no batch, and the state keeps the larger
@@ -244,10 +269,10 @@ fn log_expectation(qc: f64, qs: f64, nc: f64, ns: f64, t: Tolerance, pc: f64, ps
 fn false_conclusions(
     trials: u64,
     looks: u32,
-    batch_canary: u64,
-    batch_stable: u64,
+    (batch_canary, batch_stable): (u64, u64),
     ps: f64,
     t: Tolerance,
+    confidence: Confidence,
     seed: u64,
 ) -> (f64, f64) {
     let mut rng = Rng::new(seed);
@@ -265,7 +290,7 @@ fn false_conclusions(
                 c(cn as f64, cf as f64),
                 c(sn as f64, sf as f64),
                 t,
-                0.99,
+                confidence,
             )
             .unwrap();
             st = ev.state;
@@ -331,8 +356,28 @@ fn monte_carlo_false_conclusions_stay_within_the_bound_despite_peeking() {
             10,
         ),
     ] {
-        let (harm, fine) = false_conclusions(trials, 100, batch_c, batch_s, ps, t, seed);
+        let (harm, fine) =
+            false_conclusions(trials, 100, (batch_c, batch_s), ps, t, 0.99.into(), seed);
         assert!(harm <= bound, "{name}: false harm rate {harm} > {bound}");
+        assert!(fine <= bound, "{name}: false fine rate {fine} > {bound}");
+    }
+    // Each conclusion at its own confidence (the defaults: rollback 0.95,
+    // promotion 0.99): each error rate stays within its own bound.
+    let defaults = Confidence {
+        fine: 0.99,
+        harm: 0.95,
+    };
+    let harm_bound = 0.05 + 3.0 * (0.05f64 * 0.95 / trials as f64).sqrt();
+    for (name, batch_c, batch_s, ps, t, seed) in [
+        ("busy, tolerance +0.005", 50, 950, 0.006, tol(0.005), 44),
+        ("fixed limit 5%", 50, 950, 0.001, Tolerance::limit(0.05), 45),
+    ] {
+        let (harm, fine) =
+            false_conclusions(trials, 100, (batch_c, batch_s), ps, t, defaults, seed);
+        assert!(
+            harm <= harm_bound,
+            "{name}: false harm rate {harm} > {harm_bound}"
+        );
         assert!(fine <= bound, "{name}: false fine rate {fine} > {bound}");
     }
     // The same Monte Carlo catches a test that is not valid at every look:

@@ -70,8 +70,13 @@ pub struct PlanCompare {
     pub tolerance: crate::analysis::sequential::Tolerance,
 }
 
-/// Default confidence of comparison decisions.
+/// Default confidence of a promotion on the comparisons' evidence (Fine).
 pub const DEFAULT_CONFIDENCE: f64 = 0.99;
+
+/// Default confidence of a rollback on the comparisons' evidence (Harm),
+/// or `confidence` when that is lower: a wrong rollback leaves all traffic
+/// on the version that was serving it (see `sequential::Confidence`).
+pub const DEFAULT_ROLLBACK_CONFIDENCE: f64 = 0.95;
 
 /// A validated rollout plan: what the pure engine runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,8 +85,12 @@ pub struct Plan {
     pub interval: Duration,
     pub metrics: Vec<PlanMetric>,
     pub compare: Vec<PlanCompare>,
-    /// Confidence of comparison decisions (e.g. 0.99).
+    /// Confidence a promotion on the comparisons' evidence needs (Fine;
+    /// e.g. 0.99); also that of the bounds the ramp and the budget use.
     pub confidence: f64,
+    /// Confidence a rollback on the comparisons' evidence needs (Harm; e.g.
+    /// 0.95).
+    pub rollback_confidence: f64,
     /// Exposure budget: extra failed requests the canary may cost.
     pub max_extra_failures: Option<f64>,
     pub consecutive_error_limit: u32,
@@ -526,6 +535,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
     let mut prometheus = None;
     let mut compare = Vec::new();
     let mut confidence = DEFAULT_CONFIDENCE;
+    let mut rollback_confidence = None;
     let mut max_extra_failures = None;
     if let Some(a) = &spec.analysis {
         if let Some(i) = &a.interval {
@@ -591,6 +601,16 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
             } else {
                 err(
                     "spec.analysis.confidence",
+                    format!("{c} must be in [0.5, 1)"),
+                );
+            }
+        }
+        if let Some(c) = a.rollback_confidence {
+            if (0.5..1.0).contains(&c) {
+                rollback_confidence = Some(c);
+            } else {
+                err(
+                    "spec.analysis.rollbackConfidence",
                     format!("{c} must be in [0.5, 1)"),
                 );
             }
@@ -768,6 +788,8 @@ pub fn validate(spec: &RolloutSpec) -> Result<Plan, Vec<FieldError>> {
         metrics,
         compare,
         confidence,
+        rollback_confidence: rollback_confidence
+            .unwrap_or(DEFAULT_ROLLBACK_CONFIDENCE.min(confidence)),
         max_extra_failures,
         consecutive_error_limit: consecutive_error_limit.unwrap_or_else(|| {
             DEFAULT_ERROR_WINDOW

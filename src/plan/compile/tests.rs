@@ -460,3 +460,22 @@ fn checks_are_validated_with_their_field() {
     s.checks = vec![c.clone(), c];
     assert_eq!(fields(&s), vec!["spec.checks[1].name".to_string()]);
 }
+
+#[test]
+fn a_rollback_needs_95_percent_confidence_unless_set_or_confidence_is_lower() {
+    let mut s = spec();
+    let plan = validate(&s).unwrap();
+    assert_eq!((plan.confidence, plan.rollback_confidence), (0.99, 0.95));
+    // A lower confidence lowers both: a rollback never needs more than a
+    // promotion.
+    s.analysis.as_mut().unwrap().confidence = Some(0.9);
+    let plan = validate(&s).unwrap();
+    assert_eq!((plan.confidence, plan.rollback_confidence), (0.9, 0.9));
+    // Set, it is used as it is (0.99: the bar of both before it existed).
+    let a = s.analysis.as_mut().unwrap();
+    a.confidence = None;
+    a.rollback_confidence = Some(0.99);
+    assert_eq!(validate(&s).unwrap().rollback_confidence, 0.99);
+    s.analysis.as_mut().unwrap().rollback_confidence = Some(1.0);
+    assert_eq!(fields(&s), vec!["spec.analysis.rollbackConfidence"]);
+}
