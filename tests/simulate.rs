@@ -546,3 +546,61 @@ fn the_benchmark_command_writes_its_report() {
     ]);
     assert_eq!(report, std::fs::read_to_string(&again).unwrap());
 }
+
+/// A canary that went to 100% on the evidence that it is fine is promoted
+/// when the last pause ends, even when a later look pulls the evidence back
+/// under the bar: at 100% stable serves nothing to compare with, so holding
+/// for the evidence would hold forever (with `interval: 30s` and a 15s
+/// scrape, 7 of these 50 seeds sat at 100% for the scenario's whole day).
+#[test]
+fn a_canary_at_100_percent_is_not_held_for_evidence_that_cannot_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let rollout = std::fs::read_to_string(example("rollout.yaml")).unwrap();
+    let line =
+        "    # interval: omitted, 5s; confidence: omitted, 0.99; rollbackConfidence: omitted, 0.95";
+    assert!(rollout.contains(line));
+    let rollout = write(
+        dir.path(),
+        "rollout-30s.yaml",
+        &rollout.replace(line, "    interval: 30s"),
+    );
+    let scenario = std::fs::read_to_string(example("within-tolerance.yaml")).unwrap();
+    let scenario = write(
+        dir.path(),
+        "within-tolerance-15s.yaml",
+        &format!("{scenario}\nscrapeInterval: 15s\n"),
+    );
+    let out = rollwise(&[
+        "simulate",
+        "--rollout",
+        &rollout,
+        "--scenario",
+        &scenario,
+        "--trials",
+        "50",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let runs = v["results"][0]["runs"].as_array().expect("runs");
+    let stuck: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["outcome"] != "promoted")
+        .map(|r| &r["seed"])
+        .collect();
+    assert_eq!(runs.len(), 50);
+    assert!(stuck.is_empty(), "not promoted: seeds {stuck:?}");
+    // The last decision says why it did not wait for the evidence again.
+    let one = ok(&[
+        "simulate",
+        "--rollout",
+        &rollout,
+        "--scenario",
+        &scenario,
+        "--seed",
+        "7",
+    ]);
+    assert!(
+        one.contains("at 100% stable serves no requests to compare with"),
+        "{one}"
+    );
+}

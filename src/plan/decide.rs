@@ -6,10 +6,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::checks;
-use super::gate::{analysis_gate, budget_guard, evidence_fine, risk_bound};
+use super::gate::{analysis_gate, budget_guard, evidence_fine, full_weight, risk_bound};
 use super::record::record_analysis;
 use super::*;
-use crate::api::{CheckPoint, DecisionRecord, Phase, RolloutStatus};
+use crate::api::{CheckPoint, DecisionRecord, Phase, RolloutStatus, Verdict};
 use crate::traffic::Match;
 
 struct Builder<'a> {
@@ -821,6 +821,15 @@ pub fn decide(plan: &Plan, prev: &RolloutStatus, obs: &Observation, now: Timesta
                                 Reason::EvidenceFine,
                                 format!(
                                     "evidence says the canary is fine: all {steps} steps done early, 100% canary"
+                                ),
+                            )
+                        } else if b.st.verdict == Verdict::Inconclusive.as_str()
+                            && full_weight(plan, weight)
+                        {
+                            (
+                                Reason::AllStepsDone,
+                                format!(
+                                    "all {steps} steps done: 100% canary (the evidence said the canary was fine when it went to 100%; at 100% stable serves no requests to compare with, and no harm was found)"
                                 ),
                             )
                         } else {

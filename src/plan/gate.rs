@@ -68,6 +68,11 @@ pub(super) fn analysis_gate(
     };
     match Verdict::parse(&st.verdict) {
         Some(Verdict::Pass) if st.passes_in_step > 0 => None,
+        // At 100% the canary already serves everyone (the step there
+        // needed the evidence that it is fine) and stable serves no
+        // requests to compare with, so the evidence cannot change: holding
+        // for it would hold forever. Harm still rolls back.
+        Some(Verdict::Inconclusive) if full_weight(plan, weight) => None,
         Some(Verdict::Inconclusive) => {
             Some((Reason::NotEnoughEvidence, format!("holding: {}", summary())))
         }
@@ -88,6 +93,12 @@ pub(super) fn analysis_gate(
             format!("waiting for the first analysis at {weight}%"),
         )),
     }
+}
+
+/// The canary serves all traffic: stable serves nothing to compare with.
+/// (Blue/green keeps its own rules: its switch needs the evidence.)
+pub(super) fn full_weight(plan: &Plan, weight: u8) -> bool {
+    weight >= 100 && plan.blue_green.is_none()
 }
 
 /// Early promotion: the comparisons say the canary is within tolerance with
