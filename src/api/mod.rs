@@ -8,12 +8,14 @@
 
 mod checks;
 mod depend;
-mod spec_status;
+mod spec;
+mod status;
 pub mod strict;
 
 pub use checks::*;
 pub use depend::*;
-pub use spec_status::*;
+pub use spec::*;
+pub use status::*;
 
 /// Annotation carrying a one-shot manual action (`promote`, `promote-full`,
 /// `abort`, `retry`). The operator carries it out once and removes it.
