@@ -18,7 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::watches::Trigger;
 use super::{Result, with_timeout};
 use crate::api::Rollout;
-use crate::plan::depend::{Key, Observed, Requirement, cycle_through, requirements};
+use crate::plan::depend::{Key, Observed, Requirement, mark_cycle, requirements};
 
 /// The most Rollouts read to look for a cycle behind one Rollout.
 const MAX_CHAIN: usize = 64;
@@ -216,13 +216,6 @@ pub async fn observe(
             }
         }
     }
-    if let Some(path) = cycle_through(&me, &edges) {
-        let second = path.split(" -> ").nth(1).unwrap_or_default().to_string();
-        for (r, o) in reqs.iter().zip(out.iter_mut()) {
-            if r.key() == second {
-                *o = Observed::Cycle(path.clone());
-            }
-        }
-    }
+    mark_cycle(&me, reqs, &edges, &mut out);
     Ok(out)
 }

@@ -531,7 +531,7 @@ fn hold(
     let mut transitions: Vec<Transition> = decision
         .transitions
         .into_iter()
-        .filter(|t| t.reason == Reason::ActionRefused)
+        .filter(outlives_the_gate)
         .collect();
     let waiting_before = prev
         .last_decision
@@ -563,12 +563,18 @@ fn hold(
         message: msg.clone(),
         at,
     });
-    let (requeue_after, waits_for_change) = match analysis_due_at(plan, &st, weight) {
-        Some(due) => (
-            to_std(now.duration_until(due)).max(Duration::from_millis(100)),
+    // Checks still open (a step's Job running while a later step waits)
+    // are polled as `decide` would.
+    let checks_due = super::checks::requeue(&st, now);
+    let (requeue_after, waits_for_change) = match (analysis_due_at(plan, &st, weight), checks_due) {
+        (Some(due), c) => (
+            to_std(now.duration_until(due))
+                .max(Duration::from_millis(100))
+                .min(c.unwrap_or(IDLE_REQUEUE)),
             false,
         ),
-        None => (IDLE_REQUEUE, true),
+        (None, Some(c)) => (c, false),
+        (None, None) => (IDLE_REQUEUE, true),
     };
     let header_routes = plan.header_routes(st.current_step_index.max(0) as usize);
     Decision {
@@ -584,6 +590,22 @@ fn hold(
         header_routes,
         scale: ScaleActions::default(),
     }
+}
+
+/// What the decision the dependency gate replaces told that still holds:
+/// a refused action, and the results of checks recorded in this round
+/// (their status entries stay). Its step events do not, and neither do
+/// the checks it started (their entries are dropped with the step).
+fn outlives_the_gate(t: &Transition) -> bool {
+    matches!(
+        t.reason,
+        Reason::ActionRefused
+            | Reason::CheckPassed
+            | Reason::CheckAttemptFailed
+            | Reason::WaitingForConfirm
+            | Reason::CheckError
+            | Reason::PostRollbackCheckFailed
+    )
 }
 
 /// Roll back because a dependency was rolled back or aborted.
@@ -621,13 +643,23 @@ fn follow_rollback(
     let mut transitions: Vec<Transition> = decision
         .transitions
         .into_iter()
-        .filter(|t| t.reason == Reason::ActionRefused)
+        .filter(outlives_the_gate)
         .collect();
     transitions.push(Transition {
         warning: true,
         reason: Reason::DependencyFailed,
         message: msg.clone(),
     });
+    // Like any rollback: the postRollback checks run.
+    transitions.extend(super::checks::start(
+        &plan.checks,
+        &mut st,
+        crate::api::CheckPoint::PostRollback,
+        None,
+        now,
+    ));
+    let requeue_after =
+        super::checks::requeue(&st, now).map_or(IDLE_REQUEUE, |r| r.min(IDLE_REQUEUE));
     let scale = ScaleActions {
         scale_down_canary: plan.canary_scale_down_on_rollback && !st.canary_scaled_down,
         ..ScaleActions::default()
@@ -644,8 +676,8 @@ fn follow_rollback(
         message: msg,
         weight: 0,
         status: st,
-        requeue_after: IDLE_REQUEUE,
-        waits_for_change: true,
+        requeue_after,
+        waits_for_change: requeue_after == IDLE_REQUEUE,
         transitions,
         action,
         header_routes: Vec::new(),
@@ -656,10 +688,30 @@ fn follow_rollback(
 /// A Rollout, by `namespace/name`.
 pub type Key = String;
 
+/// Mark the requirement of `me` through which its dependencies (as far as
+/// `edges` knows them) lead back to it as [`Observed::Cycle`], naming the
+/// whole way round.
+pub fn mark_cycle(
+    me: &str,
+    reqs: &[Requirement],
+    edges: &HashMap<Key, Vec<Key>>,
+    observed: &mut [Observed],
+) {
+    let Some(path) = cycle_through(me, edges) else {
+        return;
+    };
+    let text = path.join(" -> ");
+    for (r, o) in reqs.iter().zip(observed.iter_mut()) {
+        if path.get(1) == Some(&r.key()) {
+            *o = Observed::Cycle(text.clone());
+        }
+    }
+}
+
 /// The cycle through `start`, if its dependencies (as far as `edges` knows
-/// them) lead back to it: `a/x -> b/y -> a/x`. Depth-first, each Rollout
+/// them) lead back to it: `[a/x, b/y, a/x]`. Depth-first, each Rollout
 /// visited once.
-pub fn cycle_through(start: &str, edges: &HashMap<Key, Vec<Key>>) -> Option<String> {
+pub fn cycle_through(start: &str, edges: &HashMap<Key, Vec<Key>>) -> Option<Vec<Key>> {
     fn walk(
         node: &str,
         start: &str,
@@ -685,7 +737,7 @@ pub fn cycle_through(start: &str, edges: &HashMap<Key, Vec<Key>>) -> Option<Stri
     let mut path = vec![start.to_string()];
     let mut seen = std::collections::HashSet::new();
     seen.insert(start.to_string());
-    walk(start, start, edges, &mut path, &mut seen).then(|| path.join(" -> "))
+    walk(start, start, edges, &mut path, &mut seen).then_some(path)
 }
 
 #[cfg(test)]

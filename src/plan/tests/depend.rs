@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use super::*;
 use crate::analysis::{MetricOutcome, QueryOutcome};
 use crate::api::{
-    AnalysisSpec, GatewayApiRouting, MetricSpec, PauseStep, PrometheusSpec, Rollout, Step,
-    TrafficRouting, VersionRef,
+    AnalysisSpec, GatewayApiRouting, MetricSpec, PauseStep, PrometheusSpec, Step, TrafficRouting,
+    VersionRef,
 };
 use crate::plan::{AnalysisRound, Observation, Readiness, decide, validate};
 
@@ -621,8 +621,29 @@ fn cycles_are_found_through_the_chain() {
         ),
     ];
     for (e, want) in table {
-        assert_eq!(cycle_through("a", &edges(e)).as_deref(), *want, "{e:?}");
+        let path = cycle_through("a", &edges(e)).map(|p| p.join(" -> "));
+        assert_eq!(path.as_deref(), *want, "{e:?}");
     }
+    // The requirement the way back starts with is the one marked.
+    let reqs = [
+        Requirement::from_spec(0, &dep("b"), "shop"),
+        Requirement::from_spec(1, &dep("c"), "shop"),
+    ];
+    let mut observed = vec![
+        found(Phase::Progressing, 5, "b-v2"),
+        found(Phase::Progressing, 5, "c-v2"),
+    ];
+    let e = edges(&[
+        ("shop/a", &["shop/b", "shop/c"]),
+        ("shop/b", &[]),
+        ("shop/c", &["shop/a"]),
+    ]);
+    mark_cycle("shop/a", &reqs, &e, &mut observed);
+    assert!(!matches!(observed[0], Observed::Cycle(_)), "{observed:?}");
+    assert!(
+        matches!(&observed[1], Observed::Cycle(p) if p == "shop/a -> shop/c -> shop/a"),
+        "{observed:?}"
+    );
 }
 
 #[test]
@@ -639,7 +660,6 @@ fn requirements_default_to_succeeded_before_any_traffic_and_rollback() {
         (2, "shop", None, 0, OnDependencyFailure::Rollback)
     );
     assert_eq!(r.field(), "spec.dependsOn[2]");
-    let _ = Rollout::default();
 }
 
 #[test]
@@ -682,4 +702,45 @@ fn a_pre_rollout_check_waits_for_the_dependency_before_it_runs() {
         "{:?}",
         g.decision
     );
+}
+
+#[test]
+fn following_a_dependency_back_runs_the_post_rollback_checks() {
+    use crate::api::CheckPoint;
+    use crate::plan::checks::{CheckKind, PlanCheck};
+    let mut w = World::new(vec![DependencySpec {
+        min_weight: Some(20),
+        ..dep("payments")
+    }]);
+    w.plan.checks = vec![PlanCheck {
+        name: "page-oncall".into(),
+        at: vec![CheckPoint::PostRollback],
+        failure_limit: 0,
+        interval: Duration::from_secs(10),
+        kind: CheckKind::Webhook,
+    }];
+    let going = [found(Phase::Progressing, 20, "payments-v2")];
+    w.step(&going);
+    assert_eq!(w.step(&going).decision.weight, 20);
+    let g = w.step(&[found(Phase::RolledBack, 0, "payments-v2")]);
+    let d = &g.decision;
+    assert_eq!(d.reason, Reason::DependencyFailed);
+    // As after any rollback: the check is in status and started, and the
+    // operator comes back to run it.
+    assert_eq!(
+        d.status
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.point.as_str()))
+            .collect::<Vec<_>>(),
+        [("page-oncall", "postRollback")]
+    );
+    assert!(
+        d.transitions
+            .iter()
+            .any(|t| t.reason == Reason::CheckStarted),
+        "{:?}",
+        d.transitions
+    );
+    assert!(!d.waits_for_change && d.requeue_after < IDLE_REQUEUE);
 }
