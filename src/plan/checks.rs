@@ -77,7 +77,7 @@ pub enum CheckOutcome {
     Passed,
     /// A failed attempt.
     Failed,
-    /// A confirm webhook said no (or could not be reached): ask again.
+    /// Not yet: ask again (a confirm gate's "no" is recorded as this).
     Waiting,
     /// The check could not be run at all; holds.
     Error,
@@ -186,11 +186,14 @@ pub fn record(
         else {
             continue;
         };
-        let interval = checks
-            .iter()
-            .find(|c| c.name == r.name)
-            .map(|c| c.interval)
-            .unwrap_or(DEFAULT_CHECK_INTERVAL);
+        let spec = checks.iter().find(|c| c.name == r.name);
+        let interval = spec.map(|c| c.interval).unwrap_or(DEFAULT_CHECK_INTERVAL);
+        // A confirm gate never fails: its "no" (or no answer) means ask
+        // again later.
+        let outcome = match (&r.outcome, spec.map(|c| c.kind)) {
+            (CheckOutcome::Failed, Some(CheckKind::Confirm)) => CheckOutcome::Waiting,
+            (o, _) => o.clone(),
+        };
         let was = e.phase.clone();
         if r.job_name.is_some() {
             e.job_name = r.job_name.clone();
@@ -202,7 +205,7 @@ pub fn record(
         e.message = r.message.clone();
         let place = at_point(r.point, r.step);
         let retry_at = Some(time(now.checked_add(signed(interval)).unwrap_or(now)));
-        match r.outcome {
+        match outcome {
             CheckOutcome::Running => {
                 e.phase = CHECK_RUNNING.into();
                 e.next_run_at = None;
@@ -625,7 +628,7 @@ mod tests {
 
     #[test]
     fn outcomes_table() {
-        // (failure limit, outcomes in order, final phase, rollback?, due after)
+        // (failure limit, outcomes in order, final phase, rollback?)
         use CheckOutcome::*;
         let table: &[(u32, &[CheckOutcome], &str, bool)] = &[
             (0, &[Passed], CHECK_PASSED, false),
@@ -718,6 +721,33 @@ mod tests {
         );
         assert!(ev.is_empty() && rb.is_none());
         assert_eq!(st.checks[0].phase, CHECK_RUNNING);
+    }
+
+    #[test]
+    fn a_confirm_gate_that_says_no_waits_and_never_fails() {
+        let checks = [check(
+            "approve",
+            &[CheckPoint::PrePromotion],
+            CheckKind::Confirm,
+            0,
+        )];
+        let mut st = RolloutStatus::default();
+        gate(&checks, &mut st, CheckPoint::PrePromotion, None, t0());
+        for _ in 0..3 {
+            let (ev, rb) = record(
+                &checks,
+                &mut st,
+                &[result(
+                    "approve",
+                    CheckPoint::PrePromotion,
+                    None,
+                    CheckOutcome::Failed,
+                )],
+                t0(),
+            );
+            assert!(rb.is_none(), "{ev:?}");
+            assert_eq!(st.checks[0].phase, CHECK_WAITING);
+        }
     }
 
     #[test]

@@ -125,12 +125,9 @@ pub(super) async fn run(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    let outcome = if confirm {
-        CheckOutcome::Waiting
-    } else {
-        CheckOutcome::Failed
-    };
-    let mut r = result(due, outcome, &last.0, &last.1);
+    // A confirm gate's "no" is a failed attempt too: the engine makes it
+    // a wait.
+    let mut r = result(due, CheckOutcome::Failed, &last.0, &last.1);
     r.http_status = last.2;
     r
 }
