@@ -146,6 +146,9 @@ pub fn render_tree(root: &Rollout, all: &[Rollout]) -> String {
                 && seen.insert(q.key())
             {
                 deps(d, by_key, depth + 1, seen, o);
+                // `seen` is the path from the root: a Rollout two others
+                // need is shown under both, only a way back is a cycle.
+                seen.remove(&q.key());
             } else if dep.is_some() {
                 let _ = writeln!(o, "{}(cycle)", "  ".repeat(depth + 2));
             }
@@ -333,5 +336,20 @@ mod tests {
         let tree = render_tree(&all[1], &all);
         assert!(tree.contains("Needed by\n  └ shop/checkout  Pending 0% canary checkout-v2  (waiting for this one)"), "{tree}");
         assert_eq!(render_tree(&r("search", &[], "Pending", 0), &all), "");
+    }
+
+    #[test]
+    fn a_shared_dependency_is_no_cycle_a_way_back_is() {
+        // cart needs checkout and payments; checkout needs payments too.
+        let all = [
+            r("payments", &[], "Paused", 40),
+            r("checkout", &["payments"], "Pending", 0),
+            r("cart", &["checkout", "payments"], "Pending", 0),
+        ];
+        let tree = render_tree(&all[2], &all);
+        assert!(!tree.contains("(cycle)"), "{tree}");
+        assert_eq!(tree.matches("└ shop/payments").count(), 2, "{tree}");
+        let all = [r("a", &["b"], "Pending", 0), r("b", &["a"], "Pending", 0)];
+        assert!(render_tree(&all[0], &all).contains("(cycle)"));
     }
 }
