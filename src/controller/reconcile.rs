@@ -420,7 +420,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     if decision.weight < actual {
         let mut first = next.clone();
         first.canary_weight = carried as i32;
-        let written = status::write_status(&api, &name, rv.as_deref(), &first).await?;
+        let written = write_status(ctx, &api, &ns, &name, rv.as_deref(), &first).await?;
         rv_now = written.resource_version();
     }
     if decision.weight != actual {
@@ -432,11 +432,7 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
     router.set_header_routes(&decision.header_routes).await?;
     scale(ctx, &ns, &r, &decision.scale, &mut next).await?;
     if decision.weight != actual || next != prev {
-        status::write_status(&api, &name, rv_now.as_deref(), &next).await?;
-        // Its dependents decide on this status.
-        if let Some(w) = &ctx.watches {
-            w.dependents().notify(&ns, &name);
-        }
+        write_status(ctx, &api, &ns, &name, rv_now.as_deref(), &next).await?;
     }
     if let Some((reason, message)) = &gated.problem {
         let was = prev
@@ -516,6 +512,23 @@ async fn apply(r: Arc<Rollout>, ctx: &Context) -> Result<Action> {
 /// always (a change made by someone else is put right at once); its
 /// Deployments while the rollout is in progress (it may wait on the canary's
 /// availability) or when the replicas router splits traffic by them.
+/// Write the status (see [`status::write_status`]) and wake the Rollouts
+/// that depend on this one: they decide on it.
+async fn write_status(
+    ctx: &Context,
+    api: &Api<Rollout>,
+    ns: &str,
+    name: &str,
+    resource_version: Option<&str>,
+    next: &RolloutStatus,
+) -> Result<Rollout> {
+    let written = status::write_status(api, name, resource_version, next).await?;
+    if let Some(w) = &ctx.watches {
+        w.dependents().notify(ns, name);
+    }
+    Ok(written)
+}
+
 fn depend_on(ctx: &Context, ns: &str, r: &Rollout, in_progress: bool) {
     let Some(w) = &ctx.watches else {
         return;
@@ -659,10 +672,9 @@ async fn invalid(
         now,
     );
     if next != prev {
-        status::write_status(api, &r.name_any(), r.resource_version().as_deref(), &next).await?;
-        if let (Some(w), Some(ns)) = (&ctx.watches, r.namespace()) {
-            w.dependents().notify(&ns, &r.name_any());
-        }
+        let ns = r.namespace().unwrap_or_default();
+        let rv = r.resource_version();
+        write_status(ctx, api, &ns, &r.name_any(), rv.as_deref(), &next).await?;
     }
     if was != Some((reason.to_string(), message.to_string())) {
         ctx.events

@@ -22,18 +22,6 @@ pub const JOB_POINT_LABEL: &str = "rollwise.io/point";
 /// Finished Jobs kept per check (the newest), for their logs.
 pub const KEEP_JOBS: usize = 2;
 
-/// FNV-1a, 64 bits: a stable short hash for names.
-fn fnv(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for p in parts {
-        for b in p.bytes().chain([0u8]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    h
-}
-
 /// The Job's name: `<rollout>-<check>-<point>-<hash>`, at most 63
 /// characters (a Job's name becomes a label value of its Pods). The hash
 /// covers the Rollout's uid, the canary, the point, the step and the
@@ -54,14 +42,16 @@ pub fn job_name(
         (CheckPoint::PrePromotion, _) => "promo".to_string(),
         (CheckPoint::PostRollback, _) => "post".to_string(),
     };
-    let hash = fnv(&[
+    // Each part ends in a NUL, so no two lists of parts hash the same text.
+    let parts = [
         uid,
         canary,
         check,
         point.as_str(),
         &step.unwrap_or(0).to_string(),
         &attempt.to_string(),
-    ]);
+    ];
+    let hash = crate::fnv1a(&parts.map(|p| format!("{p}\0")).concat());
     let mut prefix = format!("{rollout}-{check}-{pt}");
     prefix.truncate(54);
     let prefix = prefix.trim_end_matches(['-', '.']);
@@ -245,8 +235,7 @@ fn outcome(due: &crate::plan::checks::DueCheck, name: &str, job: &Job) -> CheckR
         .cloned()
         .unwrap_or_default();
     let find = |t: &str| conds.iter().find(|c| c.type_ == t && c.status == "True");
-    if let Some(c) = find("Complete") {
-        let _ = c;
+    if find("Complete").is_some() {
         return result(
             due,
             CheckOutcome::Passed,
