@@ -427,6 +427,17 @@ pub struct Confidence {
     pub harm: f64,
 }
 
+impl Confidence {
+    /// `1 - fine`, kept where the arithmetic stays sound.
+    fn alpha_fine(self) -> f64 {
+        (1.0 - self.fine).clamp(1e-12, 0.5)
+    }
+    /// `1 - harm`, likewise.
+    fn alpha_harm(self) -> f64 {
+        (1.0 - self.harm).clamp(1e-12, 0.5)
+    }
+}
+
 impl From<f64> for Confidence {
     /// The same confidence for both conclusions.
     fn from(c: f64) -> Confidence {
@@ -456,7 +467,7 @@ pub fn evaluate(
     } else {
         stable.checked("stable")?
     };
-    let alpha = (1.0 - confidence.fine).clamp(1e-12, 0.5);
+    let alpha = confidence.alpha_fine();
     // The batch: what arrived since the previous look. Prometheus'
     // extrapolation can make a cumulative count dip; a dip is no batch.
     let batch = |now: Counts, before: Counts| {
@@ -516,7 +527,7 @@ pub fn evaluate(
     };
     let (ln_harm, ln_fine) = (log_mean_exp(&state.harm), log_mean_exp(&state.fine));
     let ln_bar = (1.0 / alpha).ln();
-    let ln_harm_bar = (1.0 / (1.0 - confidence.harm).clamp(1e-12, 0.5)).ln();
+    let ln_harm_bar = (1.0 / confidence.alpha_harm()).ln();
     let excess = canary.rate() - tolerance.allowed(stable.rate());
     let outcome = if canary.requests == 0.0 || (stable.requests == 0.0 && !tolerance.fixed) {
         Outcome::Inconclusive

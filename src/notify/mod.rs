@@ -126,7 +126,8 @@ impl NotificationKind {
     /// notification.
     pub fn kinds_for_reason(reason: Reason) -> Vec<Self> {
         match Self::from_reason(reason) {
-            Some(Self::RolledBack) if reason == Reason::DependencyFailed => vec![Self::RolledBack],
+            // Rolled back for a dependency: not this rollout's analysis.
+            Some(Self::RolledBack) if !reason.is_rollback() => vec![Self::RolledBack],
             Some(Self::RolledBack) => vec![Self::AnalysisFailed, Self::RolledBack],
             other => other.into_iter().collect(),
         }

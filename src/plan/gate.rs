@@ -202,10 +202,7 @@ fn total_rate(plan: &Plan, st: &RolloutStatus, c: &ComparisonStatus) -> Option<f
 /// Both versions' requests per second over `window` seconds (see
 /// [`total_rate`] for a counted metric).
 fn rate_over(plan: &Plan, c: &ComparisonStatus, window: f64) -> f64 {
-    let fixed = plan
-        .compare
-        .iter()
-        .any(|p| p.name == c.name && p.tolerance.fixed);
+    let fixed = is_limit(plan, c);
     let first = plan.steps.iter().find_map(|s| match s {
         PlanStep::SetWeight(w) if *w > 0 => Some(*w),
         _ => None,
@@ -214,6 +211,14 @@ fn rate_over(plan: &Plan, c: &ComparisonStatus, window: f64) -> f64 {
         Some(first) if fixed => c.canary_requests / window * 100.0 / first as f64,
         _ => (c.canary_requests + c.stable_requests) / window,
     }
+}
+
+/// The comparison is a counted metric against a fixed limit (stable plays
+/// no part).
+fn is_limit(plan: &Plan, c: &ComparisonStatus) -> bool {
+    plan.compare
+        .iter()
+        .any(|p| p.name == c.name && p.tolerance.fixed)
 }
 
 /// The worst plausible excess of the canary's failure rate over stable's:
@@ -264,10 +269,7 @@ pub(super) fn risk_bound(plan: &Plan, st: &RolloutStatus, from: u8, to: u8) -> O
             let worst = worst_excess_rate(c, plan.confidence);
             let rate = total_rate(plan, st, c).unwrap_or(0.0);
             let cost = worst * rate * interval * to as f64 / 100.0;
-            let fixed = plan
-                .compare
-                .iter()
-                .any(|p| p.name == c.name && p.tolerance.fixed);
+            let fixed = is_limit(plan, c);
             (worst, cost, rate, c.stable_rate, c.canary_requests, fixed)
         })
         .reduce(|a, b| if b.1 > a.1 { b } else { a })?;

@@ -638,7 +638,12 @@ fn a_counted_metric_promotes_a_canary_under_its_limit_whatever_stable_does() {
     let c = &w.status.comparisons[0];
     assert_eq!(c.verdict, "Fine");
     assert!(c.message.contains("within the limit"), "{}", c.message);
-    // The same canary judged against stable with no tolerance is not fine.
+    // With a flawless stable the limit says the same...
+    let mut w = with_traffic(limit_plan(0.05), 50.0, 0.0, 0.01, 6);
+    w.run(&healthy, 5000);
+    assert_eq!(w.status.phase, Phase::Succeeded, "{:?}", w.decisions.last());
+    // ...while the same canary compared with that stable (no tolerance)
+    // is worse.
     let mut w = with_traffic(compare_plan(0.0, None), 50.0, 0.0, 0.01, 6);
     w.run(&healthy, 5000);
     assert_eq!(w.status.phase, Phase::RolledBack);
