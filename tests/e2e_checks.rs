@@ -15,16 +15,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
 use common::cluster::{OperatorOptions, TestNs, eventually, in_namespace};
 use common::install::Install;
+use common::receiver::Receiver;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DeleteParams, ListParams};
@@ -35,50 +32,6 @@ const STABLE: &str = "checkout-v1";
 const CANARY: &str = "checkout-v2";
 const ROLLOUT: &str = "checkout";
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A webhook receiver on 127.0.0.1 that answers with a status code the test
-/// sets, and records every JSON body.
-struct Receiver {
-    url: String,
-    status: AtomicU16,
-    bodies: Mutex<Vec<Value>>,
-}
-
-impl Receiver {
-    async fn start(status: u16) -> Arc<Receiver> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("its address");
-        let receiver = Arc::new(Receiver {
-            url: format!("http://{addr}/check"),
-            status: AtomicU16::new(status),
-            bodies: Mutex::default(),
-        });
-        let app = axum::Router::new()
-            .fallback(receive)
-            .with_state(receiver.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        receiver
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> (StatusCode, &'static str) {
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    r.bodies
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(body);
-    let code = StatusCode::from_u16(r.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
-    (code, "answer from the test receiver")
-}
 
 fn rollout(ns: &str, checks: Value) -> Rollout {
     serde_json::from_value(json!({
@@ -104,24 +57,6 @@ fn route() -> Value {
             "rules": [{"backendRefs": [{"name": STABLE, "port": 80}]}]
         }
     })
-}
-
-/// The weight the HTTPRoute gives the canary (0 when it has no such
-/// backend).
-async fn route_canary_weight(ns: &TestNs) -> i64 {
-    let route = ns
-        .dynamic(&ApiResource::erase::<HttpRoute>(&()))
-        .get("checkout")
-        .await
-        .expect("the route");
-    route.data["spec"]["rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["backendRefs"].as_array().cloned().unwrap_or_default())
-        .filter(|b| b["name"] == CANARY)
-        .map(|b| b["weight"].as_i64().unwrap_or(1))
-        .sum()
 }
 
 async fn setup(ns: &TestNs) {
@@ -162,7 +97,7 @@ fn job_check(name: &str, at: &str, exit_code: u16) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pre_rollout_webhook_leaves_all_traffic_on_stable() {
     in_namespace("checks-hook", async |ns: &TestNs| {
-        let hook = Receiver::start(500).await;
+        let hook = Receiver::start("/check", 500).await;
         setup(ns).await;
         ns.create(&rollout(
             &ns.name,
@@ -189,7 +124,11 @@ async fn a_failing_pre_rollout_webhook_leaves_all_traffic_on_stable() {
         );
         assert_eq!(c.http_status, Some(500), "{c:?}");
         assert!(!c.message.contains(&hook.url), "the URL is never in status");
-        assert_eq!(route_canary_weight(ns).await, 0, "no traffic ever moved");
+        assert_eq!(
+            ns.route_canary_weight("checkout", CANARY).await,
+            0,
+            "no traffic ever moved"
+        );
         let bodies = hook.bodies();
         assert_eq!(bodies.len(), 2, "one try and one retry: {bodies:?}");
         let b = &bodies[0];
@@ -205,8 +144,7 @@ async fn a_failing_pre_rollout_webhook_leaves_all_traffic_on_stable() {
                 .is_some_and(|i| !i.is_empty()),
             "{b}"
         );
-        let events = common::cluster::events_text(&ns.client, &ns.name).await;
-        assert!(events.contains("CheckFailed"), "{events}");
+        ns.wait_event("CheckFailed").await;
     })
     .await;
 }
@@ -216,7 +154,7 @@ async fn a_failing_pre_rollout_webhook_leaves_all_traffic_on_stable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirm_gate_holds_until_the_endpoint_says_yes() {
     in_namespace("checks-confirm", async |ns: &TestNs| {
-        let gate = Receiver::start(403).await;
+        let gate = Receiver::start("/check", 403).await;
         ns.versions(&[STABLE, CANARY], 1).await;
         ns.create_dynamic(&ApiResource::erase::<HttpRoute>(&()), route())
             .await;
@@ -253,8 +191,8 @@ async fn a_confirm_gate_holds_until_the_endpoint_says_yes() {
             "WaitingForConfirm"
         );
         assert_eq!(st.checks[0].failures, 0, "a confirm gate never fails");
-        assert_eq!(route_canary_weight(ns).await, 0);
-        gate.status.store(200, Ordering::SeqCst);
+        assert_eq!(ns.route_canary_weight("checkout", CANARY).await, 0);
+        gate.answer(200);
         let r = ns.wait_phase(ROLLOUT, Phase::Succeeded, 100, TIMEOUT).await;
         let c = &r.status.expect("a status").checks[0];
         assert_eq!(c.phase, "Passed", "{c:?}");
@@ -275,7 +213,7 @@ async fn a_confirm_gate_holds_until_the_endpoint_says_yes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_check_rolls_back() {
     in_namespace("checks-job-fail", async |ns: &TestNs| {
-        let report = Receiver::start(200).await;
+        let report = Receiver::start("/check", 200).await;
         setup(ns).await;
         let mut smoke = job_check("smoke", "step", 1);
         smoke["failureLimit"] = json!(2);
@@ -305,7 +243,7 @@ async fn a_failing_job_check_rolls_back() {
         let labels = job.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels.get("rollwise.io/rollout").map(String::as_str), Some(ROLLOUT));
         assert_eq!(labels.get("team").map(String::as_str), Some("checkout"));
-        assert_eq!(route_canary_weight(ns).await, 0, "all traffic back on stable");
+        assert_eq!(ns.route_canary_weight("checkout", CANARY).await, 0, "all traffic back on stable");
         // Three Jobs were created; the oldest is deleted (Background).
         eventually("the oldest Job deleted", Duration::from_secs(30), || async {
             let jobs = ns
@@ -361,9 +299,51 @@ async fn a_job_past_its_deadline_fails_the_check() {
         assert_eq!(c.phase, "Failed", "{c:?}");
         assert_eq!(c.result, "Failed: DeadlineExceeded", "{c:?}");
         assert_eq!(st.last_decision.expect("a decision").reason, "CheckFailed");
-        assert_eq!(route_canary_weight(ns).await, 0);
+        assert_eq!(ns.route_canary_weight("checkout", CANARY).await, 0);
     })
     .await;
+}
+
+/// A Rollout with a smoke test before any traffic moves and a load Job
+/// at each step, both exiting 0.
+fn passing_job_checks(ns: &str) -> Rollout {
+    rollout(
+        ns,
+        json!([
+            job_check("smoke", "preRollout", 0),
+            job_check("load", "step", 0)
+        ]),
+    )
+}
+
+/// The rollout of [`passing_job_checks`] completes, and its status shows
+/// every check run passed: the smoke test once, the load Job at each of
+/// the two steps.
+async fn passing_job_checks_complete(ns: &TestNs) {
+    let r = ns.wait_phase(ROLLOUT, Phase::Succeeded, 100, TIMEOUT).await;
+    let st = r.status.expect("a status");
+    let phases: Vec<_> = st
+        .checks
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                c.point.as_str(),
+                c.phase.as_str(),
+                c.result.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("smoke", "preRollout", "Passed", "Complete"),
+            ("load", "step", "Passed", "Complete"),
+            ("load", "step", "Passed", "Complete"),
+        ],
+        "{:?}",
+        st.checks
+    );
 }
 
 /// A Job check whose Pod exits 0 passes: the rollout goes on to 100%.
@@ -371,38 +351,8 @@ async fn a_job_past_its_deadline_fails_the_check() {
 async fn a_passing_job_check_lets_the_rollout_proceed() {
     in_namespace("checks-job-pass", async |ns: &TestNs| {
         setup(ns).await;
-        ns.create(&rollout(
-            &ns.name,
-            json!([
-                job_check("smoke", "preRollout", 0),
-                job_check("load", "step", 0)
-            ]),
-        ))
-        .await;
-        let r = ns.wait_phase(ROLLOUT, Phase::Succeeded, 100, TIMEOUT).await;
-        let st = r.status.expect("a status");
-        let phases: Vec<_> = st
-            .checks
-            .iter()
-            .map(|c| {
-                (
-                    c.name.as_str(),
-                    c.point.as_str(),
-                    c.phase.as_str(),
-                    c.result.as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            phases,
-            [
-                ("smoke", "preRollout", "Passed", "Complete"),
-                ("load", "step", "Passed", "Complete"),
-                ("load", "step", "Passed", "Complete"),
-            ],
-            "{:?}",
-            st.checks
-        );
+        ns.create(&passing_job_checks(&ns.name)).await;
+        passing_job_checks_complete(ns).await;
         let jobs = ns
             .api::<Job>()
             .list(&ListParams::default().labels(&format!("rollwise.io/rollout={ROLLOUT}")))
@@ -442,21 +392,8 @@ async fn chart_operator(ns: &TestNs, jobs: bool) -> (Install, Arc<common::cluste
 async fn job_checks_run_under_the_charts_rbac_with_checks_jobs() {
     in_namespace("checks-rbac", async |ns: &TestNs| {
         let (install, operator) = chart_operator(ns, true).await;
-        ns.create(&rollout(
-            &ns.name,
-            json!([
-                job_check("smoke", "preRollout", 0),
-                job_check("load", "step", 0)
-            ]),
-        ))
-        .await;
-        let r = ns.wait_phase(ROLLOUT, Phase::Succeeded, 100, TIMEOUT).await;
-        let st = r.status.expect("a status");
-        assert!(
-            st.checks.iter().all(|c| c.phase == "Passed"),
-            "{:?}",
-            st.checks
-        );
+        ns.create(&passing_job_checks(&ns.name)).await;
+        passing_job_checks_complete(ns).await;
         install.finish(ns, &[&operator]).await;
     })
     .await;
@@ -489,16 +426,8 @@ async fn a_job_check_without_the_right_to_create_jobs_holds_and_says_why() {
         let d = st.last_decision.expect("a decision");
         assert_eq!(d.reason, "CheckError", "{d:?}");
         assert!(d.message.contains("cannot run"), "{d:?}");
-        assert_eq!(route_canary_weight(ns).await, 0);
-        eventually("the CheckError Event", Duration::from_secs(30), || async {
-            let events = common::cluster::events_text(&ns.client, &ns.name).await;
-            if events.contains("CheckError") {
-                Ok(())
-            } else {
-                Err(events)
-            }
-        })
-        .await;
+        assert_eq!(ns.route_canary_weight("checkout", CANARY).await, 0);
+        ns.wait_event("CheckError").await;
         // The Rollout goes while the operator runs (its finalizer), then the
         // release.
         ns.api::<Rollout>()

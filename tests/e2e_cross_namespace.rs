@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
 use common::cluster::{OperatorOptions, TestNs, in_namespace, in_namespace_of};
-use kube::api::{ApiResource, Patch, PatchParams};
-use rollwise::api::{ACTION_ANNOTATION, Phase, Rollout};
+use kube::api::ApiResource;
+use rollwise::api::{Phase, Rollout};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -98,16 +98,7 @@ async fn a_dependency_in_another_namespace_is_waited_for_and_followed() {
             assert_eq!(d.reason, "WaitingForDependency", "{d:?}");
             assert!(d.message.contains(&key), "{}", d.message);
 
-            pay.api::<Rollout>()
-                .patch(
-                    "payments",
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        &json!({"metadata": {"annotations": {ACTION_ANNOTATION: "promote"}}}),
-                    ),
-                )
-                .await
-                .expect("promote payments");
+            pay.act("payments", "promote").await;
             pay.wait_phase("payments", Phase::Succeeded, 100, TIMEOUT)
                 .await;
             let r = shop

@@ -12,10 +12,10 @@ mod common;
 use std::time::Duration;
 
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
-use common::cluster::{TestNs, events_text, eventually, in_namespace};
+use common::cluster::{TestNs, in_namespace};
 use common::prometheus::{Backfill, PrometheusServer};
 use kube::api::{ApiResource, Patch, PatchParams};
-use rollwise::api::{ACTION_ANNOTATION, Phase, Rollout};
+use rollwise::api::{Phase, Rollout};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -65,15 +65,26 @@ async fn services(ns: &TestNs) {
         .await;
 }
 
-async fn act(ns: &TestNs, name: &str, action: &str) {
-    ns.api::<Rollout>()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"metadata": {"annotations": {ACTION_ANNOTATION: action}}})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot {action} {name}: {e}"));
+/// payments (20%, manual pause, 100%) and checkout (10%, manual pause,
+/// 100%) that needs payments at >= 20%, both created and paused at their
+/// first step.
+async fn payments_and_checkout_paused(ns: &TestNs) {
+    ns.create(&rollout(
+        &ns.name,
+        "payments",
+        json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]),
+        Value::Null,
+    ))
+    .await;
+    ns.create(&rollout(
+        &ns.name,
+        "checkout",
+        json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]),
+        json!([{"name": "payments", "minWeight": 20}]),
+    ))
+    .await;
+    ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
+    ns.wait_phase("checkout", Phase::Paused, 10, TIMEOUT).await;
 }
 
 /// Run the real `kubectl-rollwise` with `args` in the test's namespace;
@@ -99,26 +110,6 @@ fn condition<'a>(r: &'a Rollout, type_: &str) -> Option<(&'a str, &'a str, &'a s
     r.status.as_ref()?.conditions.iter().find_map(|c| {
         (c.type_ == type_).then_some((c.status.as_str(), c.reason.as_str(), c.message.as_str()))
     })
-}
-
-/// The events of the namespace contain `needle`, eventually.
-async fn wait_event(ns: &TestNs, needle: &str) {
-    eventually(
-        &format!("an Event with {needle:?}"),
-        Duration::from_secs(30),
-        || {
-            let (client, name, needle) = (ns.client.clone(), ns.name.clone(), needle.to_string());
-            async move {
-                let text = events_text(&client, &name).await;
-                if text.contains(&needle) {
-                    Ok(())
-                } else {
-                    Err(text)
-                }
-            }
-        },
-    )
-    .await;
 }
 
 /// checkout needs payments to have completed with canary payments-v2.
@@ -154,7 +145,7 @@ async fn a_two_service_release_goes_in_order() {
         assert!(message.contains("spec.dependsOn[0]"), "{message}");
         assert!(message.contains("payments not found"), "{message}");
         assert_eq!(r.status.as_ref().unwrap().canary_weight, 0);
-        wait_event(ns, "DependencyNotFound Rollout/checkout").await;
+        ns.wait_event("DependencyNotFound Rollout/checkout").await;
 
         // payments starts and stops at 40% for a person: checkout waits at 0%.
         ns.create(&rollout(
@@ -201,7 +192,7 @@ async fn a_two_service_release_goes_in_order() {
         let line = wide.lines().find(|l| l.starts_with("checkout")).unwrap_or_default();
         assert!(line.contains(&format!("{}/payments", ns.name)), "{wide}");
         assert_eq!(condition(&r, "Stalled").unwrap().0, "False");
-        wait_event(ns, "WaitingForDependency Rollout/checkout").await;
+        ns.wait_event("WaitingForDependency Rollout/checkout").await;
 
         // The plugin shows the tree, both ways.
         let tree = plugin(ns, &["get", "rollout", "checkout"]);
@@ -243,7 +234,7 @@ async fn a_two_service_release_goes_in_order() {
             done(&payments) <= done(&checkout),
             "checkout completed after payments"
         );
-        wait_event(ns, "DependencySatisfied Rollout/checkout").await;
+        ns.wait_event("DependencySatisfied Rollout/checkout").await;
     })
     .await;
 }
@@ -256,24 +247,9 @@ async fn a_dependency_aborted_takes_its_dependent_back_to_stable() {
     in_namespace("deps-abort", async |ns: &TestNs| {
         services(ns).await;
         ns.start_admin_operator().await;
-        ns.create(&rollout(
-            &ns.name,
-            "payments",
-            json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]),
-            Value::Null,
-        ))
-        .await;
-        ns.create(&rollout(
-            &ns.name,
-            "checkout",
-            json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]),
-            json!([{"name": "payments", "minWeight": 20}]),
-        ))
-        .await;
-        ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
-        ns.wait_phase("checkout", Phase::Paused, 10, TIMEOUT).await;
+        payments_and_checkout_paused(ns).await;
 
-        act(ns, "payments", "abort").await;
+        ns.act("payments", "abort").await;
         ns.wait_phase("payments", Phase::Aborted, 0, TIMEOUT).await;
         let r = ns
             .wait_phase("checkout", Phase::RolledBack, 0, TIMEOUT)
@@ -286,22 +262,9 @@ async fn a_dependency_aborted_takes_its_dependent_back_to_stable() {
         assert_eq!(s.dependencies[0].phase, "Aborted");
         let (stalled, reason, _) = condition(&r, "Stalled").unwrap();
         assert_eq!((stalled, reason), ("True", "DependencyFailed"));
-        wait_event(ns, "DependencyFailed Rollout/checkout").await;
+        ns.wait_event("DependencyFailed Rollout/checkout").await;
         // The route carries no canary traffic.
-        let route = ns
-            .dynamic(&ApiResource::erase::<HttpRoute>(&()))
-            .get("checkout")
-            .await
-            .expect("the checkout route");
-        let refs = &route.data["spec"]["rules"][0]["backendRefs"];
-        let canary = refs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|b| b["name"] == "checkout-v2")
-            .map(|b| b["weight"].as_i64().unwrap_or(1))
-            .unwrap_or(0);
-        assert_eq!(canary, 0, "{refs}");
+        assert_eq!(ns.route_canary_weight("checkout", "checkout-v2").await, 0);
     })
     .await;
 }
@@ -333,22 +296,7 @@ async fn a_dependency_rolled_back_by_its_analysis_takes_its_dependent_back_to_st
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         ns.start_admin_operator().await;
-        ns.create(&rollout(
-            &ns.name,
-            "payments",
-            json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]),
-            Value::Null,
-        ))
-        .await;
-        ns.create(&rollout(
-            &ns.name,
-            "checkout",
-            json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]),
-            json!([{"name": "payments", "minWeight": 20}]),
-        ))
-        .await;
-        ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
-        ns.wait_phase("checkout", Phase::Paused, 10, TIMEOUT).await;
+        payments_and_checkout_paused(ns).await;
 
         let sel = r#"service="{{service}}",namespace="{{namespace}}""#;
         let analysis = json!({"spec": {"analysis": {
@@ -378,7 +326,7 @@ async fn a_dependency_rolled_back_by_its_analysis_takes_its_dependent_back_to_st
         assert!(d.message.contains("spec.dependsOn[0]"), "{}", d.message);
         assert!(d.message.contains("payments was RolledBack"), "{}", d.message);
         assert_eq!(s.dependencies[0].phase, "RolledBack");
-        wait_event(ns, "DependencyFailed Rollout/checkout").await;
+        ns.wait_event("DependencyFailed Rollout/checkout").await;
         tokio::task::spawn_blocking(move || drop(prometheus))
             .await
             .unwrap();
@@ -527,7 +475,7 @@ async fn a_later_step_waits_at_the_current_weight_and_hold_keeps_it_through_a_fa
         assert!(s.message.contains("before step 2"), "{}", s.message);
         assert!(s.message.contains("Paused at 20%"), "{}", s.message);
 
-        act(ns, "payments", "abort").await;
+        ns.act("payments", "abort").await;
         ns.wait_phase("payments", Phase::Aborted, 0, TIMEOUT).await;
         let r = ns
             .wait_rollout("checkout", "holding after payments' abort", TIMEOUT, |r| {
@@ -541,11 +489,12 @@ async fn a_later_step_waits_at_the_current_weight_and_hold_keeps_it_through_a_fa
         let s = r.status.as_ref().unwrap();
         assert_eq!((s.phase, s.canary_weight), (Phase::Progressing, 10));
         assert!(s.message.contains("payments was Aborted"), "{}", s.message);
-        wait_event(ns, "DependencyFailedHolding Rollout/checkout").await;
+        ns.wait_event("DependencyFailedHolding Rollout/checkout")
+            .await;
 
-        act(ns, "payments", "retry").await;
+        ns.act("payments", "retry").await;
         ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
-        act(ns, "payments", "promote").await;
+        ns.act("payments", "promote").await;
         ns.wait_phase("payments", Phase::Succeeded, 100, TIMEOUT)
             .await;
         ns.wait_phase("checkout", Phase::Succeeded, 100, TIMEOUT)
@@ -561,22 +510,7 @@ async fn abort_group_takes_the_dependents_with_it() {
     in_namespace("deps-abort-group", async |ns: &TestNs| {
         services(ns).await;
         ns.start_admin_operator().await;
-        ns.create(&rollout(
-            &ns.name,
-            "payments",
-            json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]),
-            Value::Null,
-        ))
-        .await;
-        ns.create(&rollout(
-            &ns.name,
-            "checkout",
-            json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]),
-            json!([{"name": "payments", "minWeight": 20}]),
-        ))
-        .await;
-        ns.wait_phase("payments", Phase::Paused, 20, TIMEOUT).await;
-        ns.wait_phase("checkout", Phase::Paused, 10, TIMEOUT).await;
+        payments_and_checkout_paused(ns).await;
         let said = plugin(ns, &["abort", "--group", "payments"]);
         assert!(
             said.contains(&format!(

@@ -11,15 +11,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::gateway_api::apis::standard::httproutes::HttpRoute;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
 use common::cluster::{OperatorOptions, TestNs, eventually, in_namespace};
 use common::prometheus::{Backfill, PrometheusServer};
+use common::receiver::Receiver;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ApiResource;
 use rollwise::api::{Phase, Rollout};
@@ -29,54 +26,6 @@ const STABLE: &str = "checkout-v1";
 const CANARY: &str = "checkout-v2";
 const ROLLOUT: &str = "checkout";
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A webhook receiver on 127.0.0.1 that records every JSON body.
-struct Receiver {
-    url: String,
-    bodies: Mutex<Vec<Value>>,
-}
-
-impl Receiver {
-    async fn start(path: &str) -> Arc<Receiver> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("its address");
-        let receiver = Arc::new(Receiver {
-            url: format!("http://{addr}{path}"),
-            bodies: Mutex::default(),
-        });
-        let app = axum::Router::new()
-            .fallback(receive)
-            .with_state(receiver.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        receiver
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// `kind reason` of each body received.
-    fn received(&self) -> Vec<String> {
-        self.bodies()
-            .iter()
-            .map(|b| format!("{} {}", b["kind"], b["reason"]).replace('"', ""))
-            .collect()
-    }
-}
-
-async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    r.bodies
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(body);
-    StatusCode::OK
-}
 
 /// 10 requests/s on each side; the canary fails 20% of them, stable none.
 fn traffic(ns: &str) -> String {
@@ -147,8 +96,8 @@ fn route() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_by_the_comparison_notifies_every_webhook_that_wants_it() {
     in_namespace("notify", async |ns: &TestNs| {
-        let everything = Receiver::start("/operator").await;
-        let on_call = Receiver::start("/on-call").await;
+        let everything = Receiver::start("/operator", 200).await;
+        let on_call = Receiver::start("/on-call", 200).await;
         ns.versions(&[STABLE, CANARY], 1).await;
         ns.create_dynamic(&ApiResource::erase::<HttpRoute>(&()), route())
             .await;

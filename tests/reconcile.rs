@@ -954,12 +954,18 @@ async fn passing_checks_are_run_at_every_point_and_the_rollout_completes() {
             ("prePromotion", 100)
         ]
     );
+    // What status shows: every run, each passed.
+    let status: Vec<(&str, &str)> = r
+        .status
+        .as_ref()
+        .unwrap()
+        .checks
+        .iter()
+        .map(|c| (c.point.as_str(), c.phase.as_str()))
+        .collect();
+    assert_eq!(status.len(), points.len(), "{status:?}");
     assert!(
-        r.status
-            .as_ref()
-            .unwrap()
-            .checks
-            .iter()
-            .all(|c| c.phase == "Passed")
+        status.iter().all(|(_, phase)| *phase == "Passed"),
+        "{status:?}"
     );
 }

@@ -597,6 +597,65 @@ impl TestNs {
         .await
     }
 
+    /// The namespace's Events contain `needle`, eventually (an Event is
+    /// published after the status it tells of, so it is waited for).
+    pub async fn wait_event(&self, needle: &str) {
+        eventually(
+            &format!("an Event with {needle:?}"),
+            Duration::from_secs(30),
+            || {
+                let (client, name) = (self.client.clone(), self.name.clone());
+                let needle = needle.to_string();
+                async move {
+                    let text = events_text(&client, &name).await;
+                    if text.contains(&needle) {
+                        Ok(())
+                    } else {
+                        Err(text)
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The weight the HTTPRoute `route` gives the backend `canary`, over
+    /// all its rules (0 when it has no such backend).
+    pub async fn route_canary_weight(&self, route: &str, canary: &str) -> i64 {
+        let ar = ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+            "httproutes",
+        );
+        let route = self
+            .dynamic(&ar)
+            .get(route)
+            .await
+            .unwrap_or_else(|e| panic!("the HTTPRoute {route}: {e}"));
+        route.data["spec"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["backendRefs"].as_array().cloned().unwrap_or_default())
+            .filter(|b| b["name"] == canary)
+            .map(|b| b["weight"].as_i64().unwrap_or(1))
+            .sum()
+    }
+
+    /// Ask for a manual action on a Rollout, as `kubectl rollwise` does: the
+    /// `rollwise.io/action` annotation.
+    pub async fn act(&self, name: &str, action: &str) {
+        self.api::<Rollout>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"annotations": {
+                    rollwise::api::ACTION_ANNOTATION: action
+                }}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cannot {action} {name}: {e}"));
+    }
+
     /// Everything that helps to understand a failure. Never panics.
     pub async fn diagnostics(&self) -> String {
         let mut out = format!(

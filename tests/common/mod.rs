@@ -4,4 +4,5 @@ pub mod cluster;
 pub mod gitops;
 pub mod install;
 pub mod prometheus;
+pub mod receiver;
 pub mod routers;
